@@ -1,0 +1,15 @@
+//! The Command aggregate (id = command UUID, one short stream per remote command): its whole lifecycle
+//! from request to a terminal state, and the catalogue of what a vehicle can be asked.
+
+mod aggregate;
+pub mod catalogue;
+mod commands;
+mod events;
+mod status;
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{Command, CommandError, CommandPreconditions, CommandServices, PreconditionError};
+pub use commands::{AnswerStatus, CommandCommand, RequestCommand, VehicleAnswer};
+pub use events::{CommandEvent, RejectedBy};
+pub use status::CommandStatus;

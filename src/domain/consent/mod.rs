@@ -1,0 +1,7 @@
+//! The Consent aggregate (id = VIN): which subject allowed what purpose, under which version.
+
+mod aggregate;
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::{Consent, ConsentCommand, ConsentError, ConsentEvent, Grant, Purpose};

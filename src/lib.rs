@@ -1,0 +1,13 @@
+//! tacho: an event-sourced command and vehicle-state service for connected vehicles.
+//!
+//! Architecture map (what each module owns, and what it must not import):
+//! - [`domain`]: the aggregates Vehicle, Device, Consent and Command. Pure decide/apply logic;
+//!   imports no sqlx, axum or rumqttc and never reads a clock.
+//! - [`projections`]: the subscription runner (checkpointed catch-up readers of the log) and one
+//!   module per read model. Knows the log's rows, not HTTP.
+//! - [`adapters`]: the technology: PostgreSQL (event store, log reader, migrations) and HTTP (axum
+//!   router, auth, problem+json, OpenAPI).
+//! - [`config`]: the only place that reads the environment.
+//! - [`app`]: the composition root: pools, frameworks, subscriptions, HTTP, shutdown.
+
+pub mod domain;
