@@ -11,3 +11,7 @@
 //! - [`app`]: the composition root: pools, frameworks, subscriptions, HTTP, shutdown.
 
 pub mod domain;
+pub mod adapters;
+pub mod projections;
+pub mod app;
+pub mod config;

@@ -1,0 +1,126 @@
+//! The raw log for auditors: one stream, or the global feed in commit order.
+
+use super::auth::{Principal, Role};
+use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
+use super::state::AppState;
+use crate::adapters::postgres::log;
+use crate::projections::{Checkpoint, StoredEvent};
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(stream)).routes(routes!(feed))
+}
+
+/// One event of the log with its metadata.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogEvent {
+    /// Global position.
+    pub position: i64,
+    /// Aggregate type.
+    pub aggregate_type: String,
+    /// Stream id.
+    pub aggregate_id: String,
+    /// Sequence in the stream, from 1.
+    pub sequence: i64,
+    /// Event type.
+    pub event_type: String,
+    /// Payload schema version.
+    pub event_version: String,
+    /// Payload.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Actor, request id, roles.
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// When the database recorded it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl From<StoredEvent> for LogEvent {
+    fn from(e: StoredEvent) -> Self {
+        Self {
+            position: e.position,
+            aggregate_type: e.aggregate_type,
+            aggregate_id: e.aggregate_id,
+            sequence: e.sequence,
+            event_type: e.event_type,
+            event_version: e.event_version,
+            payload: e.payload,
+            metadata: e.metadata,
+            recorded_at: e.recorded_at,
+        }
+    }
+}
+
+/// A page of the global feed.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Feed {
+    /// Events in commit order.
+    pub items: Vec<LogEvent>,
+    /// Pass as `after` to continue; null when nothing was returned.
+    pub next_after: Option<i64>,
+}
+
+const AGGREGATE_TYPES: [&str; 4] = ["Vehicle", "Device", "Consent", "Command"];
+
+/// Every event of one stream, in sequence order (auditor).
+#[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{id}", tag = "audit",
+    params(("aggregate_type" = String, Path, description = "Vehicle, Device, Consent or Command"), ("id" = String, Path, description = "Stream id")),
+    responses((status = 200, description = "The stream", body = Vec<LogEvent>),
+              (status = 404, description = "No such stream", body = Problem)))]
+async fn stream(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path((aggregate_type, id)): Path<(String, String)>,
+) -> Result<Json<Vec<LogEvent>>, ApiError> {
+    principal.require(&[Role::Auditor])?;
+    if !AGGREGATE_TYPES.contains(&aggregate_type.as_str()) {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("unknown aggregate type '{aggregate_type}'")));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let events = log::read_stream(&mut conn, &aggregate_type, &id).await?;
+    if events.is_empty() {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("no stream {aggregate_type}/{id}")));
+    }
+    Ok(Json(events.into_iter().map(LogEvent::from).collect()))
+}
+
+/// Where to read the feed from.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FeedQuery {
+    /// Position of the last event already read (0 or absent: from the start).
+    pub after: Option<i64>,
+    /// 1..1000, default 100.
+    pub limit: Option<i64>,
+}
+
+/// The global log in commit order after a position (auditor): a feed nothing is ever inserted into
+/// behind the reader.
+#[utoipa::path(get, path = "/v1/audit/events", tag = "audit", params(FeedQuery),
+    responses((status = 200, description = "Events after `after`", body = Feed),
+              (status = 400, description = "Unknown position or bad limit", body = Problem)))]
+async fn feed(State(state): State<AppState>, principal: Principal, Query(q): Query<FeedQuery>) -> Result<Json<Feed>, ApiError> {
+    principal.require(&[Role::Auditor])?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "limit must be from 1 to 1000"));
+    }
+    let mut conn = state.pool.acquire().await?;
+    let after = match q.after.filter(|p| *p > 0) {
+        None => Checkpoint::default(),
+        Some(position) => log::checkpoint_of(&mut conn, position)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("no event at position {position}")))?,
+    };
+    let items: Vec<LogEvent> = log::read_after(&mut conn, after, None, limit).await?.into_iter().map(Into::into).collect();
+    let next_after = items.last().map(|e| e.position).or(q.after);
+    Ok(Json(Feed { items, next_after }))
+}

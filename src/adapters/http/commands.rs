@@ -1,0 +1,340 @@
+//! Remote commands: request (idempotent), read with long poll, SSE of transitions, cancel, list.
+
+use super::auth::{Principal, Role};
+use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
+use super::state::AppState;
+use super::vehicles::page_size;
+use crate::adapters::postgres::{execute, queries};
+use crate::domain::command::{catalogue, Command, CommandCommand, CommandStatus, RequestCommand};
+use crate::projections::commands::CommandsProjection;
+use crate::projections::views::{CommandView, Page};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(request, list))
+        .routes(routes!(get_command))
+        .routes(routes!(events))
+        .routes(routes!(cancel))
+}
+
+/// A remote command request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestBody {
+    /// lock_doors, unlock_doors, flash_lights, honk, start_charging, stop_charging (no params);
+    /// set_climate `{temperature_c: 16..30, on}`; set_charge_limit `{percent: 50..100}`; configure `{key, value}`.
+    #[schema(example = "lock_doors")]
+    pub name: String,
+    /// Parameters of the command.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub params: Value,
+    /// Seconds to wait for a final answer (1..3600, default 30).
+    pub timeout_s: Option<u32>,
+    /// Queue while the vehicle is offline (default false: fail fast).
+    pub store_and_forward: Option<bool>,
+    /// How long a queued command may wait (seconds, ≤ 7 days, default 3600).
+    pub ttl_s: Option<u32>,
+}
+
+fn requester_only(principal: &Principal, view: CommandView) -> Result<CommandView, ApiError> {
+    if view.requester == principal.sub() || principal.has(Role::Auditor) || principal.has(Role::Admin) {
+        Ok(view)
+    } else {
+        Err(not_found(view.command_id))
+    }
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::new(ErrorCode::CommandNotFound, format!("command {id} not found"))
+}
+
+async fn command_view(state: &AppState, principal: &Principal, id: Uuid) -> Result<CommandView, ApiError> {
+    let view = queries::command_by_id(&state.pool, id).await?.ok_or_else(|| not_found(id))?;
+    requester_only(principal, view)
+}
+
+/// Looks up or claims an idempotency key: `Ok(Some(id))` is the command this key already names.
+async fn claim_key(state: &AppState, requester: &str, key: &str, hash: &str, id: Uuid) -> Result<Option<Uuid>, ApiError> {
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be 1 to 255 characters"));
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO command_idempotency (requester, key, request_hash, command_id) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (requester, key) DO NOTHING",
+    )
+    .bind(requester)
+    .bind(key)
+    .bind(hash)
+    .bind(id)
+    .execute(&state.pool)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(None);
+    }
+    let (stored_hash, existing): (String, Uuid) =
+        sqlx::query_as("SELECT request_hash, command_id FROM command_idempotency WHERE requester = $1 AND key = $2")
+            .bind(requester)
+            .bind(key)
+            .fetch_one(&state.pool)
+            .await?;
+    if stored_hash != hash {
+        return Err(ApiError::new(
+            ErrorCode::IdempotencyConflict,
+            "this Idempotency-Key was used for a different request",
+        ));
+    }
+    Ok(Some(existing))
+}
+
+/// Request a remote command (owner, service). Needs the requester's `remote_commands` consent; a
+/// refusal for consent or vehicle state is recorded on the command and answered 403 / 409.
+#[utoipa::path(post, path = "/v1/vehicles/{vin}/commands", tag = "commands", request_body = RequestBody,
+    params(("vin" = String, Path, description = "VIN"),
+           ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same command (200); other body: 409")),
+    responses(
+        (status = 202, description = "Accepted for delivery", body = CommandView, headers(("Location" = String, description = "URL of the command"))),
+        (status = 200, description = "Idempotent replay: the command this key already created", body = CommandView),
+        (status = 403, description = "No consent in force (`consent_missing`); the rejection is recorded", body = Problem),
+        (status = 404, description = "Unknown or out-of-scope vehicle", body = Problem),
+        (status = 409, description = "Vehicle not active (`vehicle_not_active`, recorded) or key reused (`idempotency_conflict`)", body = Problem),
+        (status = 422, description = "Unknown command or parameters out of range", body = Problem),
+    ))]
+async fn request(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(vin): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<RequestBody>,
+) -> Result<Response, ApiError> {
+    principal.require(&[Role::Owner, Role::Service])?;
+    principal.scope(&vin)?;
+    let params = catalogue::validate(&body.name, &body.params).map_err(crate::domain::command::CommandError::from).map_err(|e| {
+        use crate::domain::DomainError;
+        let code = if e.code() == "unknown_command" { ErrorCode::UnknownCommand } else { ErrorCode::InvalidParameters };
+        ApiError::new(code, e.to_string())
+    })?;
+    let timeout_s = body.timeout_s.unwrap_or(catalogue::DEFAULT_TIMEOUT_S);
+    let store_and_forward = body.store_and_forward.unwrap_or(false);
+    let ttl_s = body.ttl_s.unwrap_or(catalogue::DEFAULT_TTL_S);
+    let key = headers.get("idempotency-key").map(|v| v.to_str().map(str::to_owned));
+    let key = key
+        .transpose()
+        .map_err(|_| ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be visible ASCII"))?;
+    let mut id = Uuid::new_v4();
+    let mut claimed = false;
+    if let Some(key) = &key {
+        let canonical = json!([vin, body.name, params, timeout_s, store_and_forward, ttl_s]).to_string();
+        let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
+        match claim_key(&state, principal.sub(), key, &hash, id).await? {
+            Some(existing) => {
+                let command = state.frameworks.stores.load::<Command>(&existing.to_string()).await?;
+                if command.status != CommandStatus::Unknown {
+                    state.settle(CommandsProjection::NAME, "Command", &existing.to_string()).await?;
+                    return Ok((StatusCode::OK, Json(command_view(&state, &principal, existing).await?)).into_response());
+                }
+                // The first attempt stopped between claiming the key and recording the command.
+                id = existing;
+            }
+            None => claimed = true,
+        }
+    }
+    let command = CommandCommand::Request(RequestCommand {
+        command_id: id,
+        vin: vin.clone(),
+        name: body.name,
+        params,
+        timeout_s,
+        store_and_forward,
+        ttl_s,
+        requester: principal.sub().to_owned(),
+        idempotency_key: key.clone(),
+        at: Utc::now(),
+    });
+    if let Err(e) = execute(&state.frameworks.commands, &id.to_string(), command, &principal.metadata()).await {
+        if claimed {
+            sqlx::query("DELETE FROM command_idempotency WHERE requester = $1 AND key = $2")
+                .bind(principal.sub())
+                .bind(key.as_deref())
+                .execute(&state.pool)
+                .await?;
+        }
+        return Err(e.into());
+    }
+    state.settle(CommandsProjection::NAME, "Command", &id.to_string()).await?;
+    let view = command_view(&state, &principal, id).await?;
+    if let Some(error) = view.error.as_ref().filter(|_| view.status == "rejected") {
+        let code = match error.code.as_str() {
+            "consent_missing" => ErrorCode::ConsentMissing,
+            _ => ErrorCode::VehicleNotActive,
+        };
+        return Err(ApiError::new(code, error.message.clone().unwrap_or_default()).with_command(id));
+    }
+    let location = format!("/v1/commands/{id}");
+    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// Long poll.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Wait up to this many seconds (0..60) for the status to change.
+    pub wait: Option<u64>,
+}
+
+/// A command: status, every transition, result or error (its requester, auditors).
+/// With `?wait=S`, answers as soon as the status changes or after S seconds.
+#[utoipa::path(get, path = "/v1/commands/{id}", tag = "commands", params(("id" = Uuid, Path, description = "Command id"), WaitQuery),
+    responses((status = 200, description = "The command", body = CommandView),
+              (status = 404, description = "Unknown or not the caller's", body = Problem)))]
+async fn get_command(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+    Query(q): Query<WaitQuery>,
+) -> Result<Json<CommandView>, ApiError> {
+    let wait = q.wait.unwrap_or(0);
+    if wait > 60 {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "wait is at most 60 seconds"));
+    }
+    let mut changes = state.command_changes.subscribe();
+    let first = command_view(&state, &principal, id).await?;
+    if wait == 0 || CommandStatus::parse(&first.status).is_some_and(CommandStatus::is_terminal) {
+        return Ok(Json(first));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        let changed = tokio::time::timeout_at(deadline, next_change(&mut changes, id)).await;
+        let now = command_view(&state, &principal, id).await?;
+        if changed.is_err() || now.status != first.status {
+            return Ok(Json(now));
+        }
+    }
+}
+
+/// Server-sent events of a command's transitions (its requester): every transition so far, then each
+/// new one as it is recorded; the stream ends after a terminal status.
+#[utoipa::path(get, path = "/v1/commands/{id}/events", tag = "commands", params(("id" = Uuid, Path, description = "Command id")),
+    responses((status = 200, description = "`text/event-stream` of `transition` events: `{status, at}`", content_type = "text/event-stream", body = String),
+              (status = 404, description = "Unknown or not the caller's", body = Problem)))]
+async fn events(State(state): State<AppState>, principal: Principal, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+    // Subscribed before the first read, so no change between the read and the wait is missed.
+    let changes = state.command_changes.subscribe();
+    let first = command_view(&state, &principal, id).await?;
+    let start = SseState { state, principal, id, changes, sent: 0, pending: Some(first), done: false };
+    let stream = futures::stream::unfold(start, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        let view = match s.pending.take() {
+            Some(view) => view,
+            None => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), next_change(&mut s.changes, s.id)).await;
+                command_view(&s.state, &s.principal, s.id).await.ok()?
+            }
+        };
+        let fresh: Vec<Result<Event, Infallible>> = view
+            .transitions
+            .iter()
+            .skip(s.sent)
+            .map(|t| Ok(Event::default().event("transition").json_data(t).unwrap_or_default()))
+            .collect();
+        s.sent = view.transitions.len();
+        s.done = CommandStatus::parse(&view.status).is_some_and(CommandStatus::is_terminal);
+        Some((futures::stream::iter(fresh), s))
+    })
+    .flatten();
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()).into_response())
+}
+
+struct SseState {
+    state: AppState,
+    principal: Principal,
+    id: Uuid,
+    changes: broadcast::Receiver<Uuid>,
+    sent: usize,
+    pending: Option<CommandView>,
+    done: bool,
+}
+
+/// Returns when command `id` changed (or notifications were lost, so the caller re-reads).
+async fn next_change(changes: &mut broadcast::Receiver<Uuid>, id: Uuid) {
+    loop {
+        match changes.recv().await {
+            Ok(changed) if changed == id => return,
+            Ok(_) => {}
+            Err(broadcast::error::RecvError::Lagged(_)) => return,
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+/// Cancel a command (its requester) before the vehicle accepted it.
+#[utoipa::path(post, path = "/v1/commands/{id}/cancel", tag = "commands", params(("id" = Uuid, Path, description = "Command id")),
+    responses((status = 200, description = "Canceled", body = CommandView),
+              (status = 404, description = "Unknown or not the caller's", body = Problem),
+              (status = 409, description = "Already accepted or ended (`command_not_cancelable`)", body = Problem)))]
+async fn cancel(State(state): State<AppState>, principal: Principal, Path(id): Path<Uuid>) -> Result<Json<CommandView>, ApiError> {
+    let command = state.frameworks.stores.load::<Command>(&id.to_string()).await?;
+    let own = command.requester == principal.sub() || principal.has(Role::Admin);
+    if command.status == CommandStatus::Unknown || !own {
+        return Err(not_found(id));
+    }
+    let cancel = CommandCommand::Cancel { by: principal.sub().to_owned(), at: Utc::now() };
+    execute(&state.frameworks.commands, &id.to_string(), cancel, &principal.metadata()).await?;
+    state.settle(CommandsProjection::NAME, "Command", &id.to_string()).await?;
+    Ok(Json(command_view(&state, &principal, id).await?))
+}
+
+/// Filter and paging of a vehicle's commands.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CommandsQuery {
+    /// Only commands in this status.
+    pub status: Option<String>,
+    /// 1..500, default 50.
+    pub page_size: Option<i64>,
+    /// From the previous page's `next_page_token`.
+    pub page_token: Option<String>,
+}
+
+/// A vehicle's commands, newest first (owner, dealer).
+#[utoipa::path(get, path = "/v1/vehicles/{vin}/commands", tag = "commands", params(("vin" = String, Path, description = "VIN"), CommandsQuery),
+    responses((status = 200, description = "A page of commands", body = Page<CommandView>),
+              (status = 400, description = "Bad status or page token", body = Problem),
+              (status = 404, description = "Out-of-scope vehicle", body = Problem)))]
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(vin): Path<String>,
+    Query(q): Query<CommandsQuery>,
+) -> Result<Json<Page<CommandView>>, ApiError> {
+    principal.require(&[Role::Owner, Role::Dealer, Role::Auditor])?;
+    principal.scope(&vin)?;
+    if let Some(status) = q.status.as_deref() {
+        if CommandStatus::parse(status).is_none() {
+            return Err(ApiError::new(ErrorCode::InvalidQuery, format!("unknown status '{status}'")));
+        }
+    }
+    let size = page_size(q.page_size)?;
+    Ok(Json(queries::commands_of_vehicle(&state.pool, &vin, q.status.as_deref(), size, q.page_token.as_deref()).await?))
+}

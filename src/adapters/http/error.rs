@@ -1,0 +1,311 @@
+//! One error type for the API: RFC 9457 problem+json with a stable `code` from a closed enum.
+//! 5xx details are logged, never sent.
+
+use crate::adapters::postgres::queries::QueryError;
+use crate::domain::DomainError;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cqrs_es::AggregateError;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// Every code the API answers with. Stable: clients branch on these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No or malformed bearer token.
+    Unauthorized,
+    /// The bearer token expired.
+    TokenExpired,
+    /// The token's roles do not allow this route.
+    Forbidden,
+    /// No such route or resource.
+    NotFound,
+    /// No such vehicle (or not in the caller's scope).
+    VehicleNotFound,
+    /// No such device.
+    DeviceNotFound,
+    /// No such command (or not the caller's).
+    CommandNotFound,
+    /// The VIN is already registered.
+    VehicleExists,
+    /// The device id is taken or already fitted.
+    DeviceExists,
+    /// The device is not fitted to this vehicle.
+    DeviceNotAttached,
+    /// The device was replaced or revoked.
+    DeviceRetired,
+    /// Not a valid ISO 3779 VIN.
+    InvalidVin,
+    /// The body is not JSON.
+    InvalidJson,
+    /// The JSON does not match the schema (missing, unknown or mistyped fields).
+    InvalidBody,
+    /// Bad query string.
+    InvalidQuery,
+    /// The body exceeds the size limit.
+    PayloadTooLarge,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// A field value is out of its range.
+    ValidationFailed,
+    /// Consent purpose outside the catalogue.
+    UnknownPurpose,
+    /// Command name outside the catalogue.
+    UnknownCommand,
+    /// Command parameters, timeout or TTL out of range.
+    InvalidParameters,
+    /// No consent in force for the requester (the rejection is recorded).
+    ConsentMissing,
+    /// The vehicle is not active (the rejection is recorded).
+    VehicleNotActive,
+    /// Same idempotency key, different request.
+    IdempotencyConflict,
+    /// The command can no longer be canceled.
+    CommandNotCancelable,
+    /// The lifecycle does not allow this move.
+    InvalidTransition,
+    /// A page token this server did not make.
+    BadPageToken,
+    /// Concurrent writers kept colliding.
+    Conflict,
+    /// A dependency (database) is unavailable.
+    Unavailable,
+    /// An unexpected server error.
+    Internal,
+}
+
+impl ErrorCode {
+    fn from_domain(code: &str) -> Self {
+        match code {
+            "vehicle_exists" => Self::VehicleExists,
+            "vehicle_not_found" => Self::VehicleNotFound,
+            "invalid_transition" => Self::InvalidTransition,
+            "device_exists" => Self::DeviceExists,
+            "device_not_attached" => Self::DeviceNotAttached,
+            "device_not_found" => Self::DeviceNotFound,
+            "device_retired" => Self::DeviceRetired,
+            "unknown_purpose" => Self::UnknownPurpose,
+            "unknown_command" => Self::UnknownCommand,
+            "invalid_parameters" => Self::InvalidParameters,
+            "command_not_found" => Self::CommandNotFound,
+            "command_not_cancelable" => Self::CommandNotCancelable,
+            "command_exists" => Self::Conflict,
+            "unavailable" => Self::Unavailable,
+            "validation_failed" => Self::ValidationFailed,
+            _ => Self::InvalidTransition,
+        }
+    }
+
+    fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthorized | Self::TokenExpired => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::ConsentMissing => StatusCode::FORBIDDEN,
+            Self::NotFound | Self::VehicleNotFound | Self::DeviceNotFound | Self::CommandNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Self::VehicleExists
+            | Self::DeviceExists
+            | Self::DeviceRetired
+            | Self::IdempotencyConflict
+            | Self::CommandNotCancelable
+            | Self::InvalidTransition
+            | Self::VehicleNotActive
+            | Self::DeviceNotAttached
+            | Self::Conflict => StatusCode::CONFLICT,
+            Self::InvalidJson | Self::InvalidQuery | Self::BadPageToken => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::InvalidVin
+            | Self::InvalidBody
+            | Self::ValidationFailed
+            | Self::UnknownPurpose
+            | Self::UnknownCommand
+            | Self::InvalidParameters => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => "Unauthorized",
+            StatusCode::FORBIDDEN => "Forbidden",
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::CONFLICT => "Conflict",
+            StatusCode::BAD_REQUEST => "Bad request",
+            StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
+            StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable content",
+            StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
+            _ => "Internal server error",
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// URI of the problem type (`urn:tacho:problem:<code>`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Short summary of the HTTP status.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What went wrong, for humans.
+    pub detail: String,
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// The command the refusal was recorded on, when one was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<Uuid>,
+}
+
+/// The error every handler returns.
+#[derive(Debug)]
+pub struct ApiError {
+    code: ErrorCode,
+    detail: String,
+    command_id: Option<Uuid>,
+}
+
+impl ApiError {
+    /// An error with a code and a detail for the client.
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { code, detail: detail.into(), command_id: None }
+    }
+
+    /// Attaches the id of the command the refusal was recorded on.
+    pub fn with_command(mut self, id: Uuid) -> Self {
+        self.command_id = Some(id);
+        self
+    }
+
+    /// An unexpected failure: logged here, sent as a generic 500.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "internal error");
+        Self::new(ErrorCode::Internal, "an unexpected error occurred; it has been logged")
+    }
+
+    /// The code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.code.status();
+        let code_name = serde_json::to_value(self.code).ok().and_then(|v| v.as_str().map(str::to_owned));
+        let problem = Problem {
+            kind: format!("urn:tacho:problem:{}", code_name.unwrap_or_default()),
+            title: self.code.title().to_owned(),
+            status: status.as_u16(),
+            detail: self.detail,
+            code: self.code,
+            command_id: self.command_id,
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl<E: DomainError> From<AggregateError<E>> for ApiError {
+    fn from(error: AggregateError<E>) -> Self {
+        match error {
+            AggregateError::UserError(e) => {
+                let code = ErrorCode::from_domain(e.code());
+                if code == ErrorCode::Unavailable {
+                    tracing::error!(error = %e, "precondition lookup failed");
+                }
+                Self::new(code, e.to_string())
+            }
+            AggregateError::AggregateConflict => {
+                Self::new(ErrorCode::Conflict, "too many concurrent changes to this resource; retry")
+            }
+            AggregateError::DatabaseConnectionError(e) => {
+                tracing::error!(error = %e, "database unavailable");
+                Self::new(ErrorCode::Unavailable, "the database is unavailable; retry later")
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::BadPageToken => Self::new(ErrorCode::BadPageToken, "page_token is not valid"),
+            QueryError::Database(e) => Self::from(e),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                tracing::error!(error = %error, "database unavailable");
+                Self::new(ErrorCode::Unavailable, "the database is unavailable; retry later")
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => Self::new(ErrorCode::InvalidBody, e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => Self::new(ErrorCode::InvalidJson, e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => {
+                Self::new(ErrorCode::UnsupportedMediaType, "send the body as Content-Type: application/json")
+            }
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(ErrorCode::PayloadTooLarge, "the body exceeds 64 KiB")
+            }
+            other => Self::new(ErrorCode::InvalidJson, other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(ErrorCode::InvalidQuery, rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(ErrorCode::NotFound, rejection.body_text())
+    }
+}
+
+/// `axum::Json` whose rejection is an [`ApiError`].
+#[derive(Debug, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` whose rejection is an [`ApiError`].
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// `axum::extract::Path` whose rejection is an [`ApiError`].
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);

@@ -1,0 +1,44 @@
+//! What every handler shares.
+
+use super::auth::AuthKeys;
+use super::error::ApiError;
+use crate::adapters::postgres::{log, Frameworks};
+use crate::projections::Subscriptions;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+/// Shared state of the HTTP API.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// The cqrs-es frameworks.
+    pub frameworks: Arc<Frameworks>,
+    /// The subscribers (to wait for read models after a write).
+    pub subscriptions: Arc<Subscriptions>,
+    /// Token keys.
+    pub auth: Arc<AuthKeys>,
+    /// Ids of commands whose read model changed (fed by LISTEN `tacho_command`).
+    pub command_changes: broadcast::Sender<Uuid>,
+    /// MQTT URL devices connect to (connection-info).
+    pub public_mqtt_url: Arc<str>,
+}
+
+impl AppState {
+    /// Waits until subscriber `projection` has applied the last event of the stream, so the next read
+    /// sees the write (read-your-writes). Gives up quietly after 2 s: the write is durable anyway.
+    pub async fn settle(&self, projection: &str, aggregate_type: &str, id: &str) -> Result<(), ApiError> {
+        let mut conn = self.pool.acquire().await?;
+        let head = log::stream_head(&mut conn, aggregate_type, id).await?;
+        drop(conn);
+        if let Some(head) = head {
+            if !self.subscriptions.wait_for(projection, head, Duration::from_secs(2)).await {
+                tracing::warn!(projection, aggregate_type, id, "read model lags more than 2 s behind the log");
+            }
+        }
+        Ok(())
+    }
+}

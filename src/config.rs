@@ -1,0 +1,93 @@
+//! Configuration: the only place that reads the environment. Flags override environment variables.
+
+use clap::{Args, Parser, Subcommand};
+use secrecy::SecretString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// tacho: event-sourced command and vehicle-state service for connected vehicles.
+#[derive(Debug, Parser)]
+#[command(name = "tacho", version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Subcommand_>,
+    /// Settings shared by every subcommand.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Subcommand_ {
+    /// Run the service (HTTP API and subscribers).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print one signed development token on stdout.
+    Token(TokenArgs),
+    /// Print the OpenAPI document (or write it to a file).
+    Openapi {
+        /// Write here instead of stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// Arguments of `tacho token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Role (repeatable): factory, dealer, owner, service, auditor, admin.
+    #[arg(long = "role", required = true)]
+    pub roles: Vec<crate::adapters::http::auth::Role>,
+    /// Subject (user or service id).
+    #[arg(long)]
+    pub sub: String,
+    /// VIN scope (repeatable), for owners and dealers.
+    #[arg(long = "vin")]
+    pub vins: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: i64,
+}
+
+/// Settings of a tacho process.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL URL of the event store and read models.
+    #[arg(long, env = "TACHO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/tacho", hide_env_values = true)]
+    pub database_url: SecretString,
+    /// HTTP listen address.
+    #[arg(long, env = "TACHO_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// HS256 secret for bearer tokens: the value, or a path to a file holding it. Required.
+    #[arg(long, env = "TACHO_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<SecretString>,
+    /// The MQTT URL devices are told to connect to.
+    #[arg(long, env = "TACHO_PUBLIC_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+    pub public_mqtt_url: String,
+    /// Largest database pool.
+    #[arg(long, env = "TACHO_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
+    pub database_max_connections: u32,
+}
+
+impl Config {
+    /// The auth secret, read from its file when it names one; an error when it is missing or short.
+    pub fn resolve_auth_secret(&self) -> anyhow::Result<SecretString> {
+        use secrecy::ExposeSecret;
+        let raw = self.auth_secret.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("TACHO_AUTH_SECRET is required with PostgreSQL: set it to a secret of 32+ characters or a file holding one")
+        })?;
+        let value = raw.expose_secret();
+        let path = std::path::Path::new(value);
+        let secret = if path.is_file() {
+            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read TACHO_AUTH_SECRET file {value}: {e}"))?.trim().to_owned()
+        } else {
+            value.to_owned()
+        };
+        if secret.len() < 16 {
+            anyhow::bail!("TACHO_AUTH_SECRET is too short: use at least 16 characters (32+ recommended)");
+        }
+        Ok(SecretString::from(secret))
+    }
+}

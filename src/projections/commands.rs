@@ -1,0 +1,137 @@
+//! The commands read model (`rm_commands`): current status, every transition with its time, result or
+//! error, late answers. Long polls and SSE are woken by `pg_notify('tacho_command', id)` sent in the
+//! same transaction, so every instance hears about every change once it is committed.
+
+use super::{Projection, ProjectionError, StoredEvent};
+use crate::domain::command::{CommandEvent, RejectedBy};
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+/// Keeps `rm_commands`.
+pub struct CommandsProjection;
+
+impl CommandsProjection {
+    /// Subscriber name.
+    pub const NAME: &'static str = "commands";
+    /// NOTIFY channel carrying the id of a command whose read model changed.
+    pub const CHANNEL: &'static str = "tacho_command";
+}
+
+#[async_trait::async_trait]
+impl Projection for CommandsProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &["Command"]
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+        let id = Uuid::parse_str(&event.aggregate_id)
+            .map_err(|e| ProjectionError::Decode(format!("command id {}: {e}", event.aggregate_id)))?;
+        let decoded = event.decode::<CommandEvent>()?;
+        let at = decoded.at();
+        let version = event.sequence;
+        if let CommandEvent::CommandRequested {
+            vin,
+            name,
+            params,
+            timeout_s,
+            store_and_forward,
+            ttl_s,
+            requester,
+            idempotency_key,
+            consent_version,
+            ..
+        } = &decoded
+        {
+            sqlx::query(
+                "INSERT INTO rm_commands (command_id, vin, name, params, status, requester, idempotency_key, \
+                 consent_version, timeout_s, store_and_forward, ttl_s, requested_at, updated_at, transitions, version) \
+                 VALUES ($1, $2, $3, $4, 'requested', $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) \
+                 ON CONFLICT (command_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(vin)
+            .bind(name)
+            .bind(params)
+            .bind(requester)
+            .bind(idempotency_key)
+            .bind(consent_version.map(i64::from))
+            .bind(i64::from(*timeout_s))
+            .bind(*store_and_forward)
+            .bind(i64::from(*ttl_s))
+            .bind(at)
+            .bind(json!([{ "status": "requested", "at": at }]))
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+        } else if let Some(status) = decoded.status() {
+            let (result, error) = outcome(&decoded);
+            sqlx::query(
+                "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = transitions || $4, \
+                 result = coalesce($5, result), error = coalesce($6, error), version = $7 WHERE command_id = $1",
+            )
+            .bind(id)
+            .bind(status.as_str())
+            .bind(at)
+            .bind(json!([{ "status": status.as_str(), "at": at }]))
+            .bind(result)
+            .bind(error)
+            .bind(version)
+            .execute(&mut *conn)
+            .await?;
+        } else if let CommandEvent::LateAnswerRecorded { status, code, message, result, vehicle_ts, at } = &decoded {
+            let late = json!([{ "status": status, "code": code, "message": message, "result": result,
+                                 "vehicle_ts": vehicle_ts, "received_at": at }]);
+            sqlx::query("UPDATE rm_commands SET late_answers = late_answers || $2, version = $3 WHERE command_id = $1")
+                .bind(id)
+                .bind(late)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(Self::CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        sqlx::query("DELETE FROM rm_commands").execute(conn).await?;
+        Ok(())
+    }
+}
+
+/// The result and error columns an event sets.
+fn outcome(event: &CommandEvent) -> (Option<Value>, Option<Value>) {
+    match event {
+        CommandEvent::CommandSucceeded { result, .. } => (Some(result.clone().unwrap_or(Value::Null)), None),
+        CommandEvent::CommandFailed { code, message, vehicle_ts, .. } => {
+            let by = if vehicle_ts.is_none() && code == "vehicle_offline" { "tacho" } else { "vehicle" };
+            (None, Some(json!({ "code": code, "message": message, "by": by })))
+        }
+        CommandEvent::CommandRejected { by, code, message, .. } => {
+            let by = match by {
+                RejectedBy::Tacho => "tacho",
+                RejectedBy::Vehicle => "vehicle",
+            };
+            (None, Some(json!({ "code": code, "message": message, "by": by })))
+        }
+        CommandEvent::CommandTimedOut { .. } => {
+            (None, Some(json!({ "code": "timed_out", "message": "no final answer before the deadline", "by": "tacho" })))
+        }
+        CommandEvent::CommandExpired { .. } => {
+            (None, Some(json!({ "code": "expired", "message": "still queued when its TTL ran out", "by": "tacho" })))
+        }
+        CommandEvent::CommandInterrupted { .. } => (
+            None,
+            Some(json!({ "code": "interrupted", "message": "the vehicle disconnected while it was in flight", "by": "tacho" })),
+        ),
+        _ => (None, None),
+    }
+}

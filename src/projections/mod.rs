@@ -1,0 +1,58 @@
+//! Read models and the machinery that keeps them: durable, checkpointed subscribers of the log.
+//!
+//! A subscriber applies each event exactly once: its read-model writes and its checkpoint are one
+//! transaction. It reads the log in commit order (see [`crate::adapters::postgres::log`]).
+
+pub mod commands;
+pub mod consents;
+pub mod devices;
+mod runner;
+pub mod views;
+pub mod vehicles;
+
+pub use runner::{Checkpoint, Projection, ProjectionError, Subscriptions};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// One row of the log as subscribers see it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Global position (bigserial: unique, gaps possible, not commit order on its own).
+    pub position: i64,
+    /// Id of the transaction that wrote it: with `position`, the commit order.
+    pub tx_id: i64,
+    /// Aggregate type (stable name).
+    pub aggregate_type: String,
+    /// Stream id.
+    pub aggregate_id: String,
+    /// Sequence in the stream, from 1.
+    pub sequence: i64,
+    /// Event type (stable name).
+    pub event_type: String,
+    /// Payload schema version.
+    pub event_version: String,
+    /// Payload as serialized by cqrs-es (`{"EventType": {...}}`).
+    pub payload: Value,
+    /// Metadata: actor, request id ...
+    pub metadata: Value,
+    /// When the database recorded it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StoredEvent {
+    /// Where this event sits in commit order.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint { tx_id: self.tx_id, position: self.position }
+    }
+
+    /// Deserializes the payload into an aggregate's event enum.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, ProjectionError> {
+        serde_json::from_value(self.payload.clone()).map_err(|e| {
+            ProjectionError::Decode(format!(
+                "{} {}#{} ({}): {e}",
+                self.aggregate_type, self.aggregate_id, self.sequence, self.event_type
+            ))
+        })
+    }
+}
