@@ -55,7 +55,12 @@ pub struct TokenArgs {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// PostgreSQL URL of the event store and read models.
-    #[arg(long, env = "TACHO_DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/tacho", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "TACHO_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/tacho",
+        hide_env_values = true
+    )]
     pub database_url: SecretString,
     /// HTTP listen address.
     #[arg(long, env = "TACHO_HTTP_ADDR", default_value = "127.0.0.1:8080")]
@@ -81,7 +86,10 @@ impl Config {
         let value = raw.expose_secret();
         let path = std::path::Path::new(value);
         let secret = if path.is_file() {
-            std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read TACHO_AUTH_SECRET file {value}: {e}"))?.trim().to_owned()
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read TACHO_AUTH_SECRET file {value}: {e}"))?
+                .trim()
+                .to_owned()
         } else {
             value.to_owned()
         };

@@ -10,8 +10,10 @@
 //! - [`config`]: the only place that reads the environment.
 //! - [`app`]: the composition root: pools, frameworks, subscriptions, HTTP, shutdown.
 
-pub mod domain;
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod adapters;
-pub mod projections;
 pub mod app;
 pub mod config;
+pub mod domain;
+pub mod projections;

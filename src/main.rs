@@ -48,7 +48,10 @@ fn init_tracing() {
 
 async fn serve(config: &tacho::config::Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| {
-        format!("cannot listen on {}: is another process using it? Choose another with TACHO_HTTP_ADDR", config.http_addr)
+        format!(
+            "cannot listen on {}: is another process using it? Choose another with TACHO_HTTP_ADDR",
+            config.http_addr
+        )
     })?;
     let running = tacho::app::start(config, listener).await?;
     println!("tacho listening on http://{}", running.addr);

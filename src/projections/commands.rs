@@ -93,11 +93,7 @@ impl Projection for CommandsProjection {
                 .execute(&mut *conn)
                 .await?;
         }
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(Self::CHANNEL)
-            .bind(id.to_string())
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(Self::CHANNEL).bind(id.to_string()).execute(&mut *conn).await?;
         Ok(())
     }
 
@@ -122,15 +118,18 @@ fn outcome(event: &CommandEvent) -> (Option<Value>, Option<Value>) {
             };
             (None, Some(json!({ "code": code, "message": message, "by": by })))
         }
-        CommandEvent::CommandTimedOut { .. } => {
-            (None, Some(json!({ "code": "timed_out", "message": "no final answer before the deadline", "by": "tacho" })))
-        }
+        CommandEvent::CommandTimedOut { .. } => (
+            None,
+            Some(json!({ "code": "timed_out", "message": "no final answer before the deadline", "by": "tacho" })),
+        ),
         CommandEvent::CommandExpired { .. } => {
             (None, Some(json!({ "code": "expired", "message": "still queued when its TTL ran out", "by": "tacho" })))
         }
         CommandEvent::CommandInterrupted { .. } => (
             None,
-            Some(json!({ "code": "interrupted", "message": "the vehicle disconnected while it was in flight", "by": "tacho" })),
+            Some(
+                json!({ "code": "interrupted", "message": "the vehicle disconnected while it was in flight", "by": "tacho" }),
+            ),
         ),
         _ => (None, None),
     }

@@ -7,8 +7,8 @@ pub mod commands;
 pub mod consents;
 pub mod devices;
 mod runner;
-pub mod views;
 pub mod vehicles;
+pub mod views;
 
 pub use runner::{Checkpoint, Projection, ProjectionError, Subscriptions};
 

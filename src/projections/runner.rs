@@ -136,7 +136,7 @@ impl Subscriptions {
                     tracing::error!(subscriber = name, error = %e, failures, "subscriber failed; retrying from its checkpoint");
                 }
             }
-            let backoff = self.poll_interval * failures.min(20).max(1);
+            let backoff = self.poll_interval * failures.clamp(1, 20);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.changed() => {}
@@ -147,7 +147,8 @@ impl Subscriptions {
 
     /// Applies at most one batch for subscriber `name`; returns how many events it applied.
     pub async fn step(&self, name: &str) -> Result<usize, ProjectionError> {
-        let subscriber = self.subscribers.get(name).ok_or_else(|| ProjectionError::Decode(format!("no subscriber {name}")))?;
+        let subscriber =
+            self.subscribers.get(name).ok_or_else(|| ProjectionError::Decode(format!("no subscriber {name}")))?;
         let projection = &subscriber.projection;
         let mut tx = self.pool.begin().await?;
         sqlx::query("INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
@@ -169,12 +170,14 @@ impl Subscriptions {
         for event in &events {
             projection.apply(&mut tx, event).await?;
         }
-        sqlx::query("UPDATE subscription_checkpoints SET tx_id = $2, position = $3, updated_at = now() WHERE name = $1")
-            .bind(name)
-            .bind(last.tx_id)
-            .bind(last.position)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE subscription_checkpoints SET tx_id = $2, position = $3, updated_at = now() WHERE name = $1",
+        )
+        .bind(name)
+        .bind(last.tx_id)
+        .bind(last.position)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         subscriber.progress.send_replace(last);
         Ok(events.len())
@@ -188,7 +191,8 @@ impl Subscriptions {
 
     /// Empties a subscriber's read model and checkpoint, then replays the whole log into it.
     pub async fn rebuild(&self, name: &str) -> Result<(), ProjectionError> {
-        let subscriber = self.subscribers.get(name).ok_or_else(|| ProjectionError::Decode(format!("no subscriber {name}")))?;
+        let subscriber =
+            self.subscribers.get(name).ok_or_else(|| ProjectionError::Decode(format!("no subscriber {name}")))?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM subscription_checkpoints WHERE name = $1").bind(name).execute(&mut *tx).await?;
         subscriber.projection.reset(&mut tx).await?;

@@ -107,7 +107,11 @@ pub struct FeedQuery {
 #[utoipa::path(get, path = "/v1/audit/events", tag = "audit", params(FeedQuery),
     responses((status = 200, description = "Events after `after`", body = Feed),
               (status = 400, description = "Unknown position or bad limit", body = Problem)))]
-async fn feed(State(state): State<AppState>, principal: Principal, Query(q): Query<FeedQuery>) -> Result<Json<Feed>, ApiError> {
+async fn feed(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(q): Query<FeedQuery>,
+) -> Result<Json<Feed>, ApiError> {
     principal.require(&[Role::Auditor])?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -120,7 +124,8 @@ async fn feed(State(state): State<AppState>, principal: Principal, Query(q): Que
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("no event at position {position}")))?,
     };
-    let items: Vec<LogEvent> = log::read_after(&mut conn, after, None, limit).await?.into_iter().map(Into::into).collect();
+    let items: Vec<LogEvent> =
+        log::read_after(&mut conn, after, None, limit).await?.into_iter().map(Into::into).collect();
     let next_after = items.last().map(|e| e.position).or(q.after);
     Ok(Json(Feed { items, next_after }))
 }

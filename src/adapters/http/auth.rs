@@ -3,8 +3,8 @@
 use super::error::{ApiError, ErrorCode};
 use super::state::AppState;
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header;
+use axum::http::request::Parts;
 use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -108,15 +108,7 @@ impl Principal {
 
     /// Whether the caller may see `vin`: owners only in their `vins`, dealers in theirs when scoped.
     pub fn sees(&self, vin: &str) -> bool {
-        let in_scope = || self.claims.vins.as_ref().is_some_and(|v| v.iter().any(|x| x == vin));
-        let unscoped_role = [Role::Factory, Role::Service, Role::Auditor, Role::Admin].iter().any(|r| self.has(*r));
-        if unscoped_role {
-            return true;
-        }
-        if self.claims.roles.contains(&Role::Dealer) && self.claims.vins.is_none() {
-            return true;
-        }
-        in_scope()
+        self.unscoped() || self.claims.vins.as_ref().is_some_and(|v| v.iter().any(|x| x == vin))
     }
 
     /// Refuses with 404, not 403, when `vin` is outside the caller's scope: existence is not leaked.
@@ -130,11 +122,17 @@ impl Principal {
 
     /// The VIN filter for list queries: `None` when unscoped.
     pub fn vin_filter(&self) -> Option<Vec<String>> {
-        if [Role::Factory, Role::Service, Role::Auditor, Role::Admin].iter().any(|r| self.has(*r)) {
+        if self.unscoped() {
             None
         } else {
             Some(self.claims.vins.clone().unwrap_or_default())
         }
+    }
+
+    /// Roles that see every vehicle: factory, service, auditor, admin, and a dealer without `vins`.
+    fn unscoped(&self) -> bool {
+        [Role::Factory, Role::Service, Role::Auditor, Role::Admin].iter().any(|r| self.has(*r))
+            || (self.claims.roles.contains(&Role::Dealer) && self.claims.vins.is_none())
     }
 
     /// Metadata written with every event this caller causes.
@@ -142,10 +140,7 @@ impl Principal {
         HashMap::from([
             ("actor".to_owned(), self.claims.sub.clone()),
             ("request_id".to_owned(), self.request_id.clone()),
-            (
-                "roles".to_owned(),
-                serde_json::to_string(&self.claims.roles).unwrap_or_default(),
-            ),
+            ("roles".to_owned(), serde_json::to_string(&self.claims.roles).unwrap_or_default()),
         ])
     }
 }
@@ -154,22 +149,17 @@ impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "send a bearer token: Authorization: Bearer <jwt>"))?;
+        let header = parts.headers.get(header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthorized, "send a bearer token: Authorization: Bearer <jwt>")
+        })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the Authorization header is not 'Bearer <jwt>'"))?;
         let claims = state.auth.verify(token.trim())?;
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .unwrap_or_default();
+        let request_id =
+            parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_default();
         Ok(Self { claims, request_id })
     }
 }

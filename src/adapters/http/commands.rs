@@ -71,7 +71,13 @@ async fn command_view(state: &AppState, principal: &Principal, id: Uuid) -> Resu
 }
 
 /// Looks up or claims an idempotency key: `Ok(Some(id))` is the command this key already names.
-async fn claim_key(state: &AppState, requester: &str, key: &str, hash: &str, id: Uuid) -> Result<Option<Uuid>, ApiError> {
+async fn claim_key(
+    state: &AppState,
+    requester: &str,
+    key: &str,
+    hash: &str,
+    id: Uuid,
+) -> Result<Option<Uuid>, ApiError> {
     if key.is_empty() || key.len() > 255 {
         return Err(ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be 1 to 255 characters"));
     }
@@ -126,11 +132,14 @@ async fn request(
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Owner, Role::Service])?;
     principal.scope(&vin)?;
-    let params = catalogue::validate(&body.name, &body.params).map_err(crate::domain::command::CommandError::from).map_err(|e| {
-        use crate::domain::DomainError;
-        let code = if e.code() == "unknown_command" { ErrorCode::UnknownCommand } else { ErrorCode::InvalidParameters };
-        ApiError::new(code, e.to_string())
-    })?;
+    let params = catalogue::validate(&body.name, &body.params)
+        .map_err(crate::domain::command::CommandError::from)
+        .map_err(|e| {
+            use crate::domain::DomainError;
+            let code =
+                if e.code() == "unknown_command" { ErrorCode::UnknownCommand } else { ErrorCode::InvalidParameters };
+            ApiError::new(code, e.to_string())
+        })?;
     let timeout_s = body.timeout_s.unwrap_or(catalogue::DEFAULT_TIMEOUT_S);
     let store_and_forward = body.store_and_forward.unwrap_or(false);
     let ttl_s = body.ttl_s.unwrap_or(catalogue::DEFAULT_TTL_S);
@@ -148,7 +157,9 @@ async fn request(
                 let command = state.frameworks.stores.load::<Command>(&existing.to_string()).await?;
                 if command.status != CommandStatus::Unknown {
                     state.settle(CommandsProjection::NAME, "Command", &existing.to_string()).await?;
-                    return Ok((StatusCode::OK, Json(command_view(&state, &principal, existing).await?)).into_response());
+                    return Ok(
+                        (StatusCode::OK, Json(command_view(&state, &principal, existing).await?)).into_response()
+                    );
                 }
                 // The first attempt stopped between claiming the key and recording the command.
                 id = existing;
@@ -235,7 +246,11 @@ async fn get_command(
 #[utoipa::path(get, path = "/v1/commands/{id}/events", tag = "commands", params(("id" = Uuid, Path, description = "Command id")),
     responses((status = 200, description = "`text/event-stream` of `transition` events: `{status, at}`", content_type = "text/event-stream", body = String),
               (status = 404, description = "Unknown or not the caller's", body = Problem)))]
-async fn events(State(state): State<AppState>, principal: Principal, Path(id): Path<Uuid>) -> Result<Response, ApiError> {
+async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Result<Response, ApiError> {
     // Subscribed before the first read, so no change between the read and the wait is missed.
     let changes = state.command_changes.subscribe();
     let first = command_view(&state, &principal, id).await?;
@@ -292,7 +307,11 @@ async fn next_change(changes: &mut broadcast::Receiver<Uuid>, id: Uuid) {
     responses((status = 200, description = "Canceled", body = CommandView),
               (status = 404, description = "Unknown or not the caller's", body = Problem),
               (status = 409, description = "Already accepted or ended (`command_not_cancelable`)", body = Problem)))]
-async fn cancel(State(state): State<AppState>, principal: Principal, Path(id): Path<Uuid>) -> Result<Json<CommandView>, ApiError> {
+async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+) -> Result<Json<CommandView>, ApiError> {
     let command = state.frameworks.stores.load::<Command>(&id.to_string()).await?;
     let own = command.requester == principal.sub() || principal.has(Role::Admin);
     if command.status == CommandStatus::Unknown || !own {

@@ -89,7 +89,13 @@ async fn device_view(state: &AppState, principal: &Principal, device_id: &str) -
         .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotFound, format!("device {device_id} not found")))
 }
 
-async fn provision(state: &AppState, principal: &Principal, vin: &str, device_id: &str, at: DateTime<Utc>) -> Result<(), ApiError> {
+async fn provision(
+    state: &AppState,
+    principal: &Principal,
+    vin: &str,
+    device_id: &str,
+    at: DateTime<Utc>,
+) -> Result<(), ApiError> {
     let mut allowed_topics = topics::vehicle_publishes(vin);
     allowed_topics.extend(topics::vehicle_subscribes(vin));
     let command = DeviceCommand::Provision { client_id: topics::client_id(vin, device_id), allowed_topics, at };
@@ -116,7 +122,9 @@ async fn register_device(
     normalize_thumbprint(&body.certificate_thumbprint).map_err(invalid)?;
     let vehicle = state.frameworks.stores.load::<Vehicle>(vin.as_str()).await?;
     match vehicle.status {
-        VehicleStatus::Unknown => return Err(ApiError::new(ErrorCode::VehicleNotFound, format!("vehicle {vin} not found"))),
+        VehicleStatus::Unknown => {
+            return Err(ApiError::new(ErrorCode::VehicleNotFound, format!("vehicle {vin} not found")))
+        }
         VehicleStatus::Decommissioned => {
             return Err(ApiError::new(ErrorCode::InvalidTransition, "a decommissioned vehicle gets no device"))
         }
@@ -194,7 +202,11 @@ async fn replace_device(
     execute(&state.frameworks.devices, &body.new_device_id, register, &metadata).await?;
     let retire = DeviceCommand::Replace { replacement_device_id: body.new_device_id.clone(), at };
     execute(&state.frameworks.devices, &device_id, retire, &metadata).await?;
-    let swap = VehicleCommand::ReplaceDevice { old_device_id: device_id.clone(), new_device_id: body.new_device_id.clone(), at };
+    let swap = VehicleCommand::ReplaceDevice {
+        old_device_id: device_id.clone(),
+        new_device_id: body.new_device_id.clone(),
+        at,
+    };
     execute(&state.frameworks.vehicles, &old.vin, swap, &metadata).await?;
     provision(&state, &principal, &old.vin, &body.new_device_id, at).await?;
     state.settle(DevicesProjection::NAME, "Device", &body.new_device_id).await?;

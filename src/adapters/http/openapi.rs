@@ -59,6 +59,9 @@ pub fn spec_json() -> String {
 pub fn docs_router(spec_json: String) -> Router<AppState> {
     let page = Scalar::new(serde_json::from_str::<serde_json::Value>(&spec_json).unwrap_or_default()).to_html();
     Router::new()
-        .route("/openapi.json", get(move || async move { ([("content-type", "application/json")], spec_json).into_response() }))
+        .route(
+            "/openapi.json",
+            get(move || async move { ([("content-type", "application/json")], spec_json).into_response() }),
+        )
         .route("/docs", get(move || async move { Html(page) }))
 }

@@ -1,7 +1,7 @@
 //! `/v1/vehicles`: registration, fleet list, registry view, lifecycle.
 
 use super::auth::{Principal, Role};
-use super::error::{ApiError, ErrorCode, Json, Path, Query, Problem};
+use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use crate::adapters::postgres::{execute, queries};
 use crate::domain::vehicle::VehicleCommand;
@@ -160,7 +160,12 @@ async fn get_vehicle(
     Ok(Json(view(&state, &principal, &vin).await?))
 }
 
-async fn lifecycle(state: AppState, principal: Principal, vin: String, command: VehicleCommand) -> Result<Json<VehicleView>, ApiError> {
+async fn lifecycle(
+    state: AppState,
+    principal: Principal,
+    vin: String,
+    command: VehicleCommand,
+) -> Result<Json<VehicleView>, ApiError> {
     principal.require(&[Role::Factory, Role::Admin])?;
     principal.scope(&vin)?;
     execute(&state.frameworks.vehicles, &vin, command, &principal.metadata()).await?;
@@ -182,7 +187,11 @@ pub struct SuspendQuery {
     responses((status = 200, description = "Active", body = VehicleView),
               (status = 404, description = "Unknown vehicle", body = Problem),
               (status = 409, description = "Decommissioned (`invalid_transition`)", body = Problem)))]
-async fn activate(State(state): State<AppState>, principal: Principal, Path(vin): Path<String>) -> Result<Json<VehicleView>, ApiError> {
+async fn activate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(vin): Path<String>,
+) -> Result<Json<VehicleView>, ApiError> {
     lifecycle(state, principal, vin, VehicleCommand::Activate { at: Utc::now() }).await
 }
 

@@ -12,7 +12,9 @@ use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventS
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock};
+use tokio::sync::Mutex;
 
 type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
 type Framework<A> = CqrsFramework<A, Store<A>>;
@@ -92,6 +94,17 @@ impl Frameworks {
     }
 }
 
+/// Writers in this process queue per aggregate (striped locks) instead of colliding: without it,
+/// N concurrent commands on one aggregate cost O(N²) optimistic-lock retries. Writers in other
+/// processes still collide, and are retried.
+static STRIPES: LazyLock<Vec<Mutex<()>>> = LazyLock::new(|| (0..256).map(|_| Mutex::new(())).collect());
+
+fn stripe(aggregate_type: &str, id: &str) -> &'static Mutex<()> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (aggregate_type, id).hash(&mut hasher);
+    &STRIPES[(hasher.finish() % STRIPES.len() as u64) as usize]
+}
+
 /// Runs `command` on aggregate `id`, retrying when a concurrent writer took the next sequence.
 pub async fn execute<A>(
     framework: &Framework<A>,
@@ -103,6 +116,7 @@ where
     A: Aggregate,
     A::Command: Clone,
 {
+    let _turn = stripe(A::TYPE, id).lock().await;
     let mut attempts = 0;
     loop {
         match framework.execute_with_metadata(id, command.clone(), metadata.clone()).await {

@@ -1,0 +1,95 @@
+//! Device registration, replacement and connection info.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+async fn fit_tcu(app: &TestApp) {
+    let body = json!({"device_id": "tcu-0001", "kind": "tcu", "certificate_thumbprint": THUMB});
+    let response = app.post(&format!("/v1/vehicles/{VIN}/devices"), &app.factory(), body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["location"], "/v1/devices/tcu-0001");
+}
+
+#[tokio::test]
+async fn a_registered_device_is_provisioned_and_gets_connection_info() {
+    let Some(app) = spawn_app().await else { return };
+    app.register(VIN).await;
+    fit_tcu(&app).await;
+    let device: Value = app.get("/v1/devices/tcu-0001", &app.factory()).await.json().await.unwrap();
+    assert_eq!(device["status"], "provisioned");
+    assert_eq!(device["vin"], VIN);
+    let info: Value = app.get("/v1/devices/tcu-0001/connection-info", &app.factory()).await.json().await.unwrap();
+    assert_eq!(info["client_id"], format!("{VIN}-tcu-0001"));
+    assert!(info["publish"].as_array().unwrap().contains(&json!(format!("vehicles/{VIN}/state"))));
+    assert!(info["subscribe"].as_array().unwrap().contains(&json!(format!("vehicles/{VIN}/commands/+/request"))));
+    let vehicle: Value = app.get(&format!("/v1/vehicles/{VIN}"), &app.dealer()).await.json().await.unwrap();
+    assert_eq!(vehicle["devices"], json!([{"device_id": "tcu-0001", "kind": "tcu"}]));
+}
+
+#[tokio::test]
+async fn a_device_id_is_registered_once_and_needs_a_sha256_thumbprint() {
+    let Some(app) = spawn_app().await else { return };
+    app.register(VIN).await;
+    fit_tcu(&app).await;
+    let again = json!({"device_id": "tcu-0001", "kind": "tcu", "certificate_thumbprint": THUMB});
+    assert_problem(
+        app.post(&format!("/v1/vehicles/{VIN}/devices"), &app.factory(), again).await,
+        StatusCode::CONFLICT,
+        "device_exists",
+    )
+    .await;
+    let bad = json!({"device_id": "tcu-0002", "kind": "tcu", "certificate_thumbprint": "abc"});
+    assert_problem(
+        app.post(&format!("/v1/vehicles/{VIN}/devices"), &app.factory(), bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    let unknown = json!({"device_id": "tcu-0003", "kind": "tcu", "certificate_thumbprint": THUMB});
+    assert_problem(
+        app.post(&format!("/v1/vehicles/{VIN2}/devices"), &app.factory(), unknown).await,
+        StatusCode::NOT_FOUND,
+        "vehicle_not_found",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_dealer_replaces_a_part_in_one_step() {
+    let Some(app) = spawn_app().await else { return };
+    app.register(VIN).await;
+    fit_tcu(&app).await;
+    let body = json!({"new_device_id": "tcu-0002", "certificate_thumbprint": THUMB.to_uppercase()});
+    let response = app.post("/v1/devices/tcu-0001/replace", &app.dealer(), body.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let replacement: Value = response.json().await.unwrap();
+    assert_eq!(replacement["retired"]["status"], "replaced");
+    assert_eq!(replacement["retired"]["replaced_by"], "tcu-0002");
+    assert_eq!(replacement["replacement"]["replaces"], "tcu-0001");
+    assert_eq!(replacement["replacement"]["status"], "provisioned");
+    assert_eq!(replacement["replacement"]["certificate_thumbprint"], THUMB);
+    let vehicle: Value = app.get(&format!("/v1/vehicles/{VIN}"), &app.dealer()).await.json().await.unwrap();
+    assert_eq!(vehicle["devices"], json!([{"device_id": "tcu-0002", "kind": "tcu"}]));
+
+    let twice = json!({"new_device_id": "tcu-0003", "certificate_thumbprint": THUMB});
+    assert_problem(
+        app.post("/v1/devices/tcu-0001/replace", &app.dealer(), twice).await,
+        StatusCode::CONFLICT,
+        "device_retired",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/devices/tcu-0001/connection-info", &app.factory()).await,
+        StatusCode::CONFLICT,
+        "device_retired",
+    )
+    .await;
+    let taken = json!({"new_device_id": "tcu-0002", "certificate_thumbprint": THUMB});
+    assert_problem(
+        app.post("/v1/devices/tcu-0002/replace", &app.dealer(), taken).await,
+        StatusCode::CONFLICT,
+        "device_exists",
+    )
+    .await;
+}

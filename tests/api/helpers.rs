@@ -1,0 +1,176 @@
+//! `spawn_app()`: tacho on port 0 with a fresh PostgreSQL database, plus typed request helpers.
+
+use reqwest::{Client, Method, Response, StatusCode};
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::sync::atomic::{AtomicU32, Ordering};
+use tacho::adapters::http::auth::{AuthKeys, Role};
+use tacho::app::Running;
+use tacho::config::Config;
+
+pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const VIN: &str = "1HGCM82633A004352";
+pub const VIN2: &str = "WVWZZZ1JZXW000001";
+pub const THUMB: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// The server all tests share: `TACHO_TEST_DATABASE_URL`, default the local PostgreSQL.
+pub fn server_url() -> String {
+    std::env::var("TACHO_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static CLEANED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// Drops the databases of earlier test runs whose process is gone (names carry the pid).
+async fn drop_abandoned_databases(admin: &mut PgConnection) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'tacho_test_%'")
+        .fetch_all(&mut *admin)
+        .await
+        .unwrap_or_default();
+    for name in names {
+        let pid = name.trim_start_matches("tacho_test_").split('_').next().unwrap_or_default();
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut *admin).await;
+        }
+    }
+}
+
+/// A fresh, empty database; `None` (with a note on stderr) when PostgreSQL is not reachable outside CI.
+pub async fn fresh_database() -> Option<String> {
+    let server = server_url();
+    let mut admin = match PgConnection::connect(&format!("{server}/postgres")).await {
+        Ok(conn) => conn,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "SKIPPED: PostgreSQL is not reachable at {server} ({e}); set TACHO_TEST_DATABASE_URL or start it"
+            );
+            return None;
+        }
+        Err(e) => panic!("CI=true and PostgreSQL is not reachable at {server}: {e}"),
+    };
+    CLEANED.get_or_init(|| drop_abandoned_databases(&mut admin)).await;
+    let name = format!("tacho_test_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&mut admin).await.expect("drop old test database");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+    Some(format!("{server}/{name}"))
+}
+
+pub fn config(database_url: &str) -> Config {
+    Config {
+        database_url: SecretString::from(database_url.to_owned()),
+        http_addr: "127.0.0.1:0".parse().expect("valid address"),
+        auth_secret: Some(SecretString::from(SECRET)),
+        public_mqtt_url: "mqtt://127.0.0.1:1883".to_owned(),
+        database_max_connections: 10,
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub running: Running,
+    keys: AuthKeys,
+}
+
+/// Starts tacho on port 0 with a fresh database. `None` when PostgreSQL is absent outside CI.
+pub async fn spawn_app() -> Option<TestApp> {
+    let database_url = fresh_database().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let running = tacho::app::start(&config(&database_url), listener).await.expect("tacho starts");
+    Some(TestApp {
+        base: format!("http://{}", running.addr),
+        client: Client::new(),
+        running,
+        keys: AuthKeys::new(&SecretString::from(SECRET)),
+    })
+}
+
+impl TestApp {
+    pub fn pool(&self) -> &PgPool {
+        &self.running.state.pool
+    }
+
+    pub fn token(&self, sub: &str, roles: &[Role], vins: Option<&[&str]>) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.keys.mint(sub, roles.to_vec(), vins.map(|v| v.iter().map(|s| (*s).to_owned()).collect()), now, 600)
+    }
+
+    pub fn factory(&self) -> String {
+        self.token("plant-1", &[Role::Factory], None)
+    }
+
+    pub fn owner(&self, sub: &str, vins: &[&str]) -> String {
+        self.token(sub, &[Role::Owner], Some(vins))
+    }
+
+    pub fn dealer(&self) -> String {
+        self.token("dealer-1", &[Role::Dealer], None)
+    }
+
+    pub fn auditor(&self) -> String {
+        self.token("auditor-1", &[Role::Auditor], None)
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Response {
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("request reaches tacho")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    /// Registers `vin` (status registered).
+    pub async fn register(&self, vin: &str) -> Response {
+        let body = json!({"vin": vin, "model": "Model A", "model_year": 2026, "market": "EU"});
+        self.post("/v1/vehicles", &self.factory(), body).await
+    }
+
+    /// Registers and activates `vin`, and grants `owner` the remote_commands consent.
+    pub async fn ready_vehicle(&self, vin: &str, owner: &str) {
+        assert_eq!(self.register(vin).await.status(), StatusCode::CREATED);
+        let activated = self.call(Method::POST, &format!("/v1/vehicles/{vin}/activate"), &self.factory(), None).await;
+        assert_eq!(activated.status(), StatusCode::OK);
+        let granted = self
+            .call(
+                Method::PUT,
+                &format!("/v1/vehicles/{vin}/consents/remote_commands"),
+                &self.owner(owner, &[vin]),
+                Some(json!({})),
+            )
+            .await;
+        assert_eq!(granted.status(), StatusCode::OK);
+    }
+
+    /// Requests `name` on `vin` as `owner`; returns the response.
+    pub async fn command(&self, vin: &str, owner: &str, body: Value) -> Response {
+        self.post(&format!("/v1/vehicles/{vin}/commands"), &self.owner(owner, &[vin]), body).await
+    }
+}
+
+/// Asserts a problem+json answer with `status` and `code`; returns the body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status of {}", response.url());
+    let content_type =
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    body
+}
+
+/// The rows of a read-model table as JSON, in a stable order.
+pub async fn snapshot(pool: &PgPool, table: &str, order: &str) -> Vec<Value> {
+    let sql = format!("SELECT to_jsonb(t) AS row FROM {table} t ORDER BY {order}");
+    sqlx::query_scalar(&sql).fetch_all(pool).await.expect("snapshot query")
+}

@@ -1,0 +1,210 @@
+//! The log and its subscribers: concurrency, restarts and late commits.
+
+use crate::helpers::*;
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use tacho::adapters::postgres::{self, execute, Frameworks};
+use tacho::domain::command::{Command, CommandCommand, RequestCommand};
+use tacho::domain::consent::{ConsentCommand, Purpose};
+use tacho::domain::vehicle::VehicleCommand;
+use tacho::domain::Vin;
+use tacho::projections::Subscriptions;
+
+const READ_MODELS: [(&str, &str, &str); 4] = [
+    ("vehicles", "rm_vehicles", "vin"),
+    ("devices", "rm_devices", "device_id"),
+    ("consents", "rm_consents", "vin, subject, purpose"),
+    ("commands", "rm_commands", "command_id"),
+];
+
+async fn snapshots(pool: &PgPool) -> Vec<Vec<Value>> {
+    let mut all = Vec::new();
+    for (_, table, order) in READ_MODELS {
+        all.push(snapshot(pool, table, order).await);
+    }
+    all
+}
+
+/// Live read models, then the same after a rebuild of every subscriber from position 0.
+async fn live_and_rebuilt(subscriptions: &Subscriptions, pool: &PgPool) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
+    for (name, _, _) in READ_MODELS {
+        subscriptions.catch_up(name).await.expect("catch up");
+    }
+    let live = snapshots(pool).await;
+    for (name, _, _) in READ_MODELS {
+        subscriptions.rebuild(name).await.expect("rebuild");
+    }
+    (live, snapshots(pool).await)
+}
+
+#[tokio::test]
+async fn fifty_concurrent_commands_on_one_aggregate_lose_no_read_model_update() {
+    let Some(app) = spawn_app().await else { return };
+    app.register(VIN).await;
+    let grants = futures::stream::iter(0..50)
+        .map(|i| {
+            let token = app.owner(&format!("user-{i}"), &[VIN]);
+            let app = &app;
+            async move {
+                app.call(Method::PUT, &format!("/v1/vehicles/{VIN}/consents/telemetry"), &token, Some(json!({})))
+                    .await
+                    .status()
+            }
+        })
+        .buffer_unordered(50)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(grants.iter().all(|s| *s == StatusCode::OK), "{grants:?}");
+    let (live, rebuilt) = live_and_rebuilt(&app.running.state.subscriptions, app.pool()).await;
+    let consents = &live[2];
+    assert_eq!(consents.len(), 50);
+    let mut versions: Vec<i64> = consents.iter().map(|c| c["version"].as_i64().unwrap()).collect();
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=50).collect::<Vec<_>>(), "every grant got its own version");
+    assert_eq!(live, rebuilt);
+}
+
+#[tokio::test]
+async fn five_hundred_concurrent_commands_across_vehicles_equal_a_full_replay() {
+    let Some(app) = spawn_app().await else { return };
+    let vins: Vec<String> = (0..25).map(|i| format!("WVWZZZ1JZXW{i:06}")).collect();
+    for vin in &vins {
+        app.ready_vehicle(vin, "alice").await;
+    }
+    let statuses = futures::stream::iter(0..500)
+        .map(|i| {
+            let vin = vins[i % vins.len()].clone();
+            let app = &app;
+            async move { app.command(&vin, "alice", json!({"name": "honk"})).await.status() }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED));
+    let (live, rebuilt) = live_and_rebuilt(&app.running.state.subscriptions, app.pool()).await;
+    assert_eq!(live[3].len(), 500);
+    assert_eq!(live, rebuilt);
+    for row in &live[3] {
+        let id = row["command_id"].as_str().unwrap();
+        let folded = app.running.state.frameworks.stores.load::<Command>(id).await.unwrap();
+        assert_eq!(folded.status.as_str(), row["status"].as_str().unwrap());
+        assert_eq!(folded.vin, row["vin"].as_str().unwrap());
+    }
+}
+
+/// A database with a registered, active vehicle, a consent and `commands` command streams,
+/// written through the frameworks with no subscriber running.
+async fn written_log(commands: usize) -> Option<(PgPool, Frameworks)> {
+    let url = fresh_database().await?;
+    let pool = postgres::connect(&url, 5).await.unwrap();
+    postgres::migrate(&pool).await.unwrap();
+    let frameworks = Frameworks::new(&pool);
+    let meta = HashMap::new();
+    let at = chrono::Utc::now();
+    let register = VehicleCommand::Register {
+        vin: Vin::parse(VIN).unwrap(),
+        model: "Model A".into(),
+        model_year: 2026,
+        market: "EU".into(),
+        options: vec![],
+        data_collection: Default::default(),
+        at,
+    };
+    execute(&frameworks.vehicles, VIN, register, &meta).await.unwrap();
+    execute(&frameworks.vehicles, VIN, VehicleCommand::Activate { at }, &meta).await.unwrap();
+    let grant = ConsentCommand::Grant {
+        vin: VIN.into(),
+        subject: "alice".into(),
+        purpose: Purpose::parse("remote_commands").unwrap(),
+        legal_basis: "consent".into(),
+        expires_at: None,
+        at,
+    };
+    execute(&frameworks.consents, VIN, grant, &meta).await.unwrap();
+    for _ in 0..commands {
+        let id = uuid::Uuid::new_v4();
+        let request = CommandCommand::Request(RequestCommand {
+            command_id: id,
+            vin: VIN.into(),
+            name: "honk".into(),
+            params: Value::Null,
+            timeout_s: 30,
+            store_and_forward: false,
+            ttl_s: 3600,
+            requester: "alice".into(),
+            idempotency_key: None,
+            at,
+        });
+        execute(&frameworks.commands, &id.to_string(), request, &meta).await.unwrap();
+        execute(&frameworks.commands, &id.to_string(), CommandCommand::MarkDispatched { at }, &meta).await.unwrap();
+    }
+    Some((pool, frameworks))
+}
+
+#[tokio::test]
+async fn a_subscriber_stopped_mid_stream_and_restarted_equals_a_rebuild() {
+    let Some((pool, _frameworks)) = written_log(20).await else { return };
+    let first = Subscriptions::new(pool.clone(), tacho::app::projections()).with_batch_size(7);
+    assert_eq!(first.step("commands").await.unwrap(), 7);
+    assert_eq!(first.step("commands").await.unwrap(), 7);
+    let partial: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_commands").fetch_one(&pool).await.unwrap();
+    assert!(partial < 20, "stopped mid-stream after {partial} commands");
+    drop(first);
+
+    let restarted = Subscriptions::new(pool.clone(), tacho::app::projections());
+    let (live, rebuilt) = live_and_rebuilt(&restarted, &pool).await;
+    assert_eq!(live[3].len(), 20);
+    assert!(live[3].iter().all(|c| c["status"] == "dispatched" && c["transitions"].as_array().unwrap().len() == 2));
+    assert_eq!(live, rebuilt);
+}
+
+fn registered(vin: &str) -> Value {
+    json!({"VehicleRegistered": {"vin": vin, "model": "Model A", "model_year": 2026, "market": "EU",
+           "options": [], "data_collection": {}, "at": "2026-01-01T00:00:00Z"}})
+}
+
+async fn insert(conn: &mut sqlx::PgConnection, vin: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('Vehicle', $1, 1, 'VehicleRegistered', '1', $2, '{}') RETURNING global_position",
+    )
+    .bind(vin)
+    .bind(registered(vin))
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_transaction_that_commits_late_with_a_lower_position_is_not_skipped() {
+    let Some((pool, _frameworks)) = written_log(0).await else { return };
+    let subscriptions = Subscriptions::new(pool.clone(), tacho::app::projections());
+    subscriptions.catch_up("vehicles").await.unwrap();
+
+    // `early` takes its transaction id first; `late` takes the lower position, then commits last.
+    let mut early = pool.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *early).await.unwrap();
+    let mut late = pool.begin().await.unwrap();
+    let low = insert(&mut late, VIN2).await;
+    let high = insert(&mut early, "WAUZZZ8V5KA000001").await;
+    assert!(low < high);
+    early.commit().await.unwrap();
+
+    subscriptions.catch_up("vehicles").await.unwrap();
+    let seen: Vec<String> =
+        sqlx::query_scalar("SELECT vin FROM rm_vehicles ORDER BY vin").fetch_all(&pool).await.unwrap();
+    assert_eq!(seen, ["1HGCM82633A004352", "WAUZZZ8V5KA000001"], "the higher position, committed, is read");
+
+    late.commit().await.unwrap();
+    subscriptions.catch_up("vehicles").await.unwrap();
+    let seen: Vec<String> =
+        sqlx::query_scalar("SELECT vin FROM rm_vehicles ORDER BY vin").fetch_all(&pool).await.unwrap();
+    assert_eq!(
+        seen,
+        ["1HGCM82633A004352", "WAUZZZ8V5KA000001", VIN2],
+        "the lower position committed late is not skipped"
+    );
+}

@@ -1,0 +1,13 @@
+//! The integration test binary: tacho against the real PostgreSQL, one fresh database per test.
+
+mod helpers;
+
+mod audit;
+mod auth;
+mod bad_input;
+mod commands;
+mod consents;
+mod devices;
+mod log;
+mod openapi;
+mod vehicles;
