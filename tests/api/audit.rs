@@ -55,3 +55,40 @@ async fn the_global_feed_pages_through_every_event_in_commit_order() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn verify_finds_nothing_on_a_healthy_log_and_names_a_tampered_read_model() {
+    let Some(app) = spawn_app().await else { return };
+    app.ready_vehicle(VIN, "alice").await;
+    let created: Value = app.command(VIN, "alice", json!({"name": "lock_doors"})).await.json().await.unwrap();
+    let id = created["command_id"].as_str().unwrap().to_owned();
+    let healthy: Value = app.post("/v1/audit/verify", &app.auditor(), json!({})).await.json().await.unwrap();
+    assert_eq!(healthy["streams"], 3);
+    assert_eq!(healthy["events"], 4);
+    assert_eq!(healthy["mismatches"], json!([]));
+
+    sqlx::query("UPDATE rm_commands SET status = 'succeeded' WHERE command_id = $1::uuid")
+        .bind(&id)
+        .execute(app.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE rm_vehicles SET status = 'suspended'").execute(app.pool()).await.unwrap();
+    let report: Value = app.post("/v1/audit/verify", &app.auditor(), json!({})).await.json().await.unwrap();
+    let mismatches = report["mismatches"].as_array().unwrap();
+    assert_eq!(mismatches.len(), 2, "{report}");
+    assert!(mismatches
+        .iter()
+        .any(|m| m["aggregate_id"] == id.as_str() && m["problem"].as_str().unwrap().contains("succeeded")));
+    assert!(mismatches.iter().any(|m| m["aggregate_type"] == "Vehicle"));
+
+    let one: Value = app
+        .post("/v1/audit/verify", &app.auditor(), json!({"aggregate_type": "Consent", "id": VIN}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["streams"], 1);
+    assert_eq!(one["mismatches"], json!([]));
+    assert_problem(app.post("/v1/audit/verify", &app.dealer(), json!({})).await, StatusCode::FORBIDDEN, "forbidden")
+        .await;
+}

@@ -39,7 +39,7 @@ async fn roles_are_enforced_and_probes_need_no_token() {
     let body = serde_json::json!({"vin": VIN, "model": "Model A", "model_year": 2026, "market": "EU"});
     assert_problem(app.post("/v1/vehicles", &owner, body).await, StatusCode::FORBIDDEN, "forbidden").await;
     assert_problem(app.get("/v1/audit/events", &app.dealer()).await, StatusCode::FORBIDDEN, "forbidden").await;
-    for path in ["/healthz", "/readyz", "/openapi.json", "/docs"] {
+    for path in ["/healthz", "/readyz", "/openapi.json", "/docs/", "/docs/swagger-ui.css"] {
         let response = app.client.get(format!("{}{path}", app.base)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }

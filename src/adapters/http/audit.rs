@@ -4,6 +4,7 @@ use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use crate::adapters::postgres::log;
+use crate::adapters::postgres::verify::{self as verification, VerifyReport};
 use crate::projections::{Checkpoint, StoredEvent};
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -14,7 +15,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 /// Routes of this resource.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(stream)).routes(routes!(feed))
+    OpenApiRouter::new().routes(routes!(stream)).routes(routes!(feed)).routes(routes!(verify))
 }
 
 /// One event of the log with its metadata.
@@ -128,4 +129,38 @@ async fn feed(
         log::read_after(&mut conn, after, None, limit).await?.into_iter().map(Into::into).collect();
     let next_after = items.last().map(|e| e.position).or(q.after);
     Ok(Json(Feed { items, next_after }))
+}
+
+/// What to verify; everything when empty.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyRequest {
+    /// Only streams of this aggregate type.
+    pub aggregate_type: Option<String>,
+    /// Only this stream (with `aggregate_type`).
+    pub id: Option<String>,
+}
+
+/// Replay streams, fold them through their aggregates and compare with the read models (auditor).
+#[utoipa::path(post, path = "/v1/audit/verify", tag = "audit", request_body = VerifyRequest,
+    responses((status = 200, description = "The report; `mismatches` is empty when the read models reflect the log", body = VerifyReport),
+              (status = 404, description = "Unknown aggregate type", body = Problem),
+              (status = 422, description = "`id` without `aggregate_type`", body = Problem)))]
+async fn verify(
+    State(state): State<AppState>,
+    principal: Principal,
+    Json(body): Json<VerifyRequest>,
+) -> Result<Json<VerifyReport>, ApiError> {
+    principal.require(&[Role::Auditor])?;
+    if let Some(kind) = body.aggregate_type.as_deref() {
+        if !AGGREGATE_TYPES.contains(&kind) {
+            return Err(ApiError::new(ErrorCode::NotFound, format!("unknown aggregate type '{kind}'")));
+        }
+    } else if body.id.is_some() {
+        return Err(ApiError::new(ErrorCode::ValidationFailed, "id needs aggregate_type"));
+    }
+    let report = verification::verify(&state.pool, body.aggregate_type.as_deref(), body.id.as_deref())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(report))
 }

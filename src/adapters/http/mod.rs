@@ -25,9 +25,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// The whole API with its documentation routes.
 pub fn router(state: AppState) -> Router {
     let (api, spec) = openapi::api_router().split_for_parts();
-    let spec_json = serde_json::to_string_pretty(&spec).unwrap_or_default();
     let request_id = HeaderName::from_static("x-request-id");
-    api.merge(openapi::docs_router(spec_json))
+    api.merge(openapi::docs_router(spec))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such method on this route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

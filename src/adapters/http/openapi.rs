@@ -1,15 +1,13 @@
 //! The OpenAPI document: built from the handlers' annotations, served at `/openapi.json`, browsable
-//! at `/docs` (Scalar, no assets downloaded at build time), committed as `openapi/openapi.json`.
+//! at `/docs` (Swagger UI with its assets compiled in: works offline), committed as `openapi/openapi.json`.
 
 use super::state::AppState;
 use super::{audit, commands, consents, devices, health, vehicles};
-use axum::response::{Html, IntoResponse};
-use axum::routing::get;
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_scalar::Scalar;
+use utoipa_swagger_ui::SwaggerUi;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -56,12 +54,6 @@ pub fn spec_json() -> String {
 }
 
 /// `/openapi.json` and `/docs`.
-pub fn docs_router(spec_json: String) -> Router<AppState> {
-    let page = Scalar::new(serde_json::from_str::<serde_json::Value>(&spec_json).unwrap_or_default()).to_html();
-    Router::new()
-        .route(
-            "/openapi.json",
-            get(move || async move { ([("content-type", "application/json")], spec_json).into_response() }),
-        )
-        .route("/docs", get(move || async move { Html(page) }))
+pub fn docs_router(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
+    SwaggerUi::new("/docs").url("/openapi.json", spec).into()
 }

@@ -3,6 +3,7 @@
 pub mod log;
 pub mod queries;
 mod store;
+pub mod verify;
 
 pub use store::{execute, EventStores, Frameworks};
 

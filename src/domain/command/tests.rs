@@ -375,3 +375,79 @@ fn commands_on_an_unknown_command_id_are_refused() {
         .when(CommandCommand::Cancel { by: "alice".into(), at: at(3) })
         .then_expect_error(CommandError::NotFound);
 }
+
+#[test]
+fn a_queued_command_can_be_canceled_and_canceling_twice_adds_nothing() {
+    let queued = vec![requested(Some(3), true), CommandEvent::CommandQueued { at: at(1) }];
+    ready()
+        .given(queued.clone())
+        .when(CommandCommand::Cancel { by: "alice".into(), at: at(2) })
+        .then_expect_events(vec![CommandEvent::CommandCanceled { by: "alice".into(), at: at(2) }]);
+    let mut canceled = queued;
+    canceled.push(CommandEvent::CommandCanceled { by: "alice".into(), at: at(2) });
+    ready().given(canceled).when(CommandCommand::Cancel { by: "alice".into(), at: at(3) }).then_expect_events(vec![]);
+}
+
+#[test]
+fn a_finished_command_cannot_be_canceled() {
+    let mut done = accepted();
+    done.push(CommandEvent::CommandSucceeded { result: None, vehicle_ts: None, at: at(4) });
+    ready()
+        .given(done)
+        .when(CommandCommand::Cancel { by: "alice".into(), at: at(5) })
+        .then_expect_error(CommandError::NotCancelable("succeeded"));
+}
+
+#[test]
+fn a_requested_command_never_published_times_out_from_its_request_time() {
+    ready()
+        .given(vec![requested(Some(3), false)])
+        .when(CommandCommand::TimeOut { at: at(30) })
+        .then_expect_events(vec![CommandEvent::CommandTimedOut { at: at(30) }]);
+}
+
+#[test]
+fn a_queued_command_does_not_time_out_it_expires() {
+    ready()
+        .given(vec![requested(Some(3), true), CommandEvent::CommandQueued { at: at(1) }])
+        .when(CommandCommand::TimeOut { at: at(100) })
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_puback_after_a_cancel_records_nothing() {
+    let mut canceled = vec![requested(Some(3), false)];
+    canceled.push(CommandEvent::CommandCanceled { by: "alice".into(), at: at(1) });
+    ready().given(canceled).when(CommandCommand::MarkDispatched { at: at(2) }).then_expect_events(vec![]);
+}
+
+#[test]
+fn fail_offline_applies_only_before_dispatch() {
+    ready()
+        .given(dispatched())
+        .when(CommandCommand::FailOffline { at: at(2) })
+        .then_expect_error(CommandError::InvalidTransition { from: "dispatched", action: "failed as offline" });
+}
+
+#[test]
+fn expiry_and_interrupt_leave_other_states_alone() {
+    ready().given(dispatched()).when(CommandCommand::Expire { at: at(4000) }).then_expect_events(vec![]);
+    let mut done = accepted();
+    done.push(CommandEvent::CommandSucceeded { result: None, vehicle_ts: None, at: at(4) });
+    ready().given(done).when(CommandCommand::Interrupt { at: at(5) }).then_expect_events(vec![]);
+}
+
+#[test]
+fn a_progress_report_without_accepted_is_taken() {
+    ready()
+        .given(dispatched())
+        .when(answer(AnswerStatus::InProgress, 2))
+        .then_expect_events(vec![CommandEvent::CommandInProgress { message: None, vehicle_ts: None, at: at(2) }]);
+}
+
+#[test]
+fn a_non_final_answer_after_the_end_is_ignored() {
+    let mut timed_out = accepted();
+    timed_out.push(CommandEvent::CommandTimedOut { at: at(31) });
+    ready().given(timed_out).when(answer(AnswerStatus::InProgress, 40)).then_expect_events(vec![]);
+}

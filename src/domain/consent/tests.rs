@@ -103,3 +103,26 @@ fn a_consent_allows_only_its_subject_until_it_expires() {
     assert_eq!(consent.allows("alice", "location", at()), None);
     assert_eq!(consent.allows("alice", "remote_commands", end), None);
 }
+
+#[test]
+fn a_grant_without_a_subject_or_legal_basis_is_refused() {
+    let ConsentCommand::Grant { vin, purpose, expires_at, at, .. } = grant(None) else { unreachable!() };
+    let no_subject = ConsentCommand::Grant {
+        vin: vin.clone(),
+        subject: " ".into(),
+        purpose: purpose.clone(),
+        legal_basis: "consent".into(),
+        expires_at,
+        at,
+    };
+    assert!(matches!(
+        Given::with(()).given_no_previous_events().when(no_subject).inspect_result(),
+        Err(ConsentError::Invalid(_))
+    ));
+    let no_basis =
+        ConsentCommand::Grant { vin, subject: "alice".into(), purpose, legal_basis: String::new(), expires_at, at };
+    assert!(matches!(
+        Given::with(()).given_no_previous_events().when(no_basis).inspect_result(),
+        Err(ConsentError::Invalid(_))
+    ));
+}

@@ -114,3 +114,35 @@ fn a_device_id_with_spaces_is_refused() {
     assert!(validate_device_id("tcu 1").is_err());
     assert!(validate_device_id("tcu-0001").is_ok());
 }
+
+#[test]
+fn a_provisioned_device_becomes_active_once() {
+    let provisioned =
+        vec![registered(), DeviceEvent::DeviceProvisioned { client_id: "c1".into(), allowed_topics: vec![], at: at() }];
+    Given::with(())
+        .given(provisioned.clone())
+        .when(DeviceCommand::Activate { at: at() })
+        .then_expect_events(vec![DeviceEvent::DeviceActivated { at: at() }]);
+    let mut active = provisioned;
+    active.push(DeviceEvent::DeviceActivated { at: at() });
+    Given::with(()).given(active).when(DeviceCommand::Activate { at: at() }).then_expect_events(vec![]);
+}
+
+#[test]
+fn a_device_is_revoked() {
+    Given::with(())
+        .given(vec![registered()])
+        .when(DeviceCommand::Revoke { reason: Some("key leaked".into()), at: at() })
+        .then_expect_events(vec![DeviceEvent::DeviceRevoked { reason: Some("key leaked".into()), at: at() }]);
+}
+
+#[test]
+fn a_device_kind_outside_the_pattern_is_refused() {
+    let DeviceCommand::Register { device_id, vin, certificate_thumbprint, replaces, at, .. } = register(THUMB) else {
+        unreachable!("register() builds a Register command")
+    };
+    let command =
+        DeviceCommand::Register { device_id, vin, kind: "Head Unit".into(), certificate_thumbprint, replaces, at };
+    let result = Given::with(()).given_no_previous_events().when(command).inspect_result();
+    assert!(matches!(result, Err(DeviceError::Invalid(_))));
+}
