@@ -10,7 +10,7 @@ mod runner;
 pub mod vehicles;
 pub mod views;
 
-pub use runner::{Checkpoint, Projection, ProjectionError, Subscriptions};
+pub use runner::{Checkpoint, Process, Projection, ProjectionError, Subscriptions};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

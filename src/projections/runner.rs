@@ -1,5 +1,6 @@
 //! The subscription runner: one task per subscriber, each reading the log in commit order from its
-//! checkpoint and writing its read model and the new checkpoint in one transaction.
+//! checkpoint. A projection writes its read model and the new checkpoint in one transaction; a
+//! process acts outside any transaction, then moves its checkpoint (at-least-once).
 //! Woken by LISTEN/NOTIFY on `tacho_events`, with polling as a fallback.
 
 use super::StoredEvent;
@@ -21,7 +22,7 @@ pub struct Checkpoint {
     pub position: i64,
 }
 
-/// Why a subscriber could not apply an event; it retries from its checkpoint.
+/// Why a subscriber could not handle a batch; it retries from its checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// The database failed.
@@ -30,6 +31,9 @@ pub enum ProjectionError {
     /// An event in the log does not decode.
     #[error("undecodable event {0}")]
     Decode(String),
+    /// A side effect failed (broker unavailable ...).
+    #[error("{0}")]
+    Effect(String),
 }
 
 /// A read model fed by the log. Implementations MUST write only through `conn` (the transaction
@@ -42,12 +46,46 @@ pub trait Projection: Send + Sync + 'static {
     fn aggregate_types(&self) -> &'static [&'static str];
     /// Applies one event.
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError>;
+    /// Applies a batch in log order; override for set-based writes.
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(conn, event).await?;
+        }
+        Ok(())
+    }
     /// Empties its tables (for a rebuild from position 0).
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError>;
 }
 
+/// A subscriber with side effects outside the database (publishing, commands on aggregates). It
+/// runs on one instance at a time (advisory lock) and is at-least-once: after a crash it sees again
+/// the events after its checkpoint, so its effects MUST be idempotent.
+#[async_trait::async_trait]
+pub trait Process: Send + Sync + 'static {
+    /// Stable subscriber name (the checkpoint key).
+    fn name(&self) -> &'static str;
+    /// Aggregate types it reads.
+    fn aggregate_types(&self) -> &'static [&'static str];
+    /// Handles a batch; an error makes the runner retry the same batch later.
+    async fn handle(&self, events: &[StoredEvent]) -> Result<(), ProjectionError>;
+}
+
+enum Kind {
+    Projection(Arc<dyn Projection>),
+    Process(Arc<dyn Process>),
+}
+
+impl Kind {
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        match self {
+            Self::Projection(p) => p.aggregate_types(),
+            Self::Process(p) => p.aggregate_types(),
+        }
+    }
+}
+
 struct Subscriber {
-    projection: Arc<dyn Projection>,
+    kind: Kind,
     progress: watch::Sender<Checkpoint>,
 }
 
@@ -60,21 +98,41 @@ pub struct Subscriptions {
     poll_interval: Duration,
 }
 
+fn unknown(name: &str) -> ProjectionError {
+    ProjectionError::Decode(format!("no subscriber {name}"))
+}
+
 impl Subscriptions {
     /// Subscribers for `projections`, not started.
     pub fn new(pool: PgPool, projections: Vec<Arc<dyn Projection>>) -> Self {
-        let subscribers = projections
-            .into_iter()
-            .map(|projection| {
-                let (progress, _) = watch::channel(Checkpoint::default());
-                (projection.name(), Subscriber { projection, progress })
-            })
-            .collect();
         let (wake, _) = watch::channel(0);
-        Self { pool, subscribers, wake, batch_size: 500, poll_interval: Duration::from_millis(500) }
+        let mut subscriptions = Self {
+            pool,
+            subscribers: HashMap::new(),
+            wake,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+        };
+        for projection in projections {
+            subscriptions.add(projection.name(), Kind::Projection(projection));
+        }
+        subscriptions
     }
 
-    /// Sets how many events one transaction applies at most.
+    /// Adds side-effect subscribers.
+    pub fn with_processes(mut self, processes: Vec<Arc<dyn Process>>) -> Self {
+        for process in processes {
+            self.add(process.name(), Kind::Process(process));
+        }
+        self
+    }
+
+    fn add(&mut self, name: &'static str, kind: Kind) {
+        let (progress, _) = watch::channel(Checkpoint::default());
+        self.subscribers.insert(name, Subscriber { kind, progress });
+    }
+
+    /// Sets how many events one batch holds at most.
     pub fn with_batch_size(mut self, batch_size: i64) -> Self {
         self.batch_size = batch_size.max(1);
         self
@@ -98,30 +156,38 @@ impl Subscriptions {
 
     async fn listen(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let mut listener = match PgListener::connect_with(&self.pool).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "LISTEN connection failed; subscribers poll meanwhile");
-                    tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(2)) => continue }
-                }
-            };
-            if let Err(e) = listener.listen("tacho_events").await {
-                tracing::warn!(error = %e, "LISTEN failed");
-                continue;
+            match PgListener::connect_with(&self.pool).await {
+                Ok(mut listener) => match listener.listen("tacho_events").await {
+                    Ok(()) => loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            received = listener.recv() => match received {
+                                Ok(_) => { self.wake.send_modify(|n| *n = n.wrapping_add(1)); }
+                                Err(e) => { tracing::warn!(error = %e, "LISTEN connection lost"); break; }
+                            }
+                        }
+                    },
+                    Err(e) => tracing::warn!(error = %e, "LISTEN tacho_events failed"),
+                },
+                Err(e) => tracing::warn!(error = %e, "LISTEN connection failed; subscribers poll meanwhile"),
             }
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    received = listener.recv() => match received {
-                        Ok(_) => { self.wake.send_modify(|n| *n = n.wrapping_add(1)); }
-                        Err(e) => { tracing::warn!(error = %e, "LISTEN connection lost"); break; }
-                    }
-                }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
 
     async fn run(self: Arc<Self>, name: &'static str, shutdown: CancellationToken) {
+        let is_process = self.subscribers.get(name).is_some_and(|s| matches!(s.kind, Kind::Process(_)));
+        // Held for as long as this task runs: the lock is the process's single-instance guard.
+        let _lock = match is_process {
+            true => match self.lock(name, &shutdown).await {
+                Some(lock) => Some(lock),
+                None => return,
+            },
+            false => None,
+        };
         let mut wake = self.wake.subscribe();
         let mut failures = 0u32;
         loop {
@@ -145,42 +211,118 @@ impl Subscriptions {
         }
     }
 
-    /// Applies at most one batch for subscriber `name`; returns how many events it applied.
-    pub async fn step(&self, name: &str) -> Result<usize, ProjectionError> {
-        let subscriber =
-            self.subscribers.get(name).ok_or_else(|| ProjectionError::Decode(format!("no subscriber {name}")))?;
-        let projection = &subscriber.projection;
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO subscription_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+    /// Waits until this instance holds subscriber `name`'s advisory lock; `None` on shutdown.
+    async fn lock(
+        &self,
+        name: &str,
+        shutdown: &CancellationToken,
+    ) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        loop {
+            let attempt = async {
+                let mut conn = self.pool.acquire().await?;
+                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('tacho:' || $1))")
+                    .bind(name)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                Ok::<_, sqlx::Error>(locked.then_some(conn))
+            };
+            match attempt.await {
+                Ok(Some(conn)) => return Some(conn),
+                Ok(None) => tracing::debug!(subscriber = name, "another instance runs this subscriber; standing by"),
+                Err(e) => tracing::warn!(subscriber = name, error = %e, "cannot take the subscriber lock"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint, sqlx::Error> {
+        let row = sqlx::query("SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1")
             .bind(name)
-            .execute(&mut *tx)
+            .fetch_optional(conn)
             .await?;
-        // FOR UPDATE: one instance at a time moves a subscriber.
-        let row = sqlx::query("SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1 FOR UPDATE")
+        Ok(match row {
+            Some(r) => Checkpoint { tx_id: r.try_get("tx_id")?, position: r.try_get("position")? },
+            None => Checkpoint::default(),
+        })
+    }
+
+    async fn save(conn: &mut PgConnection, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO subscription_checkpoints (name, tx_id, position) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3, updated_at = now()",
+        )
+        .bind(name)
+        .bind(at.tx_id)
+        .bind(at.position)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Where a batch leaves the checkpoint: its last event, or the snapshot's frontier when the
+    /// batch was not full (nothing of interest lies before it).
+    fn advance(&self, from: Checkpoint, batch: &log::Batch) -> Checkpoint {
+        let last = batch.events.last().map(StoredEvent::checkpoint).unwrap_or(from);
+        match batch.frontier {
+            Some(frontier) if (batch.events.len() as i64) < self.batch_size => last.max(frontier),
+            _ => last,
+        }
+    }
+
+    /// Handles at most one batch for subscriber `name`; returns how many events it handled.
+    pub async fn step(&self, name: &str) -> Result<usize, ProjectionError> {
+        let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
+        let projection = match &subscriber.kind {
+            Kind::Projection(projection) => projection,
+            Kind::Process(process) => return self.step_process(name, process.as_ref(), &subscriber.progress).await,
+        };
+        let mut tx = self.pool.begin().await?;
+        // One instance at a time moves a projection. An advisory lock, unlike SELECT FOR UPDATE,
+        // takes no transaction id, so idle polls do not hold back the snapshot horizon.
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('tacho:' || $1))")
             .bind(name)
             .fetch_one(&mut *tx)
             .await?;
-        let from = Checkpoint { tx_id: row.try_get("tx_id")?, position: row.try_get("position")? };
-        let events = log::read_after(&mut tx, from, Some(projection.aggregate_types()), self.batch_size).await?;
-        let Some(last) = events.last().map(StoredEvent::checkpoint) else {
-            tx.commit().await?;
-            subscriber.progress.send_if_modified(|p| std::mem::replace(p, from) != from);
+        if !locked {
             return Ok(0);
-        };
-        for event in &events {
-            projection.apply(&mut tx, event).await?;
         }
-        sqlx::query(
-            "UPDATE subscription_checkpoints SET tx_id = $2, position = $3, updated_at = now() WHERE name = $1",
-        )
-        .bind(name)
-        .bind(last.tx_id)
-        .bind(last.position)
-        .execute(&mut *tx)
-        .await?;
+        let from = Self::checkpoint(&mut tx, name).await?;
+        let batch = log::read_after(&mut tx, from, Some(subscriber.kind.aggregate_types()), self.batch_size).await?;
+        let to = self.advance(from, &batch);
+        if !batch.events.is_empty() {
+            projection.apply_batch(&mut tx, &batch.events).await?;
+        }
+        if to != from {
+            Self::save(&mut tx, name, to).await?;
+        }
         tx.commit().await?;
-        subscriber.progress.send_replace(last);
-        Ok(events.len())
+        subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
+        Ok(batch.events.len())
+    }
+
+    /// One batch of a process: read after the checkpoint, act outside any transaction (so no lock is
+    /// held while it publishes), then move the checkpoint.
+    async fn step_process(
+        &self,
+        name: &str,
+        process: &dyn Process,
+        progress: &watch::Sender<Checkpoint>,
+    ) -> Result<usize, ProjectionError> {
+        let mut conn = self.pool.acquire().await?;
+        let from = Self::checkpoint(&mut conn, name).await?;
+        let batch = log::read_after(&mut conn, from, Some(process.aggregate_types()), self.batch_size).await?;
+        let to = self.advance(from, &batch);
+        if !batch.events.is_empty() {
+            process.handle(&batch.events).await?;
+        }
+        if to != from {
+            Self::save(&mut conn, name, to).await?;
+        }
+        progress.send_if_modified(|p| std::mem::replace(p, to) != to);
+        Ok(batch.events.len())
     }
 
     /// Runs subscriber `name` until it has nothing more to read.
@@ -189,18 +331,21 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Empties a subscriber's read model and checkpoint, then replays the whole log into it.
+    /// Empties a read model and its checkpoint, then replays the whole log into it.
     pub async fn rebuild(&self, name: &str) -> Result<(), ProjectionError> {
-        let subscriber =
-            self.subscribers.get(name).ok_or_else(|| ProjectionError::Decode(format!("no subscriber {name}")))?;
+        let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
+        let Kind::Projection(projection) = &subscriber.kind else {
+            return Err(ProjectionError::Decode(format!("{name} is a process, not a read model")));
+        };
         let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tacho:' || $1))").bind(name).execute(&mut *tx).await?;
         sqlx::query("DELETE FROM subscription_checkpoints WHERE name = $1").bind(name).execute(&mut *tx).await?;
-        subscriber.projection.reset(&mut tx).await?;
+        projection.reset(&mut tx).await?;
         tx.commit().await?;
         self.catch_up(name).await
     }
 
-    /// Waits until subscriber `name` has applied the event at `target`; false on timeout.
+    /// Waits until subscriber `name` has handled the event at `target`; false on timeout.
     pub async fn wait_for(&self, name: &str, target: Checkpoint, timeout: Duration) -> bool {
         let Some(subscriber) = self.subscribers.get(name) else { return false };
         let mut progress = subscriber.progress.subscribe();
@@ -223,11 +368,7 @@ impl Subscriptions {
     }
 
     async fn stored_checkpoint(&self, name: &str) -> Option<Checkpoint> {
-        let row = sqlx::query("SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .ok()??;
-        Some(Checkpoint { tx_id: row.try_get("tx_id").ok()?, position: row.try_get("position").ok()? })
+        let mut conn = self.pool.acquire().await.ok()?;
+        Self::checkpoint(&mut conn, name).await.ok()
     }
 }

@@ -208,3 +208,18 @@ async fn a_transaction_that_commits_late_with_a_lower_position_is_not_skipped() 
         "the lower position committed late is not skipped"
     );
 }
+
+/// The registry once it holds `count` vehicles. The snapshot horizon is cluster-wide, so a
+/// transaction of a test running alongside may delay what is readable: poll, do not assume.
+async fn caught_up(subscriptions: &Subscriptions, pool: &PgPool, count: usize) -> Vec<String> {
+    for _ in 0..200 {
+        subscriptions.catch_up("vehicles").await.unwrap();
+        let seen: Vec<String> =
+            sqlx::query_scalar("SELECT vin FROM rm_vehicles ORDER BY vin").fetch_all(pool).await.unwrap();
+        if seen.len() >= count {
+            return seen;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    sqlx::query_scalar("SELECT vin FROM rm_vehicles ORDER BY vin").fetch_all(pool).await.unwrap()
+}

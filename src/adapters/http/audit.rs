@@ -126,7 +126,7 @@ async fn feed(
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("no event at position {position}")))?,
     };
     let items: Vec<LogEvent> =
-        log::read_after(&mut conn, after, None, limit).await?.into_iter().map(Into::into).collect();
+        log::read_after(&mut conn, after, None, limit).await?.events.into_iter().map(Into::into).collect();
     let next_after = items.last().map(|e| e.position).or(q.after);
     Ok(Json(Feed { items, next_after }))
 }

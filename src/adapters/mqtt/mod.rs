@@ -1,3 +1,7 @@
-//! MQTT: the topic contract (the publishing and receiving side comes with the MQTT adapter).
+//! MQTT (v5, QoS 1): publishing with PUBACK confirmation, the inbound consumer, the topic contract
+//! and payload codec, and the dispatcher that turns command events into requests to vehicles.
 
+pub mod broker;
+pub mod codec;
+pub mod publisher;
 pub mod topics;

@@ -13,31 +13,47 @@ use sqlx::{PgConnection, Row};
 const COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, sequence, \
      event_type, event_version, payload, metadata, recorded_at";
 
+/// A batch read from the log.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Events after the checkpoint, in commit order.
+    pub events: Vec<StoredEvent>,
+    /// The last event of any type readable in the same snapshot: when `events` is not full, a
+    /// reader may move its checkpoint there, so it never rescans events of types it skips.
+    pub frontier: Option<Checkpoint>,
+}
+
 /// Reads up to `limit` events after `after` in commit order, only of `aggregate_types` when given.
 pub async fn read_after(
     conn: &mut PgConnection,
     after: Checkpoint,
     aggregate_types: Option<&[&str]>,
     limit: i64,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
+) -> Result<Batch, sqlx::Error> {
     let types: Option<Vec<String>> = aggregate_types.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
+    // One statement, one snapshot: the frontier cannot pass an event the batch did not see.
     let sql = format!(
-        "SELECT {COLUMNS} FROM events \
-         WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
-           AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
-           AND ($3::text[] IS NULL OR aggregate_type = ANY($3)) \
-         ORDER BY tx_id, global_position LIMIT $4"
+        "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
+         batch AS (SELECT {COLUMNS} FROM events, horizon \
+           WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) AND tx_id < horizon.xmin \
+             AND ($3::text[] IS NULL OR aggregate_type = ANY($3)) \
+           ORDER BY tx_id, global_position LIMIT $4), \
+         frontier AS (SELECT tx_id::text::bigint AS f_tx, global_position AS f_pos FROM events, horizon \
+           WHERE tx_id < horizon.xmin ORDER BY tx_id DESC, global_position DESC LIMIT 1) \
+         SELECT batch.*, frontier.f_tx, frontier.f_pos FROM frontier LEFT JOIN batch ON true \
+         ORDER BY batch.tx_id, batch.global_position"
     );
-    sqlx::query(&sql)
-        .bind(after.tx_id)
-        .bind(after.position)
-        .bind(types)
-        .bind(limit)
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    let rows = sqlx::query(&sql).bind(after.tx_id).bind(after.position).bind(types).bind(limit).fetch_all(conn).await?;
+    let mut batch = Batch::default();
+    for row in &rows {
+        if batch.frontier.is_none() {
+            batch.frontier = Some(Checkpoint { tx_id: row.try_get("f_tx")?, position: row.try_get("f_pos")? });
+        }
+        if row.try_get::<Option<i64>, _>("global_position")?.is_some() {
+            batch.events.push(from_row(row)?);
+        }
+    }
+    Ok(batch)
 }
 
 /// Every event of one stream, in sequence order.

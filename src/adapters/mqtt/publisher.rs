@@ -1,0 +1,196 @@
+//! Publishing with confirmation: a publish counts as done when the broker's PUBACK arrives.
+//!
+//! rumqttc's `publish().await` returns once the packet is queued and hides the packet id it gets.
+//! Each lane here is one connection that has at most one QoS 1 publish outstanding: the next
+//! `Outgoing::Publish(pkid)` after a send is ours and the `PubAck` with that pkid confirms it. A lane
+//! uses a clean session, so nothing from a broken connection is re-sent behind its back; a publish
+//! whose confirmation is lost is reported as failed and re-published by its caller (at-least-once,
+//! never "done" without an acknowledgement). Several lanes give throughput.
+
+use super::broker::{backoff, BrokerUrl};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event};
+use rumqttc::Outgoing;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How long a publish may wait for its PUBACK.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a publish is not confirmed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The broker is not reachable or the connection broke before the PUBACK.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    /// No PUBACK within [`ACK_TIMEOUT`].
+    #[error("no PUBACK within {0:?}")]
+    Timeout(Duration),
+    /// The broker refused the message.
+    #[error("broker refused the publish: {0}")]
+    Refused(String),
+    /// tacho is shutting down.
+    #[error("publisher stopped")]
+    Stopped,
+}
+
+/// One message to publish at QoS 1.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// MQTT v5 properties.
+    pub properties: PublishProperties,
+}
+
+struct Job {
+    message: Message,
+    done: oneshot::Sender<Result<(), PublishError>>,
+}
+
+enum LaneEvent {
+    Sent(u16),
+    Acked(u16, PubAckReason),
+    Down(String),
+}
+
+/// A pool of publishing connections.
+#[derive(Clone)]
+pub struct Publisher {
+    lanes: std::sync::Arc<Vec<mpsc::Sender<Job>>>,
+    next: std::sync::Arc<AtomicUsize>,
+}
+
+impl Publisher {
+    /// Starts `lanes` connections to `broker` named `{client_prefix}-pub-{n}`.
+    pub fn start(broker: &BrokerUrl, client_prefix: &str, lanes: usize, shutdown: CancellationToken) -> Self {
+        let senders = (0..lanes.max(1))
+            .map(|n| {
+                let (jobs, rx) = mpsc::channel(1024);
+                let options = {
+                    let mut o = broker.options(&format!("{client_prefix}-pub-{n}"));
+                    o.set_clean_start(true);
+                    o
+                };
+                let (client, eventloop) = AsyncClient::new(options, 16);
+                let (events_tx, events_rx) = mpsc::unbounded_channel();
+                tokio::spawn(poll(eventloop, events_tx, shutdown.clone()));
+                tokio::spawn(lane(client, rx, events_rx, shutdown.clone()));
+                jobs
+            })
+            .collect();
+        Self { lanes: std::sync::Arc::new(senders), next: std::sync::Arc::new(AtomicUsize::new(0)) }
+    }
+
+    /// Publishes `message` at QoS 1 and returns once the broker acknowledged it.
+    pub async fn publish(&self, message: Message) -> Result<(), PublishError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
+        let (done, confirmed) = oneshot::channel();
+        self.lanes[n].send(Job { message, done }).await.map_err(|_| PublishError::Stopped)?;
+        confirmed.await.map_err(|_| PublishError::Stopped)?
+    }
+}
+
+/// Owns the event loop: polls it at all times and only forwards what the lane needs.
+async fn poll(
+    mut eventloop: rumqttc::v5::EventLoop,
+    events: mpsc::UnboundedSender<LaneEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0;
+    loop {
+        let polled = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            polled = eventloop.poll() => polled,
+        };
+        let forwarded = match polled {
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => events.send(LaneEvent::Sent(pkid)),
+            Ok(Event::Incoming(Packet::PubAck(ack))) => events.send(LaneEvent::Acked(ack.pkid, ack.reason)),
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let sent = events.send(LaneEvent::Down(e.to_string()));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff(failures)) => {}
+                }
+                failures += 1;
+                sent
+            }
+        };
+        if forwarded.is_err() {
+            return;
+        }
+    }
+}
+
+/// Sends one job at a time and waits for its confirmation.
+async fn lane(
+    client: AsyncClient,
+    mut jobs: mpsc::Receiver<Job>,
+    mut events: mpsc::UnboundedReceiver<LaneEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut down: Option<String> = None;
+    loop {
+        let job = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            job = jobs.recv() => match job { Some(job) => job, None => return },
+        };
+        // Whatever happened while idle is history; only the connection state matters.
+        while let Ok(event) = events.try_recv() {
+            down = match event {
+                LaneEvent::Down(reason) => Some(reason),
+                LaneEvent::Sent(_) | LaneEvent::Acked(..) => None,
+            };
+        }
+        if let Some(reason) = &down {
+            // Fail fast while the broker is known to be down, but still try: it may be back.
+            tracing::debug!(%reason, "publishing while the broker was last seen down");
+        }
+        let Message { topic, payload, properties } = job.message;
+        let result = match client
+            .publish_with_properties(topic, QoS::AtLeastOnce, false, Bytes::from(payload), properties)
+            .await
+        {
+            Err(e) => Err(PublishError::Unavailable(e.to_string())),
+            Ok(()) => match tokio::time::timeout(ACK_TIMEOUT, confirmation(&mut events)).await {
+                Ok(result) => result,
+                Err(_) => Err(PublishError::Timeout(ACK_TIMEOUT)),
+            },
+        };
+        down = match &result {
+            Err(PublishError::Unavailable(reason)) => Some(reason.clone()),
+            _ => None,
+        };
+        let _ = job.done.send(result);
+    }
+}
+
+async fn confirmation(events: &mut mpsc::UnboundedReceiver<LaneEvent>) -> Result<(), PublishError> {
+    let mut ours = None;
+    while let Some(event) = events.recv().await {
+        match event {
+            LaneEvent::Sent(pkid) if ours.is_none() => ours = Some(pkid),
+            LaneEvent::Sent(_) => {}
+            LaneEvent::Acked(pkid, reason) if Some(pkid) == ours => {
+                return match reason {
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                    other => Err(PublishError::Refused(format!("{other:?}"))),
+                };
+            }
+            LaneEvent::Acked(..) => {}
+            LaneEvent::Down(reason) => return Err(PublishError::Unavailable(reason)),
+        }
+    }
+    Err(PublishError::Stopped)
+}
