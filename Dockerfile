@@ -1,10 +1,13 @@
 # Build: docker build -t tacho .
 FROM rust:1-bookworm AS build
 WORKDIR /src
+# Dependencies first, in their own layer: a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked && rm -rf src
 COPY src ./src
 COPY migrations ./migrations
-RUN cargo build --release --locked
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \

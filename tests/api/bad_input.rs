@@ -49,6 +49,8 @@ async fn bad_bodies_get_stable_codes_and_change_nothing() {
 async fn unknown_routes_query_parameters_and_ids_are_problems_too() {
     let Some(app) = spawn_app().await else { return };
     assert_problem(app.get("/v1/nothing", &app.dealer()).await, StatusCode::NOT_FOUND, "not_found").await;
+    let delete = app.call(reqwest::Method::DELETE, "/v1/vehicles", &app.dealer(), None).await;
+    assert_problem(delete, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     assert_problem(app.get("/v1/vehicles?colour=red", &app.dealer()).await, StatusCode::BAD_REQUEST, "invalid_query")
         .await;
     assert_problem(

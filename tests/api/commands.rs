@@ -4,7 +4,6 @@ use crate::helpers::*;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use tacho::adapters::postgres::execute;
 use tacho::domain::command::{AnswerStatus, CommandCommand, VehicleAnswer};
 use uuid::Uuid;
 
@@ -19,7 +18,7 @@ async fn answer(app: &TestApp, id: &str, status: AnswerStatus) {
         at: chrono::Utc::now(),
     });
     let frameworks = &app.running.state.frameworks;
-    execute(&frameworks.commands, id, answer, &Default::default()).await.expect("answer recorded");
+    frameworks.execute(&frameworks.commands, id, answer, &Default::default()).await.expect("answer recorded");
 }
 
 #[tokio::test]
@@ -265,4 +264,48 @@ async fn a_vehicles_commands_are_listed_newest_first_with_a_status_filter() {
         "invalid_query",
     )
     .await;
+}
+
+#[tokio::test]
+async fn an_owner_can_neither_command_nor_list_a_vehicle_outside_its_scope() {
+    let Some(app) = spawn_app().await else { return };
+    app.ready_vehicle(VIN, "alice").await;
+    let mallory = app.owner("mallory", &[VIN2]);
+    let path = format!("/v1/vehicles/{VIN}/commands");
+    assert_problem(
+        app.post(&path, &mallory, json!({"name": "unlock_doors"})).await,
+        StatusCode::NOT_FOUND,
+        "vehicle_not_found",
+    )
+    .await;
+    assert_problem(app.get(&path, &mallory).await, StatusCode::NOT_FOUND, "vehicle_not_found").await;
+    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Command'")
+        .fetch_one(app.pool())
+        .await
+        .unwrap();
+    assert_eq!(commands, 0, "nothing recorded for an out-of-scope request");
+}
+
+#[tokio::test]
+async fn concurrent_requests_with_one_idempotency_key_create_one_command() {
+    let Some(app) = spawn_app().await else { return };
+    app.ready_vehicle(VIN, "alice").await;
+    let alice = app.owner("alice", &[VIN]);
+    let responses = futures::future::join_all((0..8).map(|_| {
+        app.client
+            .post(format!("{}/v1/vehicles/{VIN}/commands", app.base))
+            .bearer_auth(&alice)
+            .header("Idempotency-Key", "same")
+            .json(&json!({"name": "honk"}))
+            .send()
+    }))
+    .await;
+    let mut ids = std::collections::BTreeSet::new();
+    for response in responses {
+        let response = response.unwrap();
+        assert!(matches!(response.status(), StatusCode::ACCEPTED | StatusCode::OK), "{}", response.status());
+        let body: Value = response.json().await.unwrap();
+        ids.insert(body["command_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 1);
 }

@@ -19,9 +19,16 @@ fn every_route_documents_its_errors_and_the_bearer_scheme() {
     assert!(paths.len() >= 15, "{} paths", paths.len());
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
             if path.starts_with("/v1") {
-                let codes: Vec<&String> = operation["responses"].as_object().unwrap().keys().collect();
-                assert!(codes.iter().any(|c| c.starts_with('4')), "{method} {path} documents no error");
+                assert!(responses.contains_key("401"), "{method} {path} does not document 401");
+                assert!(responses.contains_key("403"), "{method} {path} does not document 403");
+            }
+            for (status, response) in responses {
+                if status.starts_with('4') {
+                    let content = response["content"].as_object().unwrap();
+                    assert!(content.contains_key("application/problem+json"), "{method} {path} {status}");
+                }
             }
         }
     }

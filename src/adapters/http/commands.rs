@@ -4,15 +4,17 @@ use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use super::vehicles::page_size;
-use crate::adapters::postgres::{execute, queries};
-use crate::domain::command::{catalogue, Command, CommandCommand, CommandStatus, RequestCommand};
+use crate::adapters::postgres::idempotency::{self, Claim};
+use crate::adapters::postgres::queries;
+use crate::domain::command::{catalogue, Command, CommandCommand, CommandError, CommandStatus, RequestCommand};
 use crate::projections::commands::CommandsProjection;
-use crate::projections::views::{CommandView, Page};
+use crate::projections::views::{CommandErrorView, CommandView, Page, Transition};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use cqrs_es::AggregateError;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -70,46 +72,6 @@ async fn command_view(state: &AppState, principal: &Principal, id: Uuid) -> Resu
     requester_only(principal, view)
 }
 
-/// Looks up or claims an idempotency key: `Ok(Some(id))` is the command this key already names.
-async fn claim_key(
-    state: &AppState,
-    requester: &str,
-    key: &str,
-    hash: &str,
-    id: Uuid,
-) -> Result<Option<Uuid>, ApiError> {
-    if key.is_empty() || key.len() > 255 {
-        return Err(ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be 1 to 255 characters"));
-    }
-    let inserted = sqlx::query(
-        "INSERT INTO command_idempotency (requester, key, request_hash, command_id) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (requester, key) DO NOTHING",
-    )
-    .bind(requester)
-    .bind(key)
-    .bind(hash)
-    .bind(id)
-    .execute(&state.pool)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(None);
-    }
-    let (stored_hash, existing): (String, Uuid) =
-        sqlx::query_as("SELECT request_hash, command_id FROM command_idempotency WHERE requester = $1 AND key = $2")
-            .bind(requester)
-            .bind(key)
-            .fetch_one(&state.pool)
-            .await?;
-    if stored_hash != hash {
-        return Err(ApiError::new(
-            ErrorCode::IdempotencyConflict,
-            "this Idempotency-Key was used for a different request",
-        ));
-    }
-    Ok(Some(existing))
-}
-
 /// Request a remote command (owner, service). Needs the requester's `remote_commands` consent; a
 /// refusal for consent or vehicle state is recorded on the command and answered 403 / 409.
 #[utoipa::path(post, path = "/v1/vehicles/{vin}/commands", tag = "commands", request_body = RequestBody,
@@ -149,22 +111,24 @@ async fn request(
         .map_err(|_| ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be visible ASCII"))?;
     let mut id = Uuid::new_v4();
     let mut claimed = false;
+    let mut replay = false;
     if let Some(key) = &key {
+        if key.is_empty() || key.len() > 255 {
+            return Err(ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be 1 to 255 characters"));
+        }
         let canonical = json!([vin, body.name, params, timeout_s, store_and_forward, ttl_s]).to_string();
         let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
-        match claim_key(&state, principal.sub(), key, &hash, id).await? {
-            Some(existing) => {
-                let command = state.frameworks.stores.load::<Command>(&existing.to_string()).await?;
-                if command.status != CommandStatus::Unknown {
-                    state.settle(CommandsProjection::NAME, "Command", &existing.to_string()).await?;
-                    return Ok(
-                        (StatusCode::OK, Json(command_view(&state, &principal, existing).await?)).into_response()
-                    );
-                }
-                // The first attempt stopped between claiming the key and recording the command.
-                id = existing;
+        match idempotency::claim(&state.pool, principal.sub(), key, &hash, id).await? {
+            Claim::New => claimed = true,
+            // Re-running the request is harmless: it is refused as a duplicate once recorded, and
+            // records it when the first attempt stopped between claiming the key and recording.
+            Claim::Replay(existing) => (id, replay) = (existing, true),
+            Claim::Conflict => {
+                return Err(ApiError::new(
+                    ErrorCode::IdempotencyConflict,
+                    "this Idempotency-Key was used for a different request",
+                ))
             }
-            None => claimed = true,
         }
     }
     let command = CommandCommand::Request(RequestCommand {
@@ -179,27 +143,65 @@ async fn request(
         idempotency_key: key.clone(),
         at: Utc::now(),
     });
-    if let Err(e) = execute(&state.frameworks.commands, &id.to_string(), command, &principal.metadata()).await {
-        if claimed {
-            sqlx::query("DELETE FROM command_idempotency WHERE requester = $1 AND key = $2")
-                .bind(principal.sub())
-                .bind(key.as_deref())
-                .execute(&state.pool)
-                .await?;
+    let stream = id.to_string();
+    match state.frameworks.execute(&state.frameworks.commands, &stream, command, &principal.metadata()).await {
+        Ok(()) => {}
+        Err(AggregateError::UserError(CommandError::AlreadyRequested)) if replay => {}
+        Err(e) => {
+            if let (true, Some(key)) = (claimed, key.as_deref()) {
+                idempotency::release(&state.pool, principal.sub(), key).await?;
+            }
+            return Err(e.into());
         }
-        return Err(e.into());
     }
-    state.settle(CommandsProjection::NAME, "Command", &id.to_string()).await?;
-    let view = command_view(&state, &principal, id).await?;
-    if let Some(error) = view.error.as_ref().filter(|_| view.status == "rejected") {
-        let code = match error.code.as_str() {
-            "consent_missing" => ErrorCode::ConsentMissing,
-            _ => ErrorCode::VehicleNotActive,
+    let recorded = state.frameworks.stores.load::<Command>(&stream).await?;
+    let view = match state.settle(CommandsProjection::NAME, "Command", &stream).await? {
+        true => command_view(&state, &principal, id).await?,
+        false => provisional_view(id, &recorded),
+    };
+    if replay {
+        return Ok((StatusCode::OK, Json(view)).into_response());
+    }
+    if let Some(code) = recorded.rejection.as_deref() {
+        let (code, detail) = match code {
+            "consent_missing" => (ErrorCode::ConsentMissing, "no remote_commands consent of the requester is in force"),
+            _ => (ErrorCode::VehicleNotActive, "the vehicle is not active"),
         };
-        return Err(ApiError::new(code, error.message.clone().unwrap_or_default()).with_command(id));
+        return Err(ApiError::new(code, detail).with_command(id));
     }
     let location = format!("/v1/commands/{id}");
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// The view of a command straight from its stream, for when the read model lags behind the write.
+fn provisional_view(id: Uuid, command: &Command) -> CommandView {
+    let at = command.requested_at.unwrap_or_else(Utc::now);
+    let mut transitions = vec![Transition { status: "requested".into(), at }];
+    if command.status != CommandStatus::Requested {
+        transitions.push(Transition { status: command.status.as_str().into(), at });
+    }
+    CommandView {
+        command_id: id,
+        vin: command.vin.clone(),
+        name: command.name.clone(),
+        params: command.params.clone(),
+        status: command.status.as_str().into(),
+        requester: command.requester.clone(),
+        consent_version: command.consent_version.map(i64::from),
+        timeout_s: i64::from(command.timeout_s),
+        store_and_forward: command.store_and_forward,
+        ttl_s: i64::from(command.ttl_s),
+        requested_at: at,
+        updated_at: at,
+        transitions,
+        result: None,
+        error: command.rejection.as_ref().map(|code| CommandErrorView {
+            code: code.clone(),
+            message: None,
+            by: "tacho".into(),
+        }),
+        late_answers: vec![],
+    }
 }
 
 /// Long poll.
@@ -233,9 +235,12 @@ async fn get_command(
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
-        let changed = tokio::time::timeout_at(deadline, next_change(&mut changes, id)).await;
+        // Re-read at least every second: a notification lost while the listener reconnects must
+        // not hold the caller for the whole wait.
+        let slice = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        let _ = tokio::time::timeout_at(slice, next_change(&mut changes, id)).await;
         let now = command_view(&state, &principal, id).await?;
-        if changed.is_err() || now.status != first.status {
+        if now.status != first.status || tokio::time::Instant::now() >= deadline {
             return Ok(Json(now));
         }
     }
@@ -318,7 +323,7 @@ async fn cancel(
         return Err(not_found(id));
     }
     let cancel = CommandCommand::Cancel { by: principal.sub().to_owned(), at: Utc::now() };
-    execute(&state.frameworks.commands, &id.to_string(), cancel, &principal.metadata()).await?;
+    state.frameworks.execute(&state.frameworks.commands, &id.to_string(), cancel, &principal.metadata()).await?;
     state.settle(CommandsProjection::NAME, "Command", &id.to_string()).await?;
     Ok(Json(command_view(&state, &principal, id).await?))
 }

@@ -3,7 +3,7 @@
 use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
-use crate::adapters::postgres::{execute, queries};
+use crate::adapters::postgres::queries;
 use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::projections::consents::ConsentsProjection;
@@ -80,7 +80,7 @@ async fn grant(
         expires_at: body.expires_at,
         at: Utc::now(),
     };
-    execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;
+    state.frameworks.execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;
     state.settle(ConsentsProjection::NAME, "Consent", &vin).await?;
     queries::consents(&state.pool, &vin)
         .await?
@@ -107,7 +107,7 @@ async fn revoke(
     registered(&state, &principal, &vin).await?;
     let subject = q.subject.unwrap_or_else(|| principal.sub().to_owned());
     let command = ConsentCommand::Revoke { subject, purpose, at: Utc::now() };
-    execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;
+    state.frameworks.execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;
     state.settle(ConsentsProjection::NAME, "Consent", &vin).await?;
     Ok(StatusCode::NO_CONTENT)
 }

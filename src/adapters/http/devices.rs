@@ -5,7 +5,7 @@ use super::error::{ApiError, ErrorCode, Json, Path, Problem};
 use super::state::AppState;
 use super::vehicles::parse_vin;
 use crate::adapters::mqtt::topics;
-use crate::adapters::postgres::{execute, queries};
+use crate::adapters::postgres::queries;
 use crate::domain::device::{normalize_thumbprint, validate_device_id, Device, DeviceCommand, DeviceStatus};
 use crate::domain::vehicle::{Vehicle, VehicleCommand, VehicleStatus};
 use crate::projections::devices::DevicesProjection;
@@ -99,7 +99,7 @@ async fn provision(
     let mut allowed_topics = topics::vehicle_publishes(vin);
     allowed_topics.extend(topics::vehicle_subscribes(vin));
     let command = DeviceCommand::Provision { client_id: topics::client_id(vin, device_id), allowed_topics, at };
-    execute(&state.frameworks.devices, device_id, command, &principal.metadata()).await?;
+    state.frameworks.execute(&state.frameworks.devices, device_id, command, &principal.metadata()).await?;
     Ok(())
 }
 
@@ -140,9 +140,9 @@ async fn register_device(
         replaces: None,
         at,
     };
-    execute(&state.frameworks.devices, &body.device_id, register, &metadata).await?;
+    state.frameworks.execute(&state.frameworks.devices, &body.device_id, register, &metadata).await?;
     let attach = VehicleCommand::AttachDevice { device_id: body.device_id.clone(), kind: body.kind, at };
-    execute(&state.frameworks.vehicles, vin.as_str(), attach, &metadata).await?;
+    state.frameworks.execute(&state.frameworks.vehicles, vin.as_str(), attach, &metadata).await?;
     provision(&state, &principal, vin.as_str(), &body.device_id, at).await?;
     state.settle(DevicesProjection::NAME, "Device", &body.device_id).await?;
     state.settle(VehiclesProjection::NAME, "Vehicle", vin.as_str()).await?;
@@ -199,15 +199,15 @@ async fn replace_device(
         replaces: Some(device_id.clone()),
         at,
     };
-    execute(&state.frameworks.devices, &body.new_device_id, register, &metadata).await?;
+    state.frameworks.execute(&state.frameworks.devices, &body.new_device_id, register, &metadata).await?;
     let retire = DeviceCommand::Replace { replacement_device_id: body.new_device_id.clone(), at };
-    execute(&state.frameworks.devices, &device_id, retire, &metadata).await?;
+    state.frameworks.execute(&state.frameworks.devices, &device_id, retire, &metadata).await?;
     let swap = VehicleCommand::ReplaceDevice {
         old_device_id: device_id.clone(),
         new_device_id: body.new_device_id.clone(),
         at,
     };
-    execute(&state.frameworks.vehicles, &old.vin, swap, &metadata).await?;
+    state.frameworks.execute(&state.frameworks.vehicles, &old.vin, swap, &metadata).await?;
     provision(&state, &principal, &old.vin, &body.new_device_id, at).await?;
     state.settle(DevicesProjection::NAME, "Device", &body.new_device_id).await?;
     state.settle(VehiclesProjection::NAME, "Vehicle", &old.vin).await?;

@@ -71,6 +71,8 @@ pub enum ErrorCode {
     BadPageToken,
     /// Concurrent writers kept colliding.
     Conflict,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
     /// A dependency (database) is unavailable.
     Unavailable,
     /// An unexpected server error.
@@ -95,7 +97,7 @@ impl ErrorCode {
             "command_exists" => Self::Conflict,
             "unavailable" => Self::Unavailable,
             "validation_failed" => Self::ValidationFailed,
-            _ => Self::InvalidTransition,
+            _ => Self::Internal,
         }
     }
 
@@ -117,6 +119,7 @@ impl ErrorCode {
             | Self::Conflict => StatusCode::CONFLICT,
             Self::InvalidJson | Self::InvalidQuery | Self::BadPageToken => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidVin
             | Self::InvalidBody
@@ -139,6 +142,7 @@ impl ErrorCode {
             StatusCode::PAYLOAD_TOO_LARGE => "Payload too large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "Unsupported media type",
             StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable content",
+            StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
             StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
             _ => "Internal server error",
         }
@@ -223,10 +227,14 @@ impl<E: DomainError> From<AggregateError<E>> for ApiError {
         match error {
             AggregateError::UserError(e) => {
                 let code = ErrorCode::from_domain(e.code());
-                if code == ErrorCode::Unavailable {
-                    tracing::error!(error = %e, "precondition lookup failed");
+                match code {
+                    ErrorCode::Internal => Self::internal(e),
+                    ErrorCode::Unavailable => {
+                        tracing::error!(error = %e, "precondition lookup failed");
+                        Self::new(code, "a dependency is unavailable; retry later")
+                    }
+                    _ => Self::new(code, e.to_string()),
                 }
-                Self::new(code, e.to_string())
             }
             AggregateError::AggregateConflict => {
                 Self::new(ErrorCode::Conflict, "too many concurrent changes to this resource; retry")

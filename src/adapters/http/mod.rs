@@ -24,11 +24,13 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The whole API with its documentation routes.
 pub fn router(state: AppState) -> Router {
-    let (api, spec) = openapi::api_router().split_for_parts();
+    let (api, spec) = openapi::api();
     let request_id = HeaderName::from_static("x-request-id");
     api.merge(openapi::docs_router(spec))
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such method on this route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take this method")
+        })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or_default();

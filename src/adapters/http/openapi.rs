@@ -34,8 +34,62 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Documents the errors every `/v1` route can answer (401 for the token; 400, 413 and 415 for a
+/// body) and serves every 4xx/5xx as `application/problem+json`, as the server does.
+struct ProblemResponses;
+
+impl Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(PROBLEM, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build())
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                for (status, response) in responses.iter_mut() {
+                    if let (true, RefOr::T(response)) = (status.starts_with('4') || status.starts_with('5'), response) {
+                        if let Some(content) = response.content.shift_remove("application/json") {
+                            response.content.insert(PROBLEM.to_owned(), content);
+                        }
+                    }
+                }
+                if !path.starts_with("/v1") {
+                    continue;
+                }
+                responses.entry("401".into()).or_insert_with(|| {
+                    problem("Missing, invalid (`unauthorized`) or expired (`token_expired`) bearer token")
+                });
+                responses
+                    .entry("403".into())
+                    .or_insert_with(|| problem("The token's roles do not allow this route (`forbidden`)"));
+                if operation.request_body.is_some() {
+                    responses.entry("400".into()).or_insert_with(|| problem("The body is not JSON (`invalid_json`)"));
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| problem("The body exceeds 64 KiB (`payload_too_large`)"));
+                    responses
+                        .entry("415".into())
+                        .or_insert_with(|| problem("The body is not `application/json` (`unsupported_media_type`)"));
+                    responses
+                        .entry("422".into())
+                        .or_insert_with(|| problem("The body does not match the schema (`invalid_body`)"));
+                }
+            }
+        }
+    }
+}
+
+const PROBLEM: &str = "application/problem+json";
+
 /// Every API route, with its documentation.
-pub fn api_router() -> OpenApiRouter<AppState> {
+fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(vehicles::router())
         .merge(devices::router())
@@ -45,9 +99,17 @@ pub fn api_router() -> OpenApiRouter<AppState> {
         .merge(health::router())
 }
 
+/// The API routes and their finished OpenAPI document.
+pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut spec) = api_router().split_for_parts();
+    // After the merge: the modifier needs every route's operations.
+    ProblemResponses.modify(&mut spec);
+    (router, spec)
+}
+
 /// The OpenAPI document as committed in `openapi/openapi.json`.
 pub fn spec_json() -> String {
-    let (_, spec) = api_router().split_for_parts();
+    let (_, spec) = api();
     let mut json = serde_json::to_string_pretty(&spec).unwrap_or_default();
     json.push('\n');
     json

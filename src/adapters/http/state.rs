@@ -29,16 +29,17 @@ pub struct AppState {
 
 impl AppState {
     /// Waits until subscriber `projection` has applied the last event of the stream, so the next read
-    /// sees the write (read-your-writes). Gives up quietly after 2 s: the write is durable anyway.
-    pub async fn settle(&self, projection: &str, aggregate_type: &str, id: &str) -> Result<(), ApiError> {
+    /// sees the write (read-your-writes). Gives up after 2 s and says so (`false`): the write is
+    /// durable anyway, and callers answer from the stream instead.
+    pub async fn settle(&self, projection: &str, aggregate_type: &str, id: &str) -> Result<bool, ApiError> {
         let mut conn = self.pool.acquire().await?;
         let head = log::stream_head(&mut conn, aggregate_type, id).await?;
         drop(conn);
-        if let Some(head) = head {
-            if !self.subscriptions.wait_for(projection, head, Duration::from_secs(2)).await {
-                tracing::warn!(projection, aggregate_type, id, "read model lags more than 2 s behind the log");
-            }
+        let Some(head) = head else { return Ok(true) };
+        let settled = self.subscriptions.wait_for(projection, head, Duration::from_secs(2)).await;
+        if !settled {
+            tracing::warn!(projection, aggregate_type, id, "read model lags more than 2 s behind the log");
         }
-        Ok(())
+        Ok(settled)
     }
 }

@@ -3,7 +3,7 @@
 use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
-use crate::adapters::postgres::{execute, queries};
+use crate::adapters::postgres::queries;
 use crate::domain::vehicle::VehicleCommand;
 use crate::domain::Vin;
 use crate::projections::vehicles::VehiclesProjection;
@@ -88,7 +88,7 @@ async fn register(
         data_collection: body.data_collection,
         at: Utc::now(),
     };
-    execute(&state.frameworks.vehicles, vin.as_str(), command, &principal.metadata()).await?;
+    state.frameworks.execute(&state.frameworks.vehicles, vin.as_str(), command, &principal.metadata()).await?;
     state.settle(VehiclesProjection::NAME, "Vehicle", vin.as_str()).await?;
     let vehicle = view(&state, &principal, vin.as_str()).await?;
     let location = format!("/v1/vehicles/{vin}");
@@ -168,7 +168,7 @@ async fn lifecycle(
 ) -> Result<Json<VehicleView>, ApiError> {
     principal.require(&[Role::Factory, Role::Admin])?;
     principal.scope(&vin)?;
-    execute(&state.frameworks.vehicles, &vin, command, &principal.metadata()).await?;
+    state.frameworks.execute(&state.frameworks.vehicles, &vin, command, &principal.metadata()).await?;
     state.settle(VehiclesProjection::NAME, "Vehicle", &vin).await?;
     Ok(Json(view(&state, &principal, &vin).await?))
 }

@@ -1,11 +1,12 @@
 //! PostgreSQL: the event store (postgres-es), the log reader, read-model queries and migrations.
 
+pub mod idempotency;
 pub mod log;
 pub mod queries;
 mod store;
 pub mod verify;
 
-pub use store::{execute, EventStores, Frameworks};
+pub use store::{EventStores, Frameworks};
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -13,7 +13,7 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use tokio::sync::Mutex;
 
 type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
@@ -77,6 +77,7 @@ pub struct Frameworks {
     pub commands: Framework<Command>,
     /// Direct loads of aggregates.
     pub stores: EventStores,
+    stripes: Stripes,
 }
 
 impl Frameworks {
@@ -90,23 +91,49 @@ impl Frameworks {
             consents: framework(pool, ()),
             commands: framework(pool, preconditions),
             stores,
+            stripes: Stripes::new(),
         }
     }
 }
 
-/// Writers in this process queue per aggregate (striped locks) instead of colliding: without it,
-/// N concurrent commands on one aggregate cost O(N²) optimistic-lock retries. Writers in other
-/// processes still collide, and are retried.
-static STRIPES: LazyLock<Vec<Mutex<()>>> = LazyLock::new(|| (0..256).map(|_| Mutex::new(())).collect());
+/// Writers of one instance queue per aggregate (striped locks) instead of colliding: without it,
+/// N concurrent commands on one aggregate cost O(N²) optimistic-lock retries. Writers of other
+/// instances still collide, and [`Frameworks::execute`] retries them.
+struct Stripes(Vec<Mutex<()>>);
 
-fn stripe(aggregate_type: &str, id: &str) -> &'static Mutex<()> {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (aggregate_type, id).hash(&mut hasher);
-    &STRIPES[(hasher.finish() % STRIPES.len() as u64) as usize]
+impl Stripes {
+    fn new() -> Self {
+        Self((0..256).map(|_| Mutex::new(())).collect())
+    }
+
+    fn of(&self, aggregate_type: &str, id: &str) -> &Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (aggregate_type, id).hash(&mut hasher);
+        &self.0[(hasher.finish() % self.0.len() as u64) as usize]
+    }
 }
 
-/// Runs `command` on aggregate `id`, retrying when a concurrent writer took the next sequence.
-pub async fn execute<A>(
+impl Frameworks {
+    /// Runs `command` on aggregate `id` of `framework`, retrying when a writer of another instance
+    /// took the next sequence.
+    pub async fn execute<A>(
+        &self,
+        framework: &Framework<A>,
+        id: &str,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), AggregateError<A::Error>>
+    where
+        A: Aggregate,
+        A::Command: Clone,
+    {
+        let _turn = self.stripes.of(A::TYPE, id).lock().await;
+        execute(framework, id, command, metadata).await
+    }
+}
+
+/// Runs `command`, retrying optimistic-lock conflicts with a short jittered backoff.
+async fn execute<A>(
     framework: &Framework<A>,
     id: &str,
     command: A::Command,
@@ -116,11 +143,10 @@ where
     A: Aggregate,
     A::Command: Clone,
 {
-    let _turn = stripe(A::TYPE, id).lock().await;
     let mut attempts = 0;
     loop {
         match framework.execute_with_metadata(id, command.clone(), metadata.clone()).await {
-            Err(AggregateError::AggregateConflict) if attempts < 20 => {
+            Err(AggregateError::AggregateConflict) if attempts < 50 => {
                 attempts += 1;
                 let jitter = u64::from(rand::random::<u8>() % 5);
                 tokio::time::sleep(std::time::Duration::from_millis(attempts.min(10) + jitter)).await;

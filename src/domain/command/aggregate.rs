@@ -129,6 +129,12 @@ pub struct Command {
     pub dispatched_at: Option<DateTime<Utc>>,
     /// Final statuses already recorded as late answers.
     pub late_answers: Vec<AnswerStatus>,
+    /// Normalized parameters.
+    pub params: serde_json::Value,
+    /// Consent version that allowed it.
+    pub consent_version: Option<u32>,
+    /// Code of a rejection (by tacho or the vehicle).
+    pub rejection: Option<String>,
 }
 
 impl Command {
@@ -356,6 +362,7 @@ impl Aggregate for Command {
                 self.requested_at = Some(at);
             }
             CommandEvent::CommandDispatched { at } => self.dispatched_at = Some(at),
+            CommandEvent::CommandRejected { code, .. } => self.rejection = Some(code),
             CommandEvent::LateAnswerRecorded { status, .. } => self.late_answers.push(status),
             _ => {}
         }

@@ -2,6 +2,8 @@
 //! from request to a terminal state, and the catalogue of what a vehicle can be asked.
 
 mod aggregate;
+#[cfg(test)]
+mod answer_tests;
 pub mod catalogue;
 mod commands;
 mod events;
