@@ -71,6 +71,19 @@ impl Projection for VehiclesProjection {
                 .execute(&mut *conn)
                 .await?;
             }
+            VehicleEvent::DeviceDetached { device_id, at } => {
+                sqlx::query(
+                    "UPDATE rm_vehicles SET devices = (SELECT coalesce(jsonb_agg(d), '[]') \
+                     FROM jsonb_array_elements(devices) d WHERE d->>'device_id' <> $2), \
+                     updated_at = $3, version = $4 WHERE vin = $1",
+                )
+                .bind(vin)
+                .bind(device_id)
+                .bind(at)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
+            }
             VehicleEvent::DeviceSwapped { old_device_id, new_device_id, at } => {
                 sqlx::query(
                     "UPDATE rm_vehicles SET devices = (SELECT coalesce(jsonb_agg(CASE WHEN d->>'device_id' = $2 \

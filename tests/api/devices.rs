@@ -93,3 +93,31 @@ async fn a_dealer_replaces_a_part_in_one_step() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_revoked_device_is_detached_and_gets_no_connection_info() {
+    let Some(app) = spawn_app().await else { return };
+    app.register(VIN).await;
+    fit_tcu(&app).await;
+    let revoked: Value = app
+        .post("/v1/devices/tcu-0001/revoke", &app.factory(), json!({"reason": "key leaked"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["status"], "revoked");
+    let vehicle: Value = app.get(&format!("/v1/vehicles/{VIN}"), &app.dealer()).await.json().await.unwrap();
+    assert_eq!(vehicle["devices"], json!([]));
+    assert_problem(
+        app.get("/v1/devices/tcu-0001/connection-info", &app.factory()).await,
+        StatusCode::CONFLICT,
+        "device_retired",
+    )
+    .await;
+    assert_problem(
+        app.post("/v1/devices/tcu-0001/revoke", &app.factory(), json!({})).await,
+        StatusCode::CONFLICT,
+        "device_retired",
+    )
+    .await;
+}

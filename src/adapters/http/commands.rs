@@ -146,7 +146,8 @@ async fn request(
     let stream = id.to_string();
     match state.frameworks.execute(&state.frameworks.commands, &stream, command, &principal.metadata()).await {
         Ok(()) => {}
-        Err(AggregateError::UserError(CommandError::AlreadyRequested)) if replay => {}
+        // With a key, the id is the key's: another request with the same key recorded it first.
+        Err(AggregateError::UserError(CommandError::AlreadyRequested)) if key.is_some() => replay = true,
         Err(e) => {
             if let (true, Some(key)) = (claimed, key.as_deref()) {
                 idempotency::release(&state.pool, principal.sub(), key).await?;

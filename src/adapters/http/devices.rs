@@ -26,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_device))
         .routes(routes!(replace_device))
         .routes(routes!(connection_info))
+        .routes(routes!(revoke_device))
 }
 
 /// A device as the factory fits it.
@@ -240,4 +241,44 @@ async fn connection_info(
         subscribe: topics::vehicle_subscribes(&device.vin),
         last_will_topic: format!("vehicles/{}/connection", device.vin),
     }))
+}
+
+/// Why a device is revoked.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeDevice {
+    /// Kept in the log.
+    pub reason: Option<String>,
+}
+
+/// Revoke a device (factory, admin): its certificate is no longer trusted and it is detached from
+/// its vehicle.
+#[utoipa::path(post, path = "/v1/devices/{device_id}/revoke", tag = "devices", request_body = RevokeDevice,
+    params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "Revoked", body = DeviceView),
+              (status = 404, description = "Unknown device", body = Problem),
+              (status = 409, description = "Already retired (`device_retired`)", body = Problem)))]
+async fn revoke_device(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(device_id): Path<String>,
+    Json(body): Json<RevokeDevice>,
+) -> Result<Json<DeviceView>, ApiError> {
+    principal.require(&[Role::Factory, Role::Admin])?;
+    let device = state.frameworks.stores.load::<Device>(&device_id).await?;
+    if device.status == DeviceStatus::Unknown {
+        return Err(ApiError::new(ErrorCode::DeviceNotFound, format!("device {device_id} not found")));
+    }
+    let at = Utc::now();
+    let metadata = principal.metadata();
+    let revoke = DeviceCommand::Revoke { reason: body.reason, at };
+    state.frameworks.execute(&state.frameworks.devices, &device_id, revoke, &metadata).await?;
+    let vehicle = state.frameworks.stores.load::<Vehicle>(&device.vin).await?;
+    if vehicle.devices.contains_key(&device_id) {
+        let detach = VehicleCommand::DetachDevice { device_id: device_id.clone(), at };
+        state.frameworks.execute(&state.frameworks.vehicles, &device.vin, detach, &metadata).await?;
+    }
+    state.settle(DevicesProjection::NAME, "Device", &device_id).await?;
+    state.settle(VehiclesProjection::NAME, "Vehicle", &device.vin).await?;
+    Ok(Json(device_view(&state, &principal, &device_id).await?))
 }

@@ -144,6 +144,12 @@ impl Vehicle {
                 }
                 vec![VehicleEvent::DeviceAttached { device_id, kind, at }]
             }
+            VehicleCommand::DetachDevice { device_id, at } => {
+                if !self.devices.contains_key(&device_id) {
+                    return Err(VehicleError::DeviceNotAttached(device_id));
+                }
+                vec![VehicleEvent::DeviceDetached { device_id, at }]
+            }
             VehicleCommand::ReplaceDevice { old_device_id, new_device_id, at } => {
                 if self.status == S::Decommissioned {
                     return Err(self.transition("fitted with a device"));
@@ -207,6 +213,9 @@ impl Aggregate for Vehicle {
             VehicleEvent::VehicleDecommissioned { .. } => self.status = VehicleStatus::Decommissioned,
             VehicleEvent::DeviceAttached { device_id, kind, .. } => {
                 self.devices.insert(device_id, kind);
+            }
+            VehicleEvent::DeviceDetached { device_id, .. } => {
+                self.devices.remove(&device_id);
             }
             VehicleEvent::DeviceSwapped { old_device_id, new_device_id, .. } => {
                 let kind = self.devices.remove(&old_device_id).unwrap_or_default();

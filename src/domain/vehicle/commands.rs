@@ -50,6 +50,13 @@ pub enum VehicleCommand {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A device is taken out (revoked, removed).
+    DetachDevice {
+        /// The device id.
+        device_id: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// A device is swapped for another in one step (dealer part replacement).
     ReplaceDevice {
         /// The device taken out.

@@ -51,6 +51,13 @@ pub enum VehicleEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A device was taken out.
+    DeviceDetached {
+        /// Device id.
+        device_id: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// One device replaced another in one step.
     DeviceSwapped {
         /// Device taken out.
@@ -70,6 +77,7 @@ impl DomainEvent for VehicleEvent {
             Self::VehicleSuspended { .. } => "VehicleSuspended",
             Self::VehicleDecommissioned { .. } => "VehicleDecommissioned",
             Self::DeviceAttached { .. } => "DeviceAttached",
+            Self::DeviceDetached { .. } => "DeviceDetached",
             Self::DeviceSwapped { .. } => "DeviceSwapped",
         }
         .to_owned()

@@ -165,3 +165,16 @@ fn replacing_a_device_that_is_not_fitted_is_refused() {
         .when(VehicleCommand::ReplaceDevice { old_device_id: "tcu-9".into(), new_device_id: "tcu-2".into(), at: at() })
         .then_expect_error(VehicleError::DeviceNotAttached("tcu-9".into()));
 }
+
+#[test]
+fn a_fitted_device_is_detached_once() {
+    let detach = || VehicleCommand::DetachDevice { device_id: "tcu-1".into(), at: at() };
+    Given::with(())
+        .given(vec![registered(), tcu_attached()])
+        .when(detach())
+        .then_expect_events(vec![VehicleEvent::DeviceDetached { device_id: "tcu-1".into(), at: at() }]);
+    Given::with(())
+        .given(vec![registered(), tcu_attached(), VehicleEvent::DeviceDetached { device_id: "tcu-1".into(), at: at() }])
+        .when(detach())
+        .then_expect_error(VehicleError::DeviceNotAttached("tcu-1".into()));
+}
