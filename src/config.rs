@@ -68,6 +68,24 @@ pub struct Config {
     /// HS256 secret for bearer tokens: the value, or a path to a file holding it. Required.
     #[arg(long, env = "TACHO_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<SecretString>,
+    /// MQTT broker: `mqtt://host:port`, or `none` to run without MQTT (commands then stay requested).
+    #[arg(long, env = "TACHO_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+    pub mqtt_url: String,
+    /// Client id of the persistent inbound session: stable across restarts, distinct per instance.
+    #[arg(long, env = "TACHO_MQTT_CLIENT_ID", default_value = "tacho")]
+    pub mqtt_client_id: String,
+    /// Shared-subscription group, to spread vehicle messages over several instances.
+    #[arg(long, env = "TACHO_MQTT_SHARED_GROUP")]
+    pub mqtt_shared_group: Option<String>,
+    /// How long the broker keeps tacho's session (and queues its messages) while it is down, seconds.
+    #[arg(long, env = "TACHO_MQTT_SESSION_EXPIRY_S", default_value_t = 86400)]
+    pub mqtt_session_expiry_s: u32,
+    /// Connections used to publish (each has one publish awaiting its PUBACK at a time).
+    #[arg(long, env = "TACHO_MQTT_PUBLISH_LANES", default_value_t = 4)]
+    pub mqtt_publish_lanes: usize,
+    /// How long state history is kept, in hours.
+    #[arg(long, env = "TACHO_HISTORY_RETENTION_HOURS", default_value_t = 168)]
+    pub history_retention_hours: u32,
     /// The MQTT URL devices are told to connect to.
     #[arg(long, env = "TACHO_PUBLIC_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
     pub public_mqtt_url: String,
@@ -77,6 +95,16 @@ pub struct Config {
 }
 
 impl Config {
+    /// The broker to use, `None` when MQTT is off.
+    pub fn broker(&self) -> anyhow::Result<Option<crate::adapters::mqtt::broker::BrokerUrl>> {
+        if self.mqtt_url.eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        crate::adapters::mqtt::broker::BrokerUrl::parse(&self.mqtt_url)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("TACHO_MQTT_URL: {e}"))
+    }
+
     /// The auth secret, read from its file when it names one; an error when it is missing or short.
     pub fn resolve_auth_secret(&self) -> anyhow::Result<SecretString> {
         use secrecy::ExposeSecret;

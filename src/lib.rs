@@ -16,4 +16,5 @@ pub mod adapters;
 pub mod app;
 pub mod config;
 pub mod domain;
+pub mod metrics;
 pub mod projections;

@@ -5,6 +5,7 @@
 pub mod command;
 pub mod consent;
 pub mod device;
+pub mod observation;
 pub mod vehicle;
 pub mod vin;
 

@@ -49,8 +49,10 @@ impl Projection for CommandsProjection {
         {
             sqlx::query(
                 "INSERT INTO rm_commands (command_id, vin, name, params, status, requester, idempotency_key, \
-                 consent_version, timeout_s, store_and_forward, ttl_s, requested_at, updated_at, transitions, version) \
-                 VALUES ($1, $2, $3, $4, 'requested', $5, $6, $7, $8, $9, $10, $11, $11, $12, $13) \
+                 consent_version, timeout_s, store_and_forward, ttl_s, requested_at, updated_at, transitions, version, \
+                 deadline_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, 'requested', $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, \
+                 $11 + make_interval(secs => $8), $11 + make_interval(secs => $10)) \
                  ON CONFLICT (command_id) DO NOTHING",
             )
             .bind(id)
@@ -72,7 +74,10 @@ impl Projection for CommandsProjection {
             let (result, error) = outcome(&decoded);
             sqlx::query(
                 "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = transitions || $4, \
-                 result = coalesce($5, result), error = coalesce($6, error), version = $7 WHERE command_id = $1",
+                 result = coalesce($5, result), error = coalesce($6, error), version = $7, \
+                 dispatched_at = CASE WHEN $2 = 'dispatched' THEN $3 ELSE dispatched_at END, \
+                 deadline_at = CASE WHEN $2 = 'dispatched' THEN $3 + make_interval(secs => timeout_s) ELSE deadline_at END \
+                 WHERE command_id = $1",
             )
             .bind(id)
             .bind(status.as_str())

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod consents;
 pub mod devices;
 mod runner;
+pub mod state;
 pub mod vehicles;
 pub mod views;
 

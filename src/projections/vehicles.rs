@@ -1,9 +1,12 @@
 //! The fleet registry read model (`rm_vehicles`): one row per vehicle, for the fleet list.
 
 use super::{Projection, ProjectionError, StoredEvent};
+use crate::domain::observation::{VehicleFact, STREAM_TYPE};
 use crate::domain::vehicle::VehicleEvent;
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
+use std::collections::HashMap;
 
 /// Keeps `rm_vehicles`.
 pub struct VehiclesProjection;
@@ -20,7 +23,51 @@ impl Projection for VehiclesProjection {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &["Vehicle"]
+        &["Vehicle", STREAM_TYPE]
+    }
+
+    /// Registry events one by one; vehicle facts folded per vehicle (last connection change, latest
+    /// contact), so a batch of thousands of state reports costs one statement.
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let mut seen: HashMap<String, DateTime<Utc>> = HashMap::new();
+        let mut connection: HashMap<String, (bool, DateTime<Utc>)> = HashMap::new();
+        for event in events {
+            if event.aggregate_type != STREAM_TYPE {
+                self.apply(conn, event).await?;
+                continue;
+            }
+            let fact = event.decode::<VehicleFact>()?;
+            let at = fact.received_at();
+            let latest = seen.entry(event.aggregate_id.clone()).or_insert(at);
+            *latest = (*latest).max(at);
+            if let VehicleFact::ConnectionChanged { online, received_at, .. } = fact {
+                connection.insert(event.aggregate_id.clone(), (online, received_at));
+            }
+        }
+        if !seen.is_empty() {
+            let (vins, times): (Vec<String>, Vec<DateTime<Utc>>) = seen.into_iter().unzip();
+            sqlx::query(
+                "UPDATE rm_vehicles v SET last_seen = greatest(v.last_seen, u.at) \
+                 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(vin, at) WHERE v.vin = u.vin",
+            )
+            .bind(&vins)
+            .bind(&times)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for (vin, (online, since)) in connection {
+            sqlx::query(
+                "UPDATE rm_vehicles SET connected = $2, \
+                 connection_since = CASE WHEN connected = $2 AND connection_since IS NOT NULL THEN connection_since ELSE $3 END \
+                 WHERE vin = $1",
+            )
+            .bind(vin)
+            .bind(online)
+            .bind(since)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
@@ -33,6 +80,9 @@ impl Projection for VehiclesProjection {
                 .bind(at)
                 .bind(version)
         };
+        if event.aggregate_type == STREAM_TYPE {
+            return self.apply_batch(conn, std::slice::from_ref(event)).await;
+        }
         match event.decode::<VehicleEvent>()? {
             VehicleEvent::VehicleRegistered { vin, model, model_year, market, options, data_collection, at } => {
                 sqlx::query(

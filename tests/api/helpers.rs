@@ -63,6 +63,12 @@ pub fn config(database_url: &str) -> Config {
         auth_secret: Some(SecretString::from(SECRET)),
         public_mqtt_url: "mqtt://127.0.0.1:1883".to_owned(),
         database_max_connections: 10,
+        mqtt_url: "none".to_owned(),
+        mqtt_client_id: format!("tacho-test-{}", uuid::Uuid::new_v4().simple()),
+        mqtt_shared_group: None,
+        mqtt_session_expiry_s: 60,
+        mqtt_publish_lanes: 2,
+        history_retention_hours: 168,
     }
 }
 

@@ -68,11 +68,11 @@ pub struct Feed {
     pub next_after: Option<i64>,
 }
 
-const AGGREGATE_TYPES: [&str; 4] = ["Vehicle", "Device", "Consent", "Command"];
+const AGGREGATE_TYPES: [&str; 6] = ["Vehicle", "Device", "Consent", "Command", "VehicleState", "Broadcast"];
 
 /// Every event of one stream, in sequence order (auditor).
 #[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{id}", tag = "audit",
-    params(("aggregate_type" = String, Path, description = "Vehicle, Device, Consent or Command"), ("id" = String, Path, description = "Stream id")),
+    params(("aggregate_type" = String, Path, description = "Vehicle, Device, Consent, Command, VehicleState or Broadcast"), ("id" = String, Path, description = "Stream id")),
     responses((status = 200, description = "The stream", body = Vec<LogEvent>),
               (status = 404, description = "No such stream", body = Problem)))]
 async fn stream(

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod broadcasts;
 pub mod commands;
 pub mod consents;
 pub mod devices;
@@ -9,6 +10,7 @@ pub mod error;
 pub mod health;
 pub mod openapi;
 pub mod state;
+pub mod vehicle_data;
 pub mod vehicles;
 
 use axum::extract::DefaultBodyLimit;

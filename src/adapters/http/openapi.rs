@@ -2,7 +2,7 @@
 //! at `/docs` (Swagger UI with its assets compiled in: works offline), committed as `openapi/openapi.json`.
 
 use super::state::AppState;
-use super::{audit, commands, consents, devices, health, vehicles};
+use super::{audit, broadcasts, commands, consents, devices, health, vehicle_data, vehicles};
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -18,7 +18,8 @@ use utoipa_swagger_ui::SwaggerUi;
     security(("bearer" = [])),
     tags((name = "vehicles", description = "Registry and lifecycle"), (name = "devices", description = "Devices fitted to vehicles"),
          (name = "consents", description = "Consents per subject and purpose"), (name = "commands", description = "Remote commands"),
-         (name = "audit", description = "The raw log"), (name = "health", description = "Probes"))
+         (name = "vehicle data", description = "State, history and events vehicles report"),
+         (name = "broadcasts", description = "Messages to many vehicles"), (name = "audit", description = "The raw log"), (name = "health", description = "Probes"))
 )]
 struct ApiDoc;
 
@@ -95,6 +96,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(devices::router())
         .merge(consents::router())
         .merge(commands::router())
+        .merge(vehicle_data::router())
+        .merge(broadcasts::router())
         .merge(audit::router())
         .merge(health::router())
 }

@@ -25,6 +25,10 @@ pub struct AppState {
     pub command_changes: broadcast::Sender<Uuid>,
     /// MQTT URL devices connect to (connection-info).
     pub public_mqtt_url: Arc<str>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Confirmed MQTT publishing (broadcasts); `None` without MQTT.
+    pub publisher: Option<crate::adapters::mqtt::publisher::Publisher>,
 }
 
 impl AppState {

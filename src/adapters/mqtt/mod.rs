@@ -3,5 +3,8 @@
 
 pub mod broker;
 pub mod codec;
+pub mod dispatcher;
+pub mod inbound;
+pub mod lifecycle;
 pub mod publisher;
 pub mod topics;

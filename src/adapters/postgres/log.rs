@@ -106,3 +106,28 @@ fn from_row(row: &PgRow) -> Result<StoredEvent, sqlx::Error> {
         recorded_at: row.try_get("recorded_at")?,
     })
 }
+
+/// Appends one event to a stream tacho writes without an aggregate (broadcasts); fails with a
+/// unique violation when `sequence` is taken.
+pub async fn append(
+    conn: &mut PgConnection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    payload: &serde_json::Value,
+    metadata: &serde_json::Value,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ($1, $2, $3, $4, '1', $5::jsonb::json, $6::jsonb::json) RETURNING global_position",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .bind(sequence)
+    .bind(event_type)
+    .bind(payload)
+    .bind(metadata)
+    .fetch_one(conn)
+    .await
+}

@@ -1,5 +1,6 @@
 //! PostgreSQL: the event store (postgres-es), the log reader, read-model queries and migrations.
 
+pub mod facts;
 pub mod idempotency;
 pub mod log;
 pub mod queries;

@@ -1,0 +1,215 @@
+//! What vehicles report: last-known state, its short history, reported events.
+
+use super::auth::{Principal, Role};
+use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
+use super::state::AppState;
+use super::vehicles::page_size;
+use crate::adapters::postgres::queries;
+use crate::projections::views::{ConnectionView, Page};
+use axum::extract::State;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+/// Routes of this resource.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(state)).routes(routes!(history)).routes(routes!(events))
+}
+
+/// One signal's last-known value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SignalValue {
+    /// The value (number, boolean, string ...).
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// Vehicle time of the report.
+    pub vehicle_ts: DateTime<Utc>,
+    /// When tacho received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A vehicle's last-known state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct VehicleState {
+    /// VIN.
+    pub vin: String,
+    /// Connection state.
+    pub connection: ConnectionView,
+    /// COVESA VSS path → last-known value.
+    pub signals: BTreeMap<String, SignalValue>,
+}
+
+/// One historical value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HistoryEntry {
+    /// VSS path.
+    pub signal: String,
+    /// Value.
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// Vehicle time.
+    pub vehicle_ts: DateTime<Utc>,
+    /// When tacho received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// An event a vehicle reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReportedEvent {
+    /// Vehicle-side message id.
+    pub msg_id: String,
+    /// Event type (breakdown, maintenance ...).
+    pub kind: String,
+    /// Event data.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    /// Vehicle time.
+    pub vehicle_ts: DateTime<Utc>,
+    /// When tacho received it.
+    pub received_at: DateTime<Utc>,
+}
+
+async fn visible(state: &AppState, principal: &Principal, vin: &str) -> Result<ConnectionView, ApiError> {
+    principal.require(&[Role::Owner, Role::Dealer, Role::Auditor])?;
+    principal.scope(vin)?;
+    let vehicle = queries::vehicle_by_vin(&state.pool, vin)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::VehicleNotFound, format!("vehicle {vin} not found")))?;
+    Ok(vehicle.connection)
+}
+
+/// Last-known state (owner, dealer): per signal its value, vehicle time and received time; connection.
+#[utoipa::path(get, path = "/v1/vehicles/{vin}/state", tag = "vehicle data", params(("vin" = String, Path, description = "VIN")),
+    responses((status = 200, description = "The state", body = VehicleState),
+              (status = 404, description = "Unknown or out-of-scope vehicle", body = Problem)))]
+async fn state(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(vin): Path<String>,
+) -> Result<Json<VehicleState>, ApiError> {
+    let connection = visible(&state, &principal, &vin).await?;
+    let rows: Vec<(String, Value, DateTime<Utc>, DateTime<Utc>)> =
+        sqlx::query_as("SELECT signal, value, vehicle_ts, received_at FROM rm_vehicle_state WHERE vin = $1")
+            .bind(&vin)
+            .fetch_all(&state.pool)
+            .await?;
+    let signals = rows
+        .into_iter()
+        .map(|(signal, value, vehicle_ts, received_at)| (signal, SignalValue { value, vehicle_ts, received_at }))
+        .collect();
+    Ok(Json(VehicleState { vin, connection, signals }))
+}
+
+/// History filter.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only this VSS path.
+    pub signal: Option<String>,
+    /// Vehicle time from (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// Vehicle time to (exclusive).
+    pub to: Option<DateTime<Utc>>,
+    /// 1..1000, default 100.
+    pub limit: Option<i64>,
+}
+
+/// Short history of signal values, newest first (owner, dealer). Kept for the retention period.
+#[utoipa::path(get, path = "/v1/vehicles/{vin}/state/history", tag = "vehicle data",
+    params(("vin" = String, Path, description = "VIN"), HistoryQuery),
+    responses((status = 200, description = "Values, newest vehicle time first", body = Vec<HistoryEntry>),
+              (status = 400, description = "Bad filter", body = Problem),
+              (status = 404, description = "Unknown or out-of-scope vehicle", body = Problem)))]
+async fn history(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(vin): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<HistoryEntry>>, ApiError> {
+    visible(&state, &principal, &vin).await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(ErrorCode::InvalidQuery, "limit must be from 1 to 1000"));
+    }
+    let rows: Vec<(String, Value, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT signal, value, vehicle_ts, received_at FROM rm_state_history WHERE vin = $1 \
+         AND ($2::text IS NULL OR signal = $2) AND ($3::timestamptz IS NULL OR vehicle_ts >= $3) \
+         AND ($4::timestamptz IS NULL OR vehicle_ts < $4) ORDER BY vehicle_ts DESC, position DESC LIMIT $5",
+    )
+    .bind(&vin)
+    .bind(&q.signal)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(limit)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(signal, value, vehicle_ts, received_at)| HistoryEntry { signal, value, vehicle_ts, received_at })
+            .collect(),
+    ))
+}
+
+type EventRow = (String, String, Value, DateTime<Utc>, DateTime<Utc>, i64);
+
+/// Paging of reported events.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only events of this type.
+    pub kind: Option<String>,
+    /// 1..500, default 50.
+    pub page_size: Option<i64>,
+    /// From the previous page's `next_page_token`.
+    pub page_token: Option<String>,
+}
+
+/// Events the vehicle reported (breakdown, maintenance alerts), newest first (owner, dealer).
+#[utoipa::path(get, path = "/v1/vehicles/{vin}/events", tag = "vehicle data",
+    params(("vin" = String, Path, description = "VIN"), EventsQuery),
+    responses((status = 200, description = "A page of events", body = Page<ReportedEvent>),
+              (status = 400, description = "Bad page token", body = Problem),
+              (status = 404, description = "Unknown or out-of-scope vehicle", body = Problem)))]
+async fn events(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(vin): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Page<ReportedEvent>>, ApiError> {
+    visible(&state, &principal, &vin).await?;
+    let size = page_size(q.page_size)?;
+    let after: Option<i64> = match q.page_token.as_deref() {
+        None => None,
+        Some(t) => Some(t.parse().map_err(|_| ApiError::new(ErrorCode::BadPageToken, "page_token is not valid"))?),
+    };
+    let rows: Vec<EventRow> = sqlx::query_as(
+        "SELECT msg_id, kind, data, vehicle_ts, received_at, position FROM rm_vehicle_events WHERE vin = $1 \
+         AND ($2::text IS NULL OR kind = $2) AND ($3::bigint IS NULL OR position < $3) \
+         ORDER BY position DESC LIMIT $4",
+    )
+    .bind(&vin)
+    .bind(&q.kind)
+    .bind(after)
+    .bind(size + 1)
+    .fetch_all(&state.pool)
+    .await?;
+    let more = rows.len() as i64 > size;
+    let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
+    let next_page_token = if more { rows.last().map(|r| r.5.to_string()) } else { None };
+    let items = rows
+        .into_iter()
+        .map(|(msg_id, kind, data, vehicle_ts, received_at, _)| ReportedEvent {
+            msg_id,
+            kind,
+            data,
+            vehicle_ts,
+            received_at,
+        })
+        .collect();
+    Ok(Json(Page { items, next_page_token }))
+}

@@ -1,0 +1,150 @@
+//! Vehicle data read models: last-known state per VSS signal (`rm_vehicle_state`, newest vehicle
+//! time wins, so a late report never overwrites a fresher value), its short history
+//! (`rm_state_history`, pruned after the retention period) and the events vehicles reported
+//! (`rm_vehicle_events`). Set-based writes: thousands of reports per batch.
+
+use super::{Projection, ProjectionError, StoredEvent};
+use crate::domain::observation::{VehicleFact, STREAM_TYPE};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+use std::collections::HashMap;
+
+/// Keeps the vehicle data read models.
+pub struct StateProjection;
+
+impl StateProjection {
+    /// Subscriber name.
+    pub const NAME: &'static str = "vehicle_state";
+}
+
+#[derive(Default)]
+struct Rows {
+    vins: Vec<String>,
+    signals: Vec<String>,
+    values: Vec<Value>,
+    vehicle_ts: Vec<DateTime<Utc>>,
+    received_at: Vec<DateTime<Utc>>,
+    positions: Vec<i64>,
+}
+
+impl Rows {
+    fn push(
+        &mut self,
+        vin: &str,
+        signal: &str,
+        value: Value,
+        ts: DateTime<Utc>,
+        received: DateTime<Utc>,
+        position: i64,
+    ) {
+        self.vins.push(vin.to_owned());
+        self.signals.push(signal.to_owned());
+        self.values.push(value);
+        self.vehicle_ts.push(ts);
+        self.received_at.push(received);
+        self.positions.push(position);
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for StateProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[STREAM_TYPE]
+    }
+
+    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let mut history = Rows::default();
+        // Per (vin, signal) only the freshest value of the batch goes to the upsert.
+        let mut latest: HashMap<(String, String), (Value, DateTime<Utc>, DateTime<Utc>, i64)> = HashMap::new();
+        let mut reported = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for event in events {
+            let vin = event.aggregate_id.as_str();
+            match event.decode::<VehicleFact>()? {
+                VehicleFact::StateReported { signals, vehicle_ts, received_at, .. } => {
+                    for (signal, value) in signals {
+                        history.push(vin, &signal, value.clone(), vehicle_ts, received_at, event.position);
+                        let key = (vin.to_owned(), signal);
+                        let fresher = latest.get(&key).is_none_or(|(_, ts, _, _)| vehicle_ts >= *ts);
+                        if fresher {
+                            latest.insert(key, (value, vehicle_ts, received_at, event.position));
+                        }
+                    }
+                }
+                VehicleFact::VehicleEventReported { msg_id, kind, data, vehicle_ts, received_at, .. } => {
+                    reported.0.push(vin.to_owned());
+                    reported.1.push(msg_id);
+                    reported.2.push(kind);
+                    reported.3.push(data);
+                    reported.4.push(vehicle_ts);
+                    reported.5.push(received_at);
+                    reported.6.push(event.position);
+                }
+                VehicleFact::ConnectionChanged { .. } => {}
+            }
+        }
+        let mut current = Rows::default();
+        for ((vin, signal), (value, ts, received, position)) in latest {
+            current.push(&vin, &signal, value, ts, received, position);
+        }
+        if !current.vins.is_empty() {
+            sqlx::query(
+                "INSERT INTO rm_vehicle_state (vin, signal, value, vehicle_ts, received_at) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[]) \
+                 ON CONFLICT (vin, signal) DO UPDATE SET value = EXCLUDED.value, vehicle_ts = EXCLUDED.vehicle_ts, \
+                 received_at = EXCLUDED.received_at WHERE rm_vehicle_state.vehicle_ts <= EXCLUDED.vehicle_ts",
+            )
+            .bind(&current.vins)
+            .bind(&current.signals)
+            .bind(&current.values)
+            .bind(&current.vehicle_ts)
+            .bind(&current.received_at)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO rm_state_history (vin, signal, value, vehicle_ts, received_at, position) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[], $6::bigint[])",
+            )
+            .bind(&history.vins)
+            .bind(&history.signals)
+            .bind(&history.values)
+            .bind(&history.vehicle_ts)
+            .bind(&history.received_at)
+            .bind(&history.positions)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !reported.0.is_empty() {
+            sqlx::query(
+                "INSERT INTO rm_vehicle_events (vin, msg_id, kind, data, vehicle_ts, received_at, position) \
+                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], \
+                 $6::timestamptz[], $7::bigint[]) ON CONFLICT (vin, msg_id) DO NOTHING",
+            )
+            .bind(&reported.0)
+            .bind(&reported.1)
+            .bind(&reported.2)
+            .bind(&reported.3)
+            .bind(&reported.4)
+            .bind(&reported.5)
+            .bind(&reported.6)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        sqlx::query("DELETE FROM rm_vehicle_state").execute(&mut *conn).await?;
+        sqlx::query("DELETE FROM rm_state_history").execute(&mut *conn).await?;
+        sqlx::query("DELETE FROM rm_vehicle_events").execute(&mut *conn).await?;
+        Ok(())
+    }
+}
