@@ -26,6 +26,8 @@ pub enum Subcommand_ {
     Migrate,
     /// Print one signed development token on stdout.
     Token(TokenArgs),
+    /// Run simulated vehicles against the broker until Ctrl-C.
+    Sim(SimArgs),
     /// Print the OpenAPI document (or write it to a file).
     Openapi {
         /// Write here instead of stdout.
@@ -49,6 +51,38 @@ pub struct TokenArgs {
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     pub ttl: i64,
+}
+
+/// Arguments of `tacho sim`.
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// How many vehicles (VINs WTCSXM0 + 10 digits, from --first).
+    #[arg(long, default_value_t = 3)]
+    pub vehicles: u64,
+    /// Number of the first generated VIN.
+    #[arg(long, default_value_t = 1)]
+    pub first: u64,
+    /// Simulate these VINs instead (repeatable).
+    #[arg(long = "vin")]
+    pub vins: Vec<String>,
+    /// Delay before each answer, in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    pub latency_ms: u64,
+    /// Share of commands answered `failed` (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Share of commands answered `rejected` (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub reject_rate: f64,
+    /// Share of commands never answered (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub silence_rate: f64,
+    /// Publish a state report every this many milliseconds (0: never).
+    #[arg(long, default_value_t = 5000)]
+    pub state_every_ms: u64,
+    /// Drop every vehicle abruptly (Last Will) after this many seconds.
+    #[arg(long)]
+    pub drop_after_s: Option<u64>,
 }
 
 /// Settings of a tacho process.

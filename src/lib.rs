@@ -18,3 +18,4 @@ pub mod config;
 pub mod domain;
 pub mod metrics;
 pub mod projections;
+pub mod sim;

@@ -27,6 +27,10 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", keys.mint(&args.sub, args.roles, vins, chrono::Utc::now().timestamp(), args.ttl));
             Ok(())
         }
+        Subcommand_::Sim(args) => {
+            init_tracing();
+            sim(&config, args).await
+        }
         Subcommand_::Openapi { output } => {
             let spec = tacho::adapters::http::openapi::spec_json();
             match output {
@@ -64,4 +68,44 @@ async fn serve(config: &tacho::config::Config) -> anyhow::Result<()> {
         shutdown.cancel();
     });
     running.join().await
+}
+
+async fn sim(config: &tacho::config::Config, args: tacho::config::SimArgs) -> anyhow::Result<()> {
+    use tacho::sim::{sim_vin, Behaviour, SimVehicle};
+    let broker = config.broker()?.context("tacho sim needs a broker: set TACHO_MQTT_URL")?;
+    let vins: Vec<String> =
+        if args.vins.is_empty() { (args.first..args.first + args.vehicles).map(sim_vin).collect() } else { args.vins };
+    let behaviour = Behaviour {
+        latency: std::time::Duration::from_millis(args.latency_ms),
+        fail_rate: args.fail_rate,
+        reject_rate: args.reject_rate,
+        silence_rate: args.silence_rate,
+        state_every: (args.state_every_ms > 0).then(|| std::time::Duration::from_millis(args.state_every_ms)),
+    };
+    let mut vehicles = Vec::new();
+    for vin in &vins {
+        vehicles.push(SimVehicle::connect(&broker, vin, behaviour.clone()).await?);
+        println!("{vin} online at {broker}");
+    }
+    let drop_after = async {
+        match args.drop_after_s {
+            Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            for vehicle in vehicles {
+                let _ = vehicle.disconnect().await;
+            }
+        }
+        _ = drop_after => {
+            for vehicle in vehicles {
+                println!("{} dropped", vehicle.vin());
+                vehicle.drop_abruptly();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
 }

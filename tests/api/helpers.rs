@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::sync::atomic::{AtomicU32, Ordering};
 use tacho::adapters::http::auth::{AuthKeys, Role};
+use tacho::adapters::mqtt::broker::BrokerUrl;
 use tacho::app::Running;
 use tacho::config::Config;
 
@@ -79,17 +80,57 @@ pub struct TestApp {
     keys: AuthKeys,
 }
 
-/// Starts tacho on port 0 with a fresh database. `None` when PostgreSQL is absent outside CI.
+/// Starts tacho on port 0 with a fresh database and no MQTT. `None` when PostgreSQL is absent
+/// outside CI.
 pub async fn spawn_app() -> Option<TestApp> {
     let database_url = fresh_database().await?;
+    Some(start(config(&database_url)).await)
+}
+
+/// The broker of the MQTT tests: `TACHO_TEST_MQTT_URL`, default the local Mosquitto. `None` (with
+/// a note) when it is not reachable outside CI.
+pub async fn test_broker() -> Option<BrokerUrl> {
+    let url = std::env::var("TACHO_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".to_owned());
+    let broker = BrokerUrl::parse(&url).expect("TACHO_TEST_MQTT_URL is an mqtt:// URL");
+    match tokio::net::TcpStream::connect((broker.host.as_str(), broker.port)).await {
+        Ok(_) => Some(broker),
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIPPED: no MQTT broker at {url} ({e}); set TACHO_TEST_MQTT_URL or start Mosquitto");
+            None
+        }
+        Err(e) => panic!("CI=true and no MQTT broker at {url}: {e}"),
+    }
+}
+
+/// Starts tacho with a fresh database on the test broker; returns it with its configuration (to
+/// restart it on the same database and MQTT session).
+pub async fn spawn_app_with_mqtt() -> Option<(TestApp, Config, BrokerUrl)> {
+    let broker = test_broker().await?;
+    let database_url = fresh_database().await?;
+    let mut config = config(&database_url);
+    config.mqtt_url = broker.to_string();
+    Some((start(config.clone()).await, config, broker))
+}
+
+/// Starts tacho with `config` on port 0.
+pub async fn start(config: Config) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
-    let running = tacho::app::start(&config(&database_url), listener).await.expect("tacho starts");
-    Some(TestApp {
+    let running = tacho::app::start(&config, listener).await.expect("tacho starts");
+    TestApp {
         base: format!("http://{}", running.addr),
         client: Client::new(),
         running,
         keys: AuthKeys::new(&SecretString::from(SECRET)),
-    })
+    }
+}
+
+/// A VIN no other test uses (tests share the broker).
+pub fn unique_vin() -> String {
+    tacho::sim::sim_vin(u64::from(rand_u32()) * 10 + u64::from(COUNTER.fetch_add(1, Ordering::Relaxed) % 10))
+}
+
+fn rand_u32() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
 }
 
 impl TestApp {
@@ -138,6 +179,44 @@ impl TestApp {
     pub async fn register(&self, vin: &str) -> Response {
         let body = json!({"vin": vin, "model": "Model A", "model_year": 2026, "market": "EU"});
         self.post("/v1/vehicles", &self.factory(), body).await
+    }
+
+    /// Stops this instance and waits for its tasks.
+    pub async fn stop(self) {
+        self.running.shutdown.cancel();
+        self.running.join().await.expect("clean shutdown");
+    }
+
+    /// Grants `purpose` on `vin` as `owner`.
+    pub async fn grant(&self, vin: &str, owner: &str, purpose: &str) {
+        let path = format!("/v1/vehicles/{vin}/consents/{purpose}");
+        let granted = self.call(Method::PUT, &path, &self.owner(owner, &[vin]), Some(json!({}))).await;
+        assert_eq!(granted.status(), StatusCode::OK);
+    }
+
+    /// Waits until the registry shows `vin` as `connected`.
+    pub async fn wait_connected(&self, vin: &str, connected: bool) {
+        for _ in 0..200 {
+            let vehicle: Value = self.get(&format!("/v1/vehicles/{vin}"), &self.dealer()).await.json().await.unwrap();
+            if vehicle["connection"]["connected"] == connected {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("{vin} never became connected={connected}");
+    }
+
+    /// Polls command `id` until `done` holds for its status (at most 20 s); returns the command.
+    pub async fn wait_command(&self, id: &str, owner: &str, vin: &str, done: impl Fn(&str) -> bool) -> Value {
+        let token = self.owner(owner, &[vin]);
+        let mut last = Value::Null;
+        for _ in 0..40 {
+            last = self.get(&format!("/v1/commands/{id}?wait=1"), &token).await.json().await.unwrap();
+            if done(last["status"].as_str().unwrap_or_default()) {
+                return last;
+            }
+        }
+        panic!("command {id} stuck: {last}");
     }
 
     /// Registers and activates `vin`, and grants `owner` the remote_commands consent.

@@ -9,5 +9,6 @@ mod commands;
 mod consents;
 mod devices;
 mod log;
+mod mqtt;
 mod openapi;
 mod vehicles;

@@ -351,8 +351,19 @@ impl Aggregate for Command {
         }
         match event {
             CommandEvent::CommandRequested {
-                vin, name, timeout_s, store_and_forward, ttl_s, requester, at, ..
+                vin,
+                name,
+                params,
+                timeout_s,
+                store_and_forward,
+                ttl_s,
+                requester,
+                consent_version,
+                at,
+                ..
             } => {
+                self.params = params;
+                self.consent_version = consent_version;
                 self.vin = vin;
                 self.name = name;
                 self.timeout_s = timeout_s;

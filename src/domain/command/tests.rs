@@ -226,3 +226,13 @@ fn a_queued_command_expires_only_after_its_ttl() {
         .when(CommandCommand::Expire { at: at(3600) })
         .then_expect_events(vec![CommandEvent::CommandExpired { at: at(3600) }]);
 }
+
+#[test]
+fn the_folded_command_keeps_what_the_dispatcher_publishes() {
+    let mut command = Command::default();
+    cqrs_es::Aggregate::apply(&mut command, requested(Some(3), false));
+    assert_eq!(command.params, json!({}));
+    assert_eq!(command.consent_version, Some(3));
+    assert_eq!(command.name, "lock_doors");
+    assert_eq!(command.deadline(), Some(at(30)));
+}

@@ -1,0 +1,331 @@
+//! End to end over the real Mosquitto and PostgreSQL: commands reach simulated vehicles, their
+//! answers, state, events and Last Will come back as events.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tacho::domain::command::AnswerStatus;
+use tacho::sim::{Behaviour, SimVehicle};
+
+const TERMINAL: [&str; 7] = ["succeeded", "failed", "rejected", "timed_out", "expired", "interrupted", "canceled"];
+
+fn terminal(status: &str) -> bool {
+    TERMINAL.contains(&status)
+}
+
+fn statuses(command: &Value) -> Vec<String> {
+    command["transitions"].as_array().unwrap().iter().map(|t| t["status"].as_str().unwrap().to_owned()).collect()
+}
+
+fn silent() -> Behaviour {
+    Behaviour { silence_rate: 1.0, ..Behaviour::default() }
+}
+
+/// A registered, active vehicle with alice's remote_commands consent, online as a simulated vehicle.
+async fn online(app: &TestApp, broker: &tacho::adapters::mqtt::broker::BrokerUrl, behaviour: Behaviour) -> SimVehicle {
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let sim = SimVehicle::connect(broker, &vin, behaviour).await.expect("simulated vehicle connects");
+    app.wait_connected(&vin, true).await;
+    sim
+}
+
+async fn request(app: &TestApp, vin: &str, body: Value) -> String {
+    let response = app.command(vin, "alice", body).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let created: Value = response.json().await.unwrap();
+    created["command_id"].as_str().unwrap().to_owned()
+}
+
+async fn dead_letters(app: &TestApp, vin: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT reason FROM dead_letters WHERE topic LIKE '%' || $1 || '%' ORDER BY id")
+        .bind(vin)
+        .fetch_all(app.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_command_reaches_the_vehicle_and_succeeds() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, Behaviour::default()).await;
+    let id =
+        request(&app, sim.vin(), json!({"name": "set_climate", "params": {"temperature_c": 21.5, "on": true}})).await;
+    let done = app.wait_command(&id, "alice", sim.vin(), terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(statuses(&done), ["requested", "dispatched", "accepted", "succeeded"]);
+    assert_eq!(done["result"], json!({"simulated": true}));
+    let received = sim.requests();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].command_id.to_string(), id);
+    assert_eq!(received[0].params, json!({"temperature_c": 21.5, "on": true}));
+    assert!(received[0].expires_at > received[0].issued_at);
+}
+
+#[tokio::test]
+async fn the_vehicle_fails_or_rejects_a_command_with_its_code() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let failing = online(&app, &broker, Behaviour { fail_rate: 1.0, ..Behaviour::default() }).await;
+    let id = request(&app, failing.vin(), json!({"name": "start_charging"})).await;
+    let failed = app.wait_command(&id, "alice", failing.vin(), terminal).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error"], json!({"code": "simulated_failure", "message": null, "by": "vehicle"}));
+
+    let refusing = online(&app, &broker, Behaviour { reject_rate: 1.0, ..Behaviour::default() }).await;
+    let id = request(&app, refusing.vin(), json!({"name": "unlock_doors"})).await;
+    let rejected = app.wait_command(&id, "alice", refusing.vin(), terminal).await;
+    assert_eq!(rejected["status"], "rejected");
+    assert_eq!(rejected["error"]["by"], "vehicle");
+    assert_eq!(statuses(&rejected), ["requested", "dispatched", "rejected"]);
+}
+
+#[tokio::test]
+async fn a_silent_vehicle_times_out_and_its_late_answer_is_recorded_not_applied() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, silent()).await;
+    let id = request(&app, sim.vin(), json!({"name": "honk", "timeout_s": 1})).await;
+    let timed_out = app.wait_command(&id, "alice", sim.vin(), terminal).await;
+    assert_eq!(timed_out["status"], "timed_out");
+    sim.respond("honk", id.parse().unwrap(), AnswerStatus::Succeeded, None).await.unwrap();
+    for _ in 0..100 {
+        let command = app.wait_command(&id, "alice", sim.vin(), terminal).await;
+        if !command["late_answers"].as_array().unwrap().is_empty() {
+            assert_eq!(command["status"], "timed_out");
+            assert_eq!(command["late_answers"][0]["status"], "succeeded");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the late answer was not recorded");
+}
+
+#[tokio::test]
+async fn an_offline_vehicle_fails_fast_or_queues_until_it_comes_online() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let fast = request(&app, &vin, json!({"name": "flash_lights"})).await;
+    let failed = app.wait_command(&fast, "alice", &vin, terminal).await;
+    assert_eq!(failed["error"]["code"], "vehicle_offline");
+
+    let queued = request(&app, &vin, json!({"name": "lock_doors", "store_and_forward": true})).await;
+    app.wait_command(&queued, "alice", &vin, |s| s == "queued").await;
+    let sim = SimVehicle::connect(&broker, &vin, Behaviour::default()).await.unwrap();
+    let done = app.wait_command(&queued, "alice", &vin, terminal).await;
+    assert_eq!(statuses(&done), ["requested", "queued", "dispatched", "accepted", "succeeded"]);
+    assert_eq!(sim.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_queued_command_expires_when_its_ttl_runs_out() {
+    let Some((app, _, _)) = spawn_app_with_mqtt().await else { return };
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let id = request(&app, &vin, json!({"name": "lock_doors", "store_and_forward": true, "ttl_s": 1})).await;
+    let expired = app.wait_command(&id, "alice", &vin, terminal).await;
+    assert_eq!(statuses(&expired), ["requested", "queued", "expired"]);
+}
+
+#[tokio::test]
+async fn the_last_will_of_a_dropped_vehicle_interrupts_its_command() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, silent()).await;
+    let vin = sim.vin().to_owned();
+    let id = request(&app, &vin, json!({"name": "unlock_doors"})).await;
+    app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
+    sim.drop_abruptly();
+    let interrupted = app.wait_command(&id, "alice", &vin, terminal).await;
+    assert_eq!(interrupted["status"], "interrupted");
+    app.wait_connected(&vin, false).await;
+}
+
+#[tokio::test]
+async fn a_dispatched_command_is_canceled_and_revoking_consent_cancels_queued_ones() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, silent()).await;
+    let vin = sim.vin().to_owned();
+    let id = request(&app, &vin, json!({"name": "honk"})).await;
+    app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
+    let canceled: Value = app
+        .post(&format!("/v1/commands/{id}/cancel"), &app.owner("alice", &[&vin]), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(canceled["status"], "canceled");
+
+    sim.drop_abruptly();
+    app.wait_connected(&vin, false).await;
+    let queued = request(&app, &vin, json!({"name": "lock_doors", "store_and_forward": true})).await;
+    app.wait_command(&queued, "alice", &vin, |s| s == "queued").await;
+    let revoke = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/vehicles/{vin}/consents/remote_commands"),
+            &app.owner("alice", &[&vin]),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
+    let done = app.wait_command(&queued, "alice", &vin, terminal).await;
+    assert_eq!(done["status"], "canceled");
+}
+
+#[tokio::test]
+async fn duplicate_and_out_of_order_answers_are_idempotent() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, silent()).await;
+    let vin = sim.vin().to_owned();
+    let id = request(&app, &vin, json!({"name": "lock_doors"})).await;
+    app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
+    let command_id = id.parse().unwrap();
+    sim.respond("lock_doors", command_id, AnswerStatus::Succeeded, None).await.unwrap();
+    sim.respond("lock_doors", command_id, AnswerStatus::Accepted, None).await.unwrap();
+    sim.respond("lock_doors", command_id, AnswerStatus::Succeeded, None).await.unwrap();
+    sim.respond("lock_doors", command_id, AnswerStatus::InProgress, None).await.unwrap();
+    let done = app.wait_command(&id, "alice", &vin, terminal).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: Value = app.get(&format!("/v1/commands/{id}"), &app.owner("alice", &[&vin])).await.json().await.unwrap();
+    assert_eq!(statuses(&after), ["requested", "dispatched", "succeeded"], "{done}");
+    assert_eq!(after["late_answers"], json!([]));
+}
+
+#[tokio::test]
+async fn tacho_restarted_mid_command_takes_the_answer_sent_while_it_was_down() {
+    let Some((app, config, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, silent()).await;
+    let vin = sim.vin().to_owned();
+    let id = request(&app, &vin, json!({"name": "lock_doors", "timeout_s": 60})).await;
+    app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
+    app.stop().await;
+    // The broker keeps the answer for tacho's persistent session.
+    sim.respond("lock_doors", id.parse().unwrap(), AnswerStatus::Succeeded, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restarted = start(config).await;
+    let done = restarted.wait_command(&id, "alice", &vin, terminal).await;
+    assert_eq!(done["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_deadline_that_passed_while_tacho_was_down_times_out_right_after_start() {
+    let Some((app, config, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, silent()).await;
+    let vin = sim.vin().to_owned();
+    let id = request(&app, &vin, json!({"name": "honk", "timeout_s": 2})).await;
+    app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
+    app.stop().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restarted = start(config).await;
+    let started = std::time::Instant::now();
+    let done = restarted.wait_command(&id, "alice", &vin, terminal).await;
+    assert_eq!(done["status"], "timed_out");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn state_reports_and_events_are_visible_through_the_api_with_consent() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, Behaviour::default()).await;
+    let vin = sim.vin().to_owned();
+    let owner = app.owner("alice", &[&vin]);
+    let signals = |speed: i64| {
+        let Value::Object(map) = json!({"Vehicle.Speed": speed, "Vehicle.CurrentLocation.Latitude": 48.1}) else {
+            unreachable!()
+        };
+        map
+    };
+    sim.report("before-consent", signals(5)).await.unwrap();
+    app.grant(&vin, "alice", "telemetry").await;
+    sim.report("m-1", signals(10)).await.unwrap();
+    sim.report("m-2", signals(20)).await.unwrap();
+    sim.report("m-2", signals(99)).await.unwrap();
+    sim.report_event("breakdown", "e-1", json!({"dtc": "P0300"})).await.unwrap();
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = app.get(&format!("/v1/vehicles/{vin}/state"), &owner).await.json().await.unwrap();
+        if state["signals"]["Vehicle.Speed"]["value"] == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state["signals"]["Vehicle.Speed"]["value"], 20, "{state}");
+    assert!(state["signals"].get("Vehicle.CurrentLocation.Latitude").is_none(), "no location consent: dropped");
+    assert_eq!(state["connection"]["connected"], true);
+    let history: Vec<Value> =
+        app.get(&format!("/v1/vehicles/{vin}/state/history?signal=Vehicle.Speed"), &owner).await.json().await.unwrap();
+    let speeds: Vec<i64> = history.iter().map(|h| h["value"].as_i64().unwrap()).collect();
+    assert_eq!(speeds, [20, 10], "the duplicate m-2 and the report before consent are not stored");
+    let events: Value = app.get(&format!("/v1/vehicles/{vin}/events"), &owner).await.json().await.unwrap();
+    assert_eq!(events["items"][0]["kind"], "breakdown");
+    assert_eq!(events["items"][0]["data"], json!({"dtc": "P0300"}));
+    assert_eq!(dead_letters(&app, &vin).await, ["consent_missing"]);
+}
+
+#[tokio::test]
+async fn bad_messages_go_to_dead_letters_with_a_reason_and_are_counted() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, silent()).await;
+    let vin = sim.vin().to_owned();
+    let stranger = unique_vin();
+    app.grant(&vin, "alice", "telemetry").await;
+    sim.publish_raw(&format!("vehicles/{vin}/state"), b"{not json").await.unwrap();
+    sim.publish_raw(&format!("vehicles/{vin}/state"), &vec![b' '; 70_000]).await.unwrap();
+    sim.publish_raw(
+        &format!("vehicles/{stranger}/state"),
+        br#"{"msg_id":"x","ts":"2026-01-01T00:00:00Z","signals":{"Vehicle.Speed":1}}"#,
+    )
+    .await
+    .unwrap();
+    let unknown = json!({"command_id": uuid::Uuid::new_v4(), "status": "succeeded", "ts": "2026-01-01T00:00:00Z"});
+    sim.publish_raw(&format!("vehicles/{vin}/commands/honk/response"), unknown.to_string().as_bytes()).await.unwrap();
+    // An answer for this vehicle's command sent on another vehicle's topic.
+    let id = request(&app, &vin, json!({"name": "honk"})).await;
+    app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
+    let foreign = json!({"command_id": id, "status": "succeeded", "ts": "2026-01-01T00:00:00Z"});
+    sim.publish_raw(&format!("vehicles/{stranger}/commands/honk/response"), foreign.to_string().as_bytes())
+        .await
+        .unwrap();
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        let mut found = dead_letters(&app, &vin).await;
+        found.extend(dead_letters(&app, &stranger).await);
+        found.sort();
+        reasons = found;
+        if reasons.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reasons, ["malformed", "oversized", "unknown_command", "unregistered_vehicle", "wrong_vehicle"]);
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tacho_dead_letters_total{reason=\"wrong_vehicle\"} 1"), "{metrics}");
+    assert!(metrics.contains("tacho_answers_wrong_vehicle_total 1"), "{metrics}");
+    let command: Value =
+        app.get(&format!("/v1/commands/{id}"), &app.owner("alice", &[&vin])).await.json().await.unwrap();
+    assert_eq!(command["status"], "dispatched", "the foreign answer changed nothing");
+}
+
+#[tokio::test]
+async fn a_broadcast_is_published_and_recorded() {
+    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+    let sim = online(&app, &broker, silent()).await;
+    let service = app.token("weather-service", &[tacho::adapters::http::auth::Role::Service], None);
+    let body = json!({"topic": "weather/warning", "payload": {"level": "storm"}, "expiry_s": 600});
+    let response = app.post("/v1/broadcasts", &service, body).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let sent: Value = response.json().await.unwrap();
+    assert_eq!(sent["mqtt_topic"], "broadcast/weather/warning");
+    let id = sent["broadcast_id"].as_str().unwrap();
+    let stream: Vec<Value> =
+        app.get(&format!("/v1/audit/streams/Broadcast/{id}"), &app.auditor()).await.json().await.unwrap();
+    assert_eq!(stream[0]["event_type"], "BroadcastSent");
+    assert_eq!(stream[0]["metadata"]["actor"], "weather-service");
+    assert_problem(
+        app.post("/v1/broadcasts", &service, json!({"topic": "weather/#", "payload": {}})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    )
+    .await;
+    drop(sim);
+}
