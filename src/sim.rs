@@ -43,11 +43,24 @@ pub fn sim_vin(n: u64) -> String {
     format!("WTCSXM0{:010}", n % 10_000_000_000)
 }
 
+/// A command request as a vehicle received it, with its MQTT v5 properties.
+#[derive(Debug, Clone)]
+pub struct ReceivedRequest {
+    /// The payload.
+    pub request: CommandRequest,
+    /// v5 correlation data (the command id).
+    pub correlation_data: Option<Vec<u8>>,
+    /// v5 response topic.
+    pub response_topic: Option<String>,
+    /// v5 message expiry interval, seconds.
+    pub message_expiry: Option<u32>,
+}
+
 struct Shared {
     vin: String,
     client: AsyncClient,
     behaviour: Behaviour,
-    requests: Mutex<Vec<CommandRequest>>,
+    requests: Mutex<Vec<ReceivedRequest>>,
     locked: AtomicBool,
     messages: AtomicU64,
 }
@@ -96,7 +109,7 @@ impl SimVehicle {
                     }
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let shared = Arc::clone(&poll_shared);
-                        tokio::spawn(async move { shared.on_message(&publish.topic, &publish.payload).await });
+                        tokio::spawn(async move { shared.on_message(&publish).await });
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -138,7 +151,7 @@ impl SimVehicle {
     }
 
     /// Requests received so far.
-    pub fn requests(&self) -> Vec<CommandRequest> {
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.shared.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
@@ -204,17 +217,23 @@ impl Shared {
         Ok(())
     }
 
-    async fn on_message(&self, topic: &[u8], payload: &[u8]) {
-        let topic = String::from_utf8_lossy(topic);
+    async fn on_message(&self, publish: &rumqttc::v5::mqttbytes::v5::Publish) {
+        let topic = String::from_utf8_lossy(&publish.topic);
         if !topic.ends_with("/request") {
             return;
         }
-        let Ok(request) = serde_json::from_slice::<CommandRequest>(payload) else {
+        let Ok(request) = serde_json::from_slice::<CommandRequest>(&publish.payload) else {
             tracing::warn!(%topic, "simulated vehicle got a malformed request");
             return;
         };
+        let properties = publish.properties.as_ref();
         if let Ok(mut requests) = self.requests.lock() {
-            requests.push(request.clone());
+            requests.push(ReceivedRequest {
+                request: request.clone(),
+                correlation_data: properties.and_then(|p| p.correlation_data.as_ref()).map(|c| c.to_vec()),
+                response_topic: properties.and_then(|p| p.response_topic.clone()),
+                message_expiry: properties.and_then(|p| p.message_expiry_interval),
+            });
         }
         let b = &self.behaviour;
         let roll: f64 = rand::random();

@@ -58,9 +58,15 @@ async fn a_command_reaches_the_vehicle_and_succeeds() {
     assert_eq!(done["result"], json!({"simulated": true}));
     let received = sim.requests();
     assert_eq!(received.len(), 1);
-    assert_eq!(received[0].command_id.to_string(), id);
-    assert_eq!(received[0].params, json!({"temperature_c": 21.5, "on": true}));
-    assert!(received[0].expires_at > received[0].issued_at);
+    let request = &received[0].request;
+    assert_eq!(request.command_id.to_string(), id);
+    assert_eq!(request.name, "set_climate");
+    assert_eq!(request.params, json!({"temperature_c": 21.5, "on": true}));
+    assert_eq!((request.expires_at - request.issued_at).num_seconds(), 30);
+    assert_eq!(received[0].correlation_data.as_deref(), Some(id.as_bytes()), "v5 correlation data = command id");
+    let response_topic = format!("vehicles/{}/commands/set_climate/response", sim.vin());
+    assert_eq!(received[0].response_topic.as_deref(), Some(response_topic.as_str()));
+    assert_eq!(received[0].message_expiry, Some(30));
 }
 
 #[tokio::test]
@@ -328,4 +334,68 @@ async fn a_broadcast_is_published_and_recorded() {
     )
     .await;
     drop(sim);
+}
+
+#[tokio::test]
+async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent_later_with_its_id() {
+    use std::sync::Arc;
+    use tacho::adapters::mqtt::broker::BrokerUrl;
+    use tacho::adapters::mqtt::dispatcher::Dispatcher;
+    use tacho::adapters::mqtt::publisher::Publisher;
+    use tacho::adapters::postgres::facts::{self, Observed};
+    use tacho::domain::command::{Command, CommandCommand, CommandStatus, RequestCommand};
+    use tacho::domain::observation::VehicleFact;
+    // No MQTT in the app: the dispatchers under test are the only ones.
+    let Some(broker) = test_broker().await else { return };
+    let Some(app) = spawn_app().await else { return };
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let online = Observed {
+        vin: vin.clone(),
+        fact: VehicleFact::ConnectionChanged { online: true, vehicle_ts: None, received_at: chrono::Utc::now() },
+    };
+    facts::store(app.pool(), &[online], &[]).await.unwrap();
+    app.wait_connected(&vin, true).await;
+    let sim = SimVehicle::connect(&broker, &vin, silent()).await.unwrap();
+
+    let frameworks = &app.running.state.frameworks;
+    let id = uuid::Uuid::new_v4();
+    let request = CommandCommand::Request(RequestCommand {
+        command_id: id,
+        vin: vin.clone(),
+        name: "honk".into(),
+        params: Value::Null,
+        timeout_s: 60,
+        store_and_forward: false,
+        ttl_s: 3600,
+        requester: "alice".into(),
+        idempotency_key: None,
+        at: chrono::Utc::now(),
+    });
+    frameworks.execute(&frameworks.commands, &id.to_string(), request, &Default::default()).await.unwrap();
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let dispatcher = |broker: &BrokerUrl, name: &str| Dispatcher {
+        pool: app.pool().clone(),
+        frameworks: Arc::clone(frameworks),
+        publisher: Publisher::start(broker, &format!("test-{name}-{id}"), 1, shutdown.clone()),
+        metrics: Arc::default(),
+    };
+    let broken = dispatcher(&BrokerUrl::parse("mqtt://127.0.0.1:9").unwrap(), "broken");
+    assert!(broken.dispatch(&id.to_string()).await.is_err(), "no PUBACK, no success");
+    let command = frameworks.stores.load::<Command>(&id.to_string()).await.unwrap();
+    assert_eq!(command.status, CommandStatus::Requested, "an unpublished command is never marked dispatched");
+
+    dispatcher(&broker, "working").dispatch(&id.to_string()).await.unwrap();
+    let command = frameworks.stores.load::<Command>(&id.to_string()).await.unwrap();
+    assert_eq!(command.status, CommandStatus::Dispatched);
+    for _ in 0..100 {
+        if let Some(sent) = sim.requests().into_iter().find(|r| r.request.command_id == id) {
+            assert_eq!(sent.correlation_data.as_deref(), Some(id.to_string().as_bytes()));
+            shutdown.cancel();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the vehicle never received command {id}");
 }
