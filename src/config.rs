@@ -28,6 +28,21 @@ pub enum Subcommand_ {
     Token(TokenArgs),
     /// Run simulated vehicles against the broker until Ctrl-C.
     Sim(SimArgs),
+    /// Measure command round trips and state ingestion against the configured PostgreSQL and broker.
+    Bench {
+        /// Seconds each load phase lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Fixed command rate of the latency phase, per second.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        /// Commands in flight in the throughput phase.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Vehicles publishing state.
+        #[arg(long, default_value_t = 1000)]
+        vehicles: u64,
+    },
     /// Print the OpenAPI document (or write it to a file).
     Openapi {
         /// Write here instead of stdout.

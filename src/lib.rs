@@ -14,6 +14,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod domain;
 pub mod metrics;

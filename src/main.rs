@@ -31,6 +31,10 @@ async fn main() -> anyhow::Result<()> {
             init_tracing();
             sim(&config, args).await
         }
+        Subcommand_::Bench { seconds, rate, concurrency, vehicles } => {
+            tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).init();
+            tacho::bench::run(&config, tacho::bench::BenchOptions { seconds, rate, concurrency, vehicles }).await
+        }
         Subcommand_::Openapi { output } => {
             let spec = tacho::adapters::http::openapi::spec_json();
             match output {

@@ -27,7 +27,8 @@ impl Projection for VehiclesProjection {
     }
 
     /// Registry events one by one; vehicle facts folded per vehicle (last connection change, latest
-    /// contact), so a batch of thousands of state reports costs one statement.
+    /// contact), so a batch of thousands of state reports costs one statement. `last_seen` moves in
+    /// steps of a second at least: a row rewritten per report would cost more than the report.
     async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         let mut seen: HashMap<String, DateTime<Utc>> = HashMap::new();
         let mut connection: HashMap<String, (bool, DateTime<Utc>)> = HashMap::new();
@@ -47,8 +48,9 @@ impl Projection for VehiclesProjection {
         if !seen.is_empty() {
             let (vins, times): (Vec<String>, Vec<DateTime<Utc>>) = seen.into_iter().unzip();
             sqlx::query(
-                "UPDATE rm_vehicles v SET last_seen = greatest(v.last_seen, u.at) \
-                 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(vin, at) WHERE v.vin = u.vin",
+                "UPDATE rm_vehicles v SET last_seen = u.at \
+                 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(vin, at) \
+                 WHERE v.vin = u.vin AND (v.last_seen IS NULL OR v.last_seen < u.at - interval '1 second')",
             )
             .bind(&vins)
             .bind(&times)

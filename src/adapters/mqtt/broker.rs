@@ -30,12 +30,17 @@ impl BrokerUrl {
         Ok(Self { host: host.trim_matches(|c| c == '[' || c == ']').to_owned(), port })
     }
 
-    /// Client options for this broker: MQTT v5, 30 s keep-alive, messages up to 256 KiB.
+    /// Client options for this broker: MQTT v5, 30 s keep-alive, messages up to 256 KiB, and
+    /// TCP_NODELAY: without it Nagle's algorithm and delayed ACKs add ~40 ms to every exchange.
     pub fn options(&self, client_id: &str) -> MqttOptions {
         let mut options = MqttOptions::new(client_id, &self.host, self.port);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(Some(256 * 1024));
         options.set_connection_timeout(5);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(5);
+        options.set_network_options(network);
         options
     }
 }

@@ -59,7 +59,8 @@ pub fn start(broker: &BrokerUrl, options: &InboundOptions, handler: Arc<Handler>
     mqtt.set_clean_start(false);
     mqtt.set_session_expiry_interval(Some(options.session_expiry_s));
     mqtt.set_manual_acks(true);
-    mqtt.set_receive_maximum(Some(BATCH as u16));
+    // Enough unacknowledged messages in flight to keep a batch filling while the last one commits.
+    mqtt.set_receive_maximum(Some(u16::MAX));
     let (client, eventloop) = AsyncClient::new(mqtt, 64);
     let filters: Vec<Filter> = topics::INBOUND
         .iter()

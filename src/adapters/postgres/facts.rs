@@ -116,9 +116,10 @@ async fn store_once(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> R
 
     if !kept.is_empty() {
         let vins: Vec<String> = kept.iter().map(|o| o.vin.clone()).collect::<HashSet<_>>().into_iter().collect();
+        // One backward index probe per stream: the streams grow without bound.
         let mut next: HashMap<String, i64> = sqlx::query_as(
-            "SELECT aggregate_id, max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2) \
-             GROUP BY aggregate_id",
+            "SELECT v, coalesce((SELECT sequence FROM events WHERE aggregate_type = $1 AND aggregate_id = v \
+             ORDER BY sequence DESC LIMIT 1), 0) FROM UNNEST($2::text[]) AS v",
         )
         .bind(STREAM_TYPE)
         .bind(&vins)

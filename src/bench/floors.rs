@@ -1,0 +1,99 @@
+//! The floors each tacho figure is compared with: a raw MQTT request/response round trip through the
+//! same broker, and a raw PostgreSQL insert of the same rows tacho appends for state reports.
+
+use super::percentile;
+use crate::adapters::mqtt::broker::BrokerUrl;
+use rumqttc::v5::mqttbytes::v5::Packet;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event};
+use serde_json::json;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// p50 and p99 of `n` sequential QoS 1 request → response round trips between two clients.
+pub async fn mqtt_round_trip(broker: &BrokerUrl, n: usize) -> anyhow::Result<(Duration, Duration)> {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let (req_topic, resp_topic) = (format!("bench/{run}/req"), format!("bench/{run}/resp"));
+    let (responder, mut responder_loop) = AsyncClient::new(broker.options(&format!("bench-responder-{run}")), 64);
+    let (requester, mut requester_loop) = AsyncClient::new(broker.options(&format!("bench-requester-{run}")), 64);
+    responder.subscribe(&req_topic, QoS::AtLeastOnce).await?;
+    requester.subscribe(&resp_topic, QoS::AtLeastOnce).await?;
+    let (subscribed_tx, mut subscribed) = mpsc::unbounded_channel::<()>();
+    let answer = responder.clone();
+    let resp = resp_topic.clone();
+    let sub_tx = subscribed_tx.clone();
+    let responding = tokio::spawn(async move {
+        loop {
+            match responder_loop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = sub_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let answer = answer.clone();
+                    let resp = resp.clone();
+                    tokio::spawn(async move { answer.publish(resp, QoS::AtLeastOnce, false, p.payload).await });
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    let (got_tx, mut got) = mpsc::unbounded_channel::<()>();
+    let receiving = tokio::spawn(async move {
+        loop {
+            match requester_loop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = subscribed_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(_))) => {
+                    let _ = got_tx.send(());
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), subscribed.recv()).await?;
+    }
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        requester.publish(&req_topic, QoS::AtLeastOnce, false, json!({"n": i}).to_string()).await?;
+        tokio::time::timeout(Duration::from_secs(5), got.recv()).await?;
+        samples.push(started.elapsed());
+    }
+    responding.abort();
+    receiving.abort();
+    Ok((percentile(&mut samples, 0.50), percentile(&mut samples, 0.99)))
+}
+
+/// Rows per second of a plain batched insert (1,000 rows a statement) of `rows` state-report events
+/// into a copy of the events table.
+pub async fn postgres_insert(pool: &PgPool, rows: usize) -> anyhow::Result<f64> {
+    sqlx::query("CREATE TABLE bench_events (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES)").execute(pool).await?;
+    let payload = json!({"StateReported": {"msg_id": "m", "signals": {"Vehicle.Speed": 0, "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": true},
+        "vehicle_ts": "2026-01-01T00:00:00Z", "received_at": "2026-01-01T00:00:00Z", "consent_version": 1}});
+    let started = Instant::now();
+    let mut written = 0;
+    while written < rows {
+        let n = (rows - written).min(1000);
+        let ids: Vec<String> = (written..written + n).map(|i| format!("WTCSXM0{:010}", i % 1000)).collect();
+        let sequences: Vec<i64> = (written..written + n).map(|i| (i / 1000) as i64 + 1).collect();
+        let payloads = vec![payload.clone(); n];
+        sqlx::query(
+            "INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             SELECT 'VehicleState', a, s, 'StateReported', '1', p::json, '{}' FROM UNNEST($1::text[], $2::bigint[], $3::jsonb[]) AS x(a, s, p)",
+        )
+        .bind(&ids)
+        .bind(&sequences)
+        .bind(&payloads)
+        .execute(pool)
+        .await?;
+        written += n;
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_events").execute(pool).await?;
+    Ok(rate)
+}
