@@ -144,6 +144,12 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
         pg_rate,
         ratio(ingestion.appended_per_s, pg_rate)
     );
+    println!(
+        "| state reports/s appended, generator stopped | {:.0}/s | PostgreSQL insert {:.0} rows/s | {} |",
+        ingestion.draining_per_s,
+        pg_rate,
+        ratio(ingestion.draining_per_s, pg_rate)
+    );
     println!("| state reports published / appended | {} / {} | | |", ingestion.published, ingestion.appended);
     println!("| read model lag at the end of the load | {} | | |", ms(ingestion.drain));
     println!("| largest read model backlog during the load | {} events | | |", ingestion.max_backlog);
@@ -301,6 +307,8 @@ struct Ingestion {
     published: u64,
     appended: i64,
     appended_per_s: f64,
+    /// Append rate once the load generator stopped (tacho alone draining the broker's queue).
+    draining_per_s: f64,
     drain: Duration,
     max_backlog: i64,
 }
@@ -352,6 +360,7 @@ async fn ingest(broker: &BrokerUrl, pool: &sqlx::PgPool, vins: &[String], second
     }
     futures::future::join_all(publishers).await;
     let total = published.load(std::sync::atomic::Ordering::Relaxed);
+    let load_ended = Instant::now();
     let count = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT count(*) FROM events WHERE aggregate_type = 'VehicleState' AND event_type = 'StateReported'",
@@ -361,6 +370,7 @@ async fn ingest(broker: &BrokerUrl, pool: &sqlx::PgPool, vins: &[String], second
     };
     // Appended: wait until the count stops growing.
     let mut appended = count().await?;
+    let at_load_end = appended;
     let mut last_growth = Instant::now();
     let mut finished_appending = Instant::now();
     while last_growth.elapsed() < Duration::from_secs(5) && (appended as u64) < total {
@@ -373,11 +383,20 @@ async fn ingest(broker: &BrokerUrl, pool: &sqlx::PgPool, vins: &[String], second
         }
     }
     let appended_per_s = appended as f64 / (finished_appending - started).as_secs_f64();
+    let draining = finished_appending.saturating_duration_since(load_ended).as_secs_f64();
+    let draining_per_s = if draining > 1.0 { (appended - at_load_end) as f64 / draining } else { appended_per_s };
     let drain_started = Instant::now();
     while backlog().await? > 0 && drain_started.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(Ingestion { published: total, appended, appended_per_s, drain: drain_started.elapsed(), max_backlog })
+    Ok(Ingestion {
+        published: total,
+        appended,
+        appended_per_s,
+        draining_per_s,
+        drain: drain_started.elapsed(),
+        max_backlog,
+    })
 }
 
 async fn drop_database(server: &str, database: &str) {

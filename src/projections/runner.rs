@@ -191,18 +191,23 @@ impl Subscriptions {
         let mut wake = self.wake.subscribe();
         let mut failures = 0u32;
         loop {
-            match self.step(name).await {
-                Ok(applied) if applied as i64 >= self.batch_size => {
+            let mut soon = false;
+            match self.step_batch(name, false).await {
+                Ok((applied, _)) if applied as i64 >= self.batch_size => {
                     failures = 0;
                     continue;
                 }
-                Ok(_) => failures = 0,
+                Ok((_, pending)) => {
+                    failures = 0;
+                    soon = pending;
+                }
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::error!(subscriber = name, error = %e, failures, "subscriber failed; retrying from its checkpoint");
                 }
             }
-            let backoff = self.poll_interval * failures.clamp(1, 20);
+            // Events held back by an open older transaction: look again shortly, not in 500 ms.
+            let backoff = if soon { Duration::from_millis(3) } else { self.poll_interval * failures.clamp(1, 20) };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.changed() => {}
@@ -272,8 +277,15 @@ impl Subscriptions {
         }
     }
 
-    /// Handles at most one batch for subscriber `name`; returns how many events it handled.
+    /// Handles at most one batch for subscriber `name` (waiting for another instance's batch to
+    /// finish first); returns how many events it handled.
     pub async fn step(&self, name: &str) -> Result<usize, ProjectionError> {
+        Ok(self.step_batch(name, true).await?.0)
+    }
+
+    /// One batch: how many events were handled, and whether more are committed but not readable
+    /// yet. Without `wait`, a batch another instance is applying means nothing to do here.
+    async fn step_batch(&self, name: &str, wait: bool) -> Result<(usize, bool), ProjectionError> {
         let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
         let projection = match &subscriber.kind {
             Kind::Projection(projection) => projection,
@@ -282,12 +294,13 @@ impl Subscriptions {
         let mut tx = self.pool.begin().await?;
         // One instance at a time moves a projection. An advisory lock, unlike SELECT FOR UPDATE,
         // takes no transaction id, so idle polls do not hold back the snapshot horizon.
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('tacho:' || $1))")
-            .bind(name)
-            .fetch_one(&mut *tx)
-            .await?;
+        let lock = match wait {
+            true => "SELECT pg_advisory_xact_lock(hashtext('tacho:' || $1)) IS NOT NULL",
+            false => "SELECT pg_try_advisory_xact_lock(hashtext('tacho:' || $1))",
+        };
+        let locked: bool = sqlx::query_scalar(lock).bind(name).fetch_one(&mut *tx).await?;
         if !locked {
-            return Ok(0);
+            return Ok((0, false));
         }
         let from = Self::checkpoint(&mut tx, name).await?;
         let batch = log::read_after(&mut tx, from, Some(subscriber.kind.aggregate_types()), self.batch_size).await?;
@@ -300,7 +313,7 @@ impl Subscriptions {
         }
         tx.commit().await?;
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
-        Ok(batch.events.len())
+        Ok((batch.events.len(), batch.pending))
     }
 
     /// One batch of a process: read after the checkpoint, act outside any transaction (so no lock is
@@ -310,7 +323,7 @@ impl Subscriptions {
         name: &str,
         process: &dyn Process,
         progress: &watch::Sender<Checkpoint>,
-    ) -> Result<usize, ProjectionError> {
+    ) -> Result<(usize, bool), ProjectionError> {
         let mut conn = self.pool.acquire().await?;
         let from = Self::checkpoint(&mut conn, name).await?;
         let batch = log::read_after(&mut conn, from, Some(process.aggregate_types()), self.batch_size).await?;
@@ -322,13 +335,19 @@ impl Subscriptions {
             Self::save(&mut conn, name, to).await?;
         }
         progress.send_if_modified(|p| std::mem::replace(p, to) != to);
-        Ok(batch.events.len())
+        Ok((batch.events.len(), batch.pending))
     }
 
     /// Runs subscriber `name` until it has nothing more to read.
     pub async fn catch_up(&self, name: &str) -> Result<(), ProjectionError> {
-        while self.step(name).await? > 0 {}
-        Ok(())
+        loop {
+            match self.step_batch(name, true).await? {
+                (0, false) => return Ok(()),
+                // Committed events held back by an older open transaction: they come next.
+                (0, true) => tokio::time::sleep(Duration::from_millis(5)).await,
+                _ => {}
+            }
+        }
     }
 
     /// Empties a read model and its checkpoint, then replays the whole log into it.

@@ -1,6 +1,6 @@
 //! Vehicle data read models: last-known state per VSS signal (`rm_vehicle_state`, newest vehicle
 //! time wins, so a late report never overwrites a fresher value), its short history
-//! (`rm_state_history`, pruned after the retention period) and the events vehicles reported
+//! (`rm_state_history`, one row per report, pruned after the retention period) and the events vehicles reported
 //! (`rm_vehicle_events`). Set-based writes: thousands of reports per batch.
 
 use super::{Projection, ProjectionError, StoredEvent};
@@ -62,7 +62,7 @@ impl Projection for StateProjection {
     }
 
     async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
-        let mut history = Rows::default();
+        let mut history = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // Per (vin, signal) only the freshest value of the batch goes to the upsert.
         let mut latest: HashMap<(String, String), (Value, DateTime<Utc>, DateTime<Utc>, i64)> = HashMap::new();
         let mut reported = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -70,8 +70,12 @@ impl Projection for StateProjection {
             let vin = event.aggregate_id.as_str();
             match event.decode::<VehicleFact>()? {
                 VehicleFact::StateReported { signals, vehicle_ts, received_at, .. } => {
+                    history.0.push(vin.to_owned());
+                    history.1.push(Value::Object(signals.clone()));
+                    history.2.push(vehicle_ts);
+                    history.3.push(received_at);
+                    history.4.push(event.position);
                     for (signal, value) in signals {
-                        history.push(vin, &signal, value.clone(), vehicle_ts, received_at, event.position);
                         let key = (vin.to_owned(), signal);
                         let fresher = latest.get(&key).is_none_or(|(_, ts, _, _)| vehicle_ts >= *ts);
                         if fresher {
@@ -110,15 +114,14 @@ impl Projection for StateProjection {
             .execute(&mut *conn)
             .await?;
             sqlx::query(
-                "INSERT INTO rm_state_history (vin, signal, value, vehicle_ts, received_at, position) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[], $6::bigint[])",
+                "INSERT INTO rm_state_history (vin, signals, vehicle_ts, received_at, position) \
+                 SELECT * FROM UNNEST($1::text[], $2::jsonb[], $3::timestamptz[], $4::timestamptz[], $5::bigint[])",
             )
-            .bind(&history.vins)
-            .bind(&history.signals)
-            .bind(&history.values)
-            .bind(&history.vehicle_ts)
-            .bind(&history.received_at)
-            .bind(&history.positions)
+            .bind(&history.0)
+            .bind(&history.1)
+            .bind(&history.2)
+            .bind(&history.3)
+            .bind(&history.4)
             .execute(&mut *conn)
             .await?;
         }

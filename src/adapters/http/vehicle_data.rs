@@ -136,9 +136,10 @@ async fn history(
         return Err(ApiError::new(ErrorCode::InvalidQuery, "limit must be from 1 to 1000"));
     }
     let rows: Vec<(String, Value, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT signal, value, vehicle_ts, received_at FROM rm_state_history WHERE vin = $1 \
-         AND ($2::text IS NULL OR signal = $2) AND ($3::timestamptz IS NULL OR vehicle_ts >= $3) \
-         AND ($4::timestamptz IS NULL OR vehicle_ts < $4) ORDER BY vehicle_ts DESC, position DESC LIMIT $5",
+        "SELECT s.key, s.value, h.vehicle_ts, h.received_at FROM rm_state_history h, jsonb_each(h.signals) s \
+         WHERE h.vin = $1 AND ($2::text IS NULL OR h.signals ? $2) AND ($2::text IS NULL OR s.key = $2) \
+         AND ($3::timestamptz IS NULL OR h.vehicle_ts >= $3) AND ($4::timestamptz IS NULL OR h.vehicle_ts < $4) \
+         ORDER BY h.vehicle_ts DESC, h.position DESC, s.key LIMIT $5",
     )
     .bind(&vin)
     .bind(&q.signal)
