@@ -73,18 +73,20 @@ pub async fn mqtt_round_trip(broker: &BrokerUrl, n: usize) -> anyhow::Result<(Du
 /// into a copy of the events table.
 pub async fn postgres_insert(pool: &PgPool, rows: usize) -> anyhow::Result<f64> {
     sqlx::query("CREATE TABLE bench_events (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES)").execute(pool).await?;
-    let payload = json!({"StateReported": {"msg_id": "m", "signals": {"Vehicle.Speed": 0, "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": true},
-        "vehicle_ts": "2026-01-01T00:00:00Z", "received_at": "2026-01-01T00:00:00Z", "consent_version": 1}});
+    let payload = |i: usize| {
+        json!({"StateReported": {"msg_id": format!("m{i}"), "signals": {"Vehicle.Speed": 0, "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": true},
+            "vehicle_ts": "2026-01-01T00:00:00Z", "received_at": "2026-01-01T00:00:00Z", "consent_version": 1}})
+    };
     let started = Instant::now();
     let mut written = 0;
     while written < rows {
         let n = (rows - written).min(1000);
         let ids: Vec<String> = (written..written + n).map(|i| format!("WTCSXM0{:010}", i % 1000)).collect();
         let sequences: Vec<i64> = (written..written + n).map(|i| (i / 1000) as i64 + 1).collect();
-        let payloads = vec![payload.clone(); n];
+        let payloads: Vec<_> = (written..written + n).map(payload).collect();
         sqlx::query(
             "INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT 'VehicleState', a, s, 'StateReported', '1', p::json, '{}' FROM UNNEST($1::text[], $2::bigint[], $3::jsonb[]) AS x(a, s, p)",
+             SELECT 'VehicleState', a, s, 'StateReported', '1', p::json, '{}'::json FROM UNNEST($1::text[], $2::bigint[], $3::jsonb[]) AS x(a, s, p)",
         )
         .bind(&ids)
         .bind(&sequences)

@@ -103,7 +103,7 @@ impl Process for VehicleProcesses {
 
 /// Every second: time out commands past their deadline, expire queued commands past their TTL,
 /// send queued commands whose vehicle is online (covers races with the connection process), and
-/// every minute prune the state history.
+/// every minute prune the state history and the inbound dedupe window.
 pub async fn sweep(
     pool: PgPool,
     frameworks: Arc<Frameworks>,
@@ -189,5 +189,10 @@ pub async fn sweep_once(
 async fn prune(pool: &PgPool, history_retention: chrono::Duration) -> Result<(), sqlx::Error> {
     let cutoff = Utc::now() - history_retention;
     sqlx::query("DELETE FROM rm_state_history WHERE received_at < $1").bind(cutoff).execute(pool).await?;
+    // The dedupe window of vehicle message ids.
+    sqlx::query("DELETE FROM inbound_seen WHERE received_at < $1")
+        .bind(Utc::now() - chrono::Duration::days(7))
+        .execute(pool)
+        .await?;
     Ok(())
 }

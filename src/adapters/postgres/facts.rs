@@ -87,8 +87,7 @@ fn is_conflict(e: &sqlx::Error) -> bool {
 
 async fn store_once(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // Duplicates inside the batch first, then against the log (the unique index
-    // `events_fact_msg_id` makes a racing writer fail, and the batch is retried).
+    // Duplicates inside the batch first, then against what is stored.
     let mut in_batch = HashSet::new();
     let candidates: Vec<&Observed> = facts
         .iter()
@@ -96,15 +95,13 @@ async fn store_once(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> R
         .collect();
     let (seen_vins, seen_ids): (Vec<String>, Vec<String>) =
         candidates.iter().filter_map(|o| o.fact.msg_id().map(|id| (o.vin.clone(), id.to_owned()))).unzip();
-    let stored: HashSet<(String, String)> = if seen_ids.is_empty() {
+    let fresh: HashSet<(String, String)> = if seen_ids.is_empty() {
         HashSet::new()
     } else {
         sqlx::query_as(
-            "SELECT e.aggregate_id, (e.payload::jsonb -> e.event_type) ->> 'msg_id' FROM UNNEST($2::text[], $3::text[]) AS m(vin, msg_id) \
-             JOIN events e ON e.aggregate_type = $1 AND e.event_type IN ('StateReported', 'VehicleEventReported') \
-             AND e.aggregate_id = m.vin AND (e.payload::jsonb -> e.event_type) ->> 'msg_id' = m.msg_id",
+            "INSERT INTO inbound_seen (vin, msg_id) SELECT * FROM UNNEST($1::text[], $2::text[]) \
+             ON CONFLICT DO NOTHING RETURNING vin, msg_id",
         )
-        .bind(STREAM_TYPE)
         .bind(&seen_vins)
         .bind(&seen_ids)
         .fetch_all(&mut *tx)
@@ -114,7 +111,7 @@ async fn store_once(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> R
     };
     let kept: Vec<&Observed> = candidates
         .into_iter()
-        .filter(|o| o.fact.msg_id().is_none_or(|id| !stored.contains(&(o.vin.clone(), id.to_owned()))))
+        .filter(|o| o.fact.msg_id().is_none_or(|id| fresh.contains(&(o.vin.clone(), id.to_owned()))))
         .collect();
 
     if !kept.is_empty() {

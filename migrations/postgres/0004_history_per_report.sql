@@ -1,5 +1,5 @@
--- Fewer writes per state report.
--- 1. History: one row per report (its signals as one JSON object) instead of one row per signal.
+-- History: one row per state report (its signals as one JSON object) instead of one row per
+-- signal: fewer writes per report.
 DROP TABLE rm_state_history;
 CREATE TABLE rm_state_history
 (
@@ -15,8 +15,3 @@ CREATE INDEX rm_state_history_age ON rm_state_history (received_at);
 DELETE FROM rm_vehicle_state;
 DELETE FROM rm_vehicle_events;
 DELETE FROM subscription_checkpoints WHERE name = 'vehicle_state';
-
--- 2. Duplicate message ids: refused by an index on the log itself instead of a side table.
-CREATE UNIQUE INDEX events_fact_msg_id ON events (aggregate_id, ((payload::jsonb -> event_type) ->> 'msg_id'))
-    WHERE aggregate_type = 'VehicleState' AND event_type IN ('StateReported', 'VehicleEventReported');
-DROP TABLE inbound_seen;
