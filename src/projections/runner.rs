@@ -191,23 +191,18 @@ impl Subscriptions {
         let mut wake = self.wake.subscribe();
         let mut failures = 0u32;
         loop {
-            let mut soon = false;
             match self.step_batch(name, false).await {
-                Ok((applied, _)) if applied as i64 >= self.batch_size => {
+                Ok(applied) if applied as i64 >= self.batch_size => {
                     failures = 0;
                     continue;
                 }
-                Ok((_, pending)) => {
-                    failures = 0;
-                    soon = pending;
-                }
+                Ok(_) => failures = 0,
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::error!(subscriber = name, error = %e, failures, "subscriber failed; retrying from its checkpoint");
                 }
             }
-            // Events held back by an open older transaction: look again shortly, not in 500 ms.
-            let backoff = if soon { Duration::from_millis(3) } else { self.poll_interval * failures.clamp(1, 20) };
+            let backoff = self.poll_interval * failures.clamp(1, 20);
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = wake.changed() => {}
@@ -280,12 +275,12 @@ impl Subscriptions {
     /// Handles at most one batch for subscriber `name` (waiting for another instance's batch to
     /// finish first); returns how many events it handled.
     pub async fn step(&self, name: &str) -> Result<usize, ProjectionError> {
-        Ok(self.step_batch(name, true).await?.0)
+        self.step_batch(name, true).await
     }
 
-    /// One batch: how many events were handled, and whether more are committed but not readable
-    /// yet. Without `wait`, a batch another instance is applying means nothing to do here.
-    async fn step_batch(&self, name: &str, wait: bool) -> Result<(usize, bool), ProjectionError> {
+    /// One batch; returns how many events were handled. Without `wait`, a batch another instance
+    /// is applying means nothing to do here.
+    async fn step_batch(&self, name: &str, wait: bool) -> Result<usize, ProjectionError> {
         let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
         let projection = match &subscriber.kind {
             Kind::Projection(projection) => projection,
@@ -300,7 +295,7 @@ impl Subscriptions {
         };
         let locked: bool = sqlx::query_scalar(lock).bind(name).fetch_one(&mut *tx).await?;
         if !locked {
-            return Ok((0, false));
+            return Ok(0);
         }
         let from = Self::checkpoint(&mut tx, name).await?;
         let batch = log::read_after(&mut tx, from, Some(subscriber.kind.aggregate_types()), self.batch_size).await?;
@@ -313,7 +308,7 @@ impl Subscriptions {
         }
         tx.commit().await?;
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
-        Ok((batch.events.len(), batch.pending))
+        Ok(batch.events.len())
     }
 
     /// One batch of a process: read after the checkpoint, act outside any transaction (so no lock is
@@ -323,7 +318,7 @@ impl Subscriptions {
         name: &str,
         process: &dyn Process,
         progress: &watch::Sender<Checkpoint>,
-    ) -> Result<(usize, bool), ProjectionError> {
+    ) -> Result<usize, ProjectionError> {
         let mut conn = self.pool.acquire().await?;
         let from = Self::checkpoint(&mut conn, name).await?;
         let batch = log::read_after(&mut conn, from, Some(process.aggregate_types()), self.batch_size).await?;
@@ -335,19 +330,13 @@ impl Subscriptions {
             Self::save(&mut conn, name, to).await?;
         }
         progress.send_if_modified(|p| std::mem::replace(p, to) != to);
-        Ok((batch.events.len(), batch.pending))
+        Ok(batch.events.len())
     }
 
     /// Runs subscriber `name` until it has nothing more to read.
     pub async fn catch_up(&self, name: &str) -> Result<(), ProjectionError> {
-        loop {
-            match self.step_batch(name, true).await? {
-                (0, false) => return Ok(()),
-                // Committed events held back by an older open transaction: they come next.
-                (0, true) => tokio::time::sleep(Duration::from_millis(5)).await,
-                _ => {}
-            }
-        }
+        while self.step_batch(name, true).await? > 0 {}
+        Ok(())
     }
 
     /// Empties a read model and its checkpoint, then replays the whole log into it.

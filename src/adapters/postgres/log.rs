@@ -21,9 +21,6 @@ pub struct Batch {
     /// The last event of any type readable in the same snapshot: when `events` is not full, a
     /// reader may move its checkpoint there, so it never rescans events of types it skips.
     pub frontier: Option<Checkpoint>,
-    /// Events exist that are committed or being written but not readable yet (an older
-    /// transaction is still open): read again soon rather than wait for the next notification.
-    pub pending: bool,
 }
 
 /// Reads up to `limit` events after `after` in commit order, only of `aggregate_types` when given.
@@ -42,18 +39,15 @@ pub async fn read_after(
              AND ($3::text[] IS NULL OR aggregate_type = ANY($3)) \
            ORDER BY tx_id, global_position LIMIT $4), \
          frontier AS (SELECT tx_id::text::bigint AS f_tx, global_position AS f_pos FROM events, horizon \
-           WHERE tx_id < horizon.xmin ORDER BY tx_id DESC, global_position DESC LIMIT 1), \
-         pending AS (SELECT EXISTS (SELECT 1 FROM events, horizon WHERE tx_id >= horizon.xmin) AS pending) \
-         SELECT batch.*, frontier.f_tx, frontier.f_pos, pending.pending FROM pending \
-         LEFT JOIN frontier ON true LEFT JOIN batch ON true \
+           WHERE tx_id < horizon.xmin ORDER BY tx_id DESC, global_position DESC LIMIT 1) \
+         SELECT batch.*, frontier.f_tx, frontier.f_pos FROM frontier LEFT JOIN batch ON true \
          ORDER BY batch.tx_id, batch.global_position"
     );
     let rows = sqlx::query(&sql).bind(after.tx_id).bind(after.position).bind(types).bind(limit).fetch_all(conn).await?;
     let mut batch = Batch::default();
     for row in &rows {
-        batch.pending = row.try_get("pending")?;
-        if let (None, Some(tx_id), Some(position)) = (batch.frontier, row.try_get("f_tx")?, row.try_get("f_pos")?) {
-            batch.frontier = Some(Checkpoint { tx_id, position });
+        if batch.frontier.is_none() {
+            batch.frontier = Some(Checkpoint { tx_id: row.try_get("f_tx")?, position: row.try_get("f_pos")? });
         }
         if row.try_get::<Option<i64>, _>("global_position")?.is_some() {
             batch.events.push(from_row(row)?);
