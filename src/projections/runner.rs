@@ -238,7 +238,8 @@ impl Subscriptions {
         }
     }
 
-    async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint, sqlx::Error> {
+    /// Subscriber `name`'s stored checkpoint (the start of the log when it has none yet).
+    pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint, sqlx::Error> {
         let row = sqlx::query("SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1")
             .bind(name)
             .fetch_optional(conn)

@@ -6,7 +6,7 @@ use crate::domain::command::{Command, CommandEvent};
 use crate::domain::consent::Consent;
 use crate::domain::device::Device;
 use crate::domain::vehicle::Vehicle;
-use crate::projections::{Checkpoint, ProjectionError, StoredEvent};
+use crate::projections::{ProjectionError, StoredEvent, Subscriptions};
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool, Row};
@@ -75,7 +75,7 @@ pub async fn verify(
                 continue;
             }
         };
-        if checkpoint(&mut conn, projection).await? < head {
+        if Subscriptions::checkpoint(&mut conn, projection).await? < head {
             report.lagging += 1;
             continue;
         }
@@ -88,17 +88,6 @@ pub async fn verify(
         report.mismatches.extend(problems.into_iter().map(mismatch));
     }
     Ok(report)
-}
-
-async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint, sqlx::Error> {
-    let row = sqlx::query("SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1")
-        .bind(name)
-        .fetch_optional(conn)
-        .await?;
-    Ok(match row {
-        Some(r) => Checkpoint { tx_id: r.try_get("tx_id")?, position: r.try_get("position")? },
-        None => Checkpoint::default(),
-    })
 }
 
 fn fold<A: Aggregate>(events: &[StoredEvent]) -> Result<A, ProjectionError> {
