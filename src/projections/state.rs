@@ -25,25 +25,15 @@ struct Rows {
     values: Vec<Value>,
     vehicle_ts: Vec<DateTime<Utc>>,
     received_at: Vec<DateTime<Utc>>,
-    positions: Vec<i64>,
 }
 
 impl Rows {
-    fn push(
-        &mut self,
-        vin: &str,
-        signal: &str,
-        value: Value,
-        ts: DateTime<Utc>,
-        received: DateTime<Utc>,
-        position: i64,
-    ) {
+    fn push(&mut self, vin: &str, signal: &str, value: Value, ts: DateTime<Utc>, received: DateTime<Utc>) {
         self.vins.push(vin.to_owned());
         self.signals.push(signal.to_owned());
         self.values.push(value);
         self.vehicle_ts.push(ts);
         self.received_at.push(received);
-        self.positions.push(position);
     }
 }
 
@@ -64,7 +54,7 @@ impl Projection for StateProjection {
     async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         let mut history = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // Per (vin, signal) only the freshest value of the batch goes to the upsert.
-        let mut latest: HashMap<(String, String), (Value, DateTime<Utc>, DateTime<Utc>, i64)> = HashMap::new();
+        let mut latest: HashMap<(String, String), (Value, DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
         let mut reported = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for event in events {
             let vin = event.aggregate_id.as_str();
@@ -77,9 +67,9 @@ impl Projection for StateProjection {
                     history.4.push(event.position);
                     for (signal, value) in signals {
                         let key = (vin.to_owned(), signal);
-                        let fresher = latest.get(&key).is_none_or(|(_, ts, _, _)| vehicle_ts >= *ts);
+                        let fresher = latest.get(&key).is_none_or(|(_, ts, _)| vehicle_ts >= *ts);
                         if fresher {
-                            latest.insert(key, (value, vehicle_ts, received_at, event.position));
+                            latest.insert(key, (value, vehicle_ts, received_at));
                         }
                     }
                 }
@@ -96,8 +86,8 @@ impl Projection for StateProjection {
             }
         }
         let mut current = Rows::default();
-        for ((vin, signal), (value, ts, received, position)) in latest {
-            current.push(&vin, &signal, value, ts, received, position);
+        for ((vin, signal), (value, ts, received)) in latest {
+            current.push(&vin, &signal, value, ts, received);
         }
         if !current.vins.is_empty() {
             sqlx::query(

@@ -114,8 +114,8 @@ impl Stripes {
 }
 
 impl Frameworks {
-    /// Runs `command` on aggregate `id` of `framework`, retrying when a writer of another instance
-    /// took the next sequence.
+    /// Runs `command` on aggregate `id` of `framework`, retrying with a short jittered backoff when a
+    /// writer of another instance took the next sequence.
     pub async fn execute<A>(
         &self,
         framework: &Framework<A>,
@@ -128,30 +128,16 @@ impl Frameworks {
         A::Command: Clone,
     {
         let _turn = self.stripes.of(A::TYPE, id).lock().await;
-        execute(framework, id, command, metadata).await
-    }
-}
-
-/// Runs `command`, retrying optimistic-lock conflicts with a short jittered backoff.
-async fn execute<A>(
-    framework: &Framework<A>,
-    id: &str,
-    command: A::Command,
-    metadata: &HashMap<String, String>,
-) -> Result<(), AggregateError<A::Error>>
-where
-    A: Aggregate,
-    A::Command: Clone,
-{
-    let mut attempts = 0;
-    loop {
-        match framework.execute_with_metadata(id, command.clone(), metadata.clone()).await {
-            Err(AggregateError::AggregateConflict) if attempts < 50 => {
-                attempts += 1;
-                let jitter = u64::from(rand::random::<u8>() % 5);
-                tokio::time::sleep(std::time::Duration::from_millis(attempts.min(10) + jitter)).await;
+        let mut attempts = 0;
+        loop {
+            match framework.execute_with_metadata(id, command.clone(), metadata.clone()).await {
+                Err(AggregateError::AggregateConflict) if attempts < 50 => {
+                    attempts += 1;
+                    let jitter = u64::from(rand::random::<u8>() % 5);
+                    tokio::time::sleep(std::time::Duration::from_millis(attempts.min(10) + jitter)).await;
+                }
+                other => return other,
             }
-            other => return other,
         }
     }
 }
