@@ -185,12 +185,13 @@ async fn the_event_stream_sends_every_transition_and_ends_at_a_terminal_state() 
     let (text, ()) = tokio::time::timeout(std::time::Duration::from_secs(20), async { tokio::join!(collect, drive) })
         .await
         .expect("the stream ends after the terminal state");
-    let statuses: Vec<&str> = ["requested", "accepted", "succeeded"]
+    // No dispatcher runs here: the vehicle's first answer implies the dispatch.
+    let statuses: Vec<&str> = ["requested", "dispatched", "accepted", "succeeded"]
         .into_iter()
         .filter(|s| text.contains(&format!("\"status\":\"{s}\"")))
         .collect();
-    assert_eq!(statuses, ["requested", "accepted", "succeeded"], "{text}");
-    assert_eq!(text.matches("event: transition").count(), 3, "{text}");
+    assert_eq!(statuses, ["requested", "dispatched", "accepted", "succeeded"], "{text}");
+    assert_eq!(text.matches("event: transition").count(), 4, "{text}");
 }
 
 #[tokio::test]

@@ -399,3 +399,71 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
     }
     panic!("the vehicle never received command {id}");
 }
+
+#[tokio::test]
+async fn state_history_older_than_the_retention_is_pruned() {
+    use tacho::adapters::postgres::facts::{self, Observed};
+    use tacho::domain::observation::VehicleFact;
+    let Some(app) = spawn_app().await else { return };
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let report = |msg_id: &str, age_hours: i64, speed: i64| {
+        let Value::Object(signals) = json!({"Vehicle.Speed": speed}) else { unreachable!() };
+        let at = chrono::Utc::now() - chrono::Duration::hours(age_hours);
+        Observed {
+            vin: vin.clone(),
+            fact: VehicleFact::StateReported {
+                msg_id: msg_id.into(),
+                signals,
+                vehicle_ts: at,
+                received_at: at,
+                consent_version: 1,
+            },
+        }
+    };
+    facts::store(app.pool(), &[report("old", 48, 1), report("new", 1, 2)], &[]).await.unwrap();
+    app.running.state.subscriptions.catch_up("vehicle_state").await.unwrap();
+    let owner = app.owner("alice", &[&vin]);
+    let before: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
+    assert_eq!(before.len(), 2);
+    tacho::adapters::mqtt::lifecycle::prune(app.pool(), chrono::Duration::hours(24)).await.unwrap();
+    let after: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0]["value"], 2);
+    let state: Value = app.get(&format!("/v1/vehicles/{vin}/state"), &owner).await.json().await.unwrap();
+    assert_eq!(state["signals"]["Vehicle.Speed"]["value"], 2, "the last-known state is not history: it stays");
+}
+
+#[tokio::test]
+async fn two_instances_share_the_vehicles_messages_and_dispatch_each_command_once() {
+    let Some((first, config, broker)) = spawn_app_with_mqtt().await else { return };
+    drop(first);
+    let group = format!("tacho-{}", uuid::Uuid::new_v4().simple());
+    let instance = |n: u32| {
+        let mut config = config.clone();
+        config.mqtt_shared_group = Some(group.clone());
+        config.mqtt_client_id = format!("{group}-{n}");
+        config
+    };
+    let a = start(instance(1)).await;
+    let b = start(instance(2)).await;
+    let sim = online(&a, &broker, Behaviour::default()).await;
+    let vin = sim.vin().to_owned();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let app = if n % 2 == 0 { &a } else { &b };
+        ids.push(request(app, &vin, json!({"name": "flash_lights"})).await);
+    }
+    for id in &ids {
+        let done = a.wait_command(id, "alice", &vin, terminal).await;
+        // The two answers may go to different instances: a stale `accepted` after `succeeded` adds nothing.
+        let seen = statuses(&done);
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(&seen[..2], ["requested", "dispatched"], "{done}");
+    }
+    let received = sim.requests();
+    for id in &ids {
+        let times = received.iter().filter(|r| r.request.command_id.to_string() == *id).count();
+        assert_eq!(times, 1, "command {id} sent {times} times");
+    }
+}

@@ -186,7 +186,8 @@ pub async fn sweep_once(
     Ok(())
 }
 
-async fn prune(pool: &PgPool, history_retention: chrono::Duration) -> Result<(), sqlx::Error> {
+/// Deletes state history older than `history_retention` and message ids older than 7 days.
+pub async fn prune(pool: &PgPool, history_retention: chrono::Duration) -> Result<(), sqlx::Error> {
     let cutoff = Utc::now() - history_retention;
     sqlx::query("DELETE FROM rm_state_history WHERE received_at < $1").bind(cutoff).execute(pool).await?;
     // The dedupe window of vehicle message ids.

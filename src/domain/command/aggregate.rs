@@ -300,7 +300,7 @@ impl Command {
             _ => 1,
         };
         let (ts, at) = (a.vehicle_ts, a.at);
-        Ok(match a.status {
+        let answered = match a.status {
             AnswerStatus::Accepted if rank(self.status) < 2 => {
                 vec![CommandEvent::CommandAccepted { vehicle_ts: ts, at }]
             }
@@ -322,7 +322,13 @@ impl Command {
                 vehicle_ts: ts,
                 at,
             }],
-        })
+        };
+        // The vehicle answered before the broker's PUBACK was recorded: it got the request, so the
+        // command was dispatched; say so first, with the answer's time.
+        if matches!(self.status, S::Requested | S::Queued) && !answered.is_empty() {
+            return Ok([vec![CommandEvent::CommandDispatched { at }], answered].concat());
+        }
+        Ok(answered)
     }
 }
 

@@ -64,11 +64,11 @@ fn a_final_answer_after_a_missing_accepted_is_still_taken() {
 }
 
 #[test]
-fn an_answer_that_overtakes_the_puback_is_taken() {
-    ready()
-        .given(vec![requested(Some(3), false)])
-        .when(answer(AnswerStatus::Accepted, 1))
-        .then_expect_events(vec![CommandEvent::CommandAccepted { vehicle_ts: None, at: at(1) }]);
+fn an_answer_that_overtakes_the_puback_is_taken_and_implies_the_dispatch() {
+    ready().given(vec![requested(Some(3), false)]).when(answer(AnswerStatus::Accepted, 1)).then_expect_events(vec![
+        CommandEvent::CommandDispatched { at: at(1) },
+        CommandEvent::CommandAccepted { vehicle_ts: None, at: at(1) },
+    ]);
 }
 
 #[test]
