@@ -108,6 +108,10 @@ pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Strin
     if payload.len() > MAX_PAYLOAD {
         return Err(format!("payload of {} bytes exceeds {MAX_PAYLOAD}", payload.len()));
     }
+    // PostgreSQL stores no NUL in text or jsonb: refuse it here rather than fail the whole batch.
+    if payload.contains(&0) || payload.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+        return Err("payload contains a NUL character".to_owned());
+    }
     serde_json::from_slice(payload).map_err(|e| format!("malformed payload: {e}"))
 }
 
@@ -134,6 +138,12 @@ mod tests {
         assert!(decode::<StateReport>(b"not json").is_err());
         let huge = vec![b' '; MAX_PAYLOAD + 1];
         assert!(decode::<StateReport>(&huge).unwrap_err().contains("exceeds"));
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        let raw = br#"{"msg_id":"m","ts":"2026-01-01T00:00:00Z","signals":{"Vehicle.Speed":"a\u0000b"}}"#;
+        assert!(decode::<StateReport>(raw).unwrap_err().contains("NUL"));
     }
 
     #[test]

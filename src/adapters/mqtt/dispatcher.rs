@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::projections::{Process, ProjectionError, StoredEvent};
 use bytes::Bytes;
 use chrono::{Duration, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use sqlx::PgPool;
 use std::collections::HashMap;
@@ -123,11 +123,13 @@ impl Process for Dispatcher {
         // Owned ids: borrowing closures here trip the `Send` check of async-trait futures.
         let requested: Vec<String> =
             events.iter().filter(|e| e.event_type == "CommandRequested").map(|e| e.aggregate_id.clone()).collect();
-        futures::stream::iter(requested)
+        // Every dispatch runs to its end before the first error is returned: dropping one between
+        // its PUBACK and its record would publish it twice on the retry.
+        let outcomes: Vec<Result<(), ProjectionError>> = futures::stream::iter(requested)
             .map(|id| async move { self.dispatch(&id).await })
             .buffer_unordered(64)
-            .try_collect::<Vec<_>>()
-            .await?;
-        Ok(())
+            .collect()
+            .await;
+        outcomes.into_iter().collect()
     }
 }

@@ -97,10 +97,14 @@ async fn poll(
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
                 tracing::info!(session_present = ack.session_present, "MQTT consumer connected");
-                // Never await on the polling task: the request goes through the client's channel.
-                if let Err(e) = client.try_subscribe_many(filters.clone()) {
-                    tracing::error!(error = %e, "cannot subscribe to vehicle topics");
-                }
+                // Never await on the polling task: subscribe from a task of its own, which waits for
+                // room in the client's channel (the handler's acks share it).
+                let (client, filters) = (client.clone(), filters.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = client.subscribe_many(filters).await {
+                        tracing::error!(error = %e, "cannot subscribe to vehicle topics");
+                    }
+                });
             }
             Ok(_) => {}
             Err(e) => {
@@ -265,7 +269,12 @@ impl Handler {
                             refused.push((i, topic, "wrong_vehicle", e.to_string()));
                         }
                         Err(AggregateError::UserError(e)) => refused.push((i, topic, "refused", e.to_string())),
-                        Err(e) => return Err(sqlx::Error::Protocol(format!("recording an answer to {id}: {e}"))),
+                        // Transient: the batch is retried, unacknowledged.
+                        Err(e @ AggregateError::DatabaseConnectionError(_)) => {
+                            return Err(sqlx::Error::Protocol(format!("recording an answer to {id}: {e}")));
+                        }
+                        // Anything else would fail every retry and stall every vehicle's traffic.
+                        Err(e) => refused.push((i, topic, "unprocessable", e.to_string())),
                     }
                 }
                 Ok(refused)
@@ -308,6 +317,10 @@ impl Handler {
                 dead.push(refuse("unregistered_vehicle", format!("vehicle {vin} is not registered")));
                 continue;
             };
+            if allowed.status == "decommissioned" {
+                dead.push(refuse("decommissioned_vehicle", format!("vehicle {vin} is decommissioned")));
+                continue;
+            }
             let fact = match message {
                 Pending::Connection(report) => VehicleFact::ConnectionChanged {
                     online: report.state == ConnectionState::Online,

@@ -29,6 +29,15 @@ fn effect(e: impl std::fmt::Display) -> ProjectionError {
     ProjectionError::Effect(e.to_string())
 }
 
+/// The read model lags the aggregates: a command it still lists may have moved on, and the aggregate
+/// refuses. That is not a failure of the process (retrying would stall it); other errors are.
+fn ignore_refusal<E: std::error::Error>(result: Result<(), cqrs_es::AggregateError<E>>) -> Result<(), ProjectionError> {
+    match result {
+        Ok(()) | Err(cqrs_es::AggregateError::UserError(_)) => Ok(()),
+        Err(e) => Err(effect(e)),
+    }
+}
+
 fn metadata(actor: &str) -> HashMap<String, String> {
     HashMap::from([("actor".to_owned(), actor.to_owned())])
 }
@@ -46,9 +55,8 @@ impl VehicleProcesses {
                    AND status IN ('dispatched', 'accepted', 'in_progress')";
         for id in self.commands(sql, vin, None).await? {
             let fw = &self.frameworks;
-            fw.execute(&fw.commands, &id.to_string(), CommandCommand::Interrupt { at }, &metadata("tacho:last_will"))
-                .await
-                .map_err(effect)?;
+            let interrupt = CommandCommand::Interrupt { at };
+            ignore_refusal(fw.execute(&fw.commands, &id.to_string(), interrupt, &metadata("tacho:last_will")).await)?;
         }
         Ok(())
     }
@@ -58,9 +66,9 @@ impl VehicleProcesses {
         for id in self.commands(sql, vin, Some(requester)).await? {
             let cancel = CommandCommand::Cancel { by: "tacho:consent_revoked".into(), at: Utc::now() };
             let fw = &self.frameworks;
-            fw.execute(&fw.commands, &id.to_string(), cancel, &metadata("tacho:consent_revoked"))
-                .await
-                .map_err(effect)?;
+            ignore_refusal(
+                fw.execute(&fw.commands, &id.to_string(), cancel, &metadata("tacho:consent_revoked")).await,
+            )?;
         }
         Ok(())
     }

@@ -3,9 +3,10 @@
 //! rumqttc's `publish().await` returns once the packet is queued and hides the packet id it gets.
 //! Each lane here is one connection that has at most one QoS 1 publish outstanding: the next
 //! `Outgoing::Publish(pkid)` after a send is ours and the `PubAck` with that pkid confirms it. A lane
-//! uses a clean session, so nothing from a broken connection is re-sent behind its back; a publish
-//! whose confirmation is lost is reported as failed and re-published by its caller (at-least-once,
-//! never "done" without an acknowledgement). Several lanes give throughput.
+//! uses a clean session, and after any failure it drops its connection and opens a new one, so
+//! nothing from a failed publish can be sent later and be taken for the next publish's
+//! confirmation. A publish whose confirmation is lost is reported as failed and re-published by its
+//! caller (at-least-once, never "done" without an acknowledgement). Several lanes give throughput.
 
 use super::broker::{backoff, BrokerUrl};
 use bytes::Bytes;
@@ -73,15 +74,9 @@ impl Publisher {
         let senders = (0..lanes.max(1))
             .map(|n| {
                 let (jobs, rx) = mpsc::channel(1024);
-                let options = {
-                    let mut o = broker.options(&format!("{client_prefix}-pub-{n}"));
-                    o.set_clean_start(true);
-                    o
-                };
-                let (client, eventloop) = AsyncClient::new(options, 16);
-                let (events_tx, events_rx) = mpsc::unbounded_channel();
-                tokio::spawn(poll(eventloop, events_tx, shutdown.clone()));
-                tokio::spawn(lane(client, rx, events_rx, shutdown.clone()));
+                let mut options = broker.options(&format!("{client_prefix}-pub-{n}"));
+                options.set_clean_start(true);
+                tokio::spawn(lane(options, rx, shutdown.clone()));
                 jobs
             })
             .collect();
@@ -133,45 +128,58 @@ async fn poll(
     }
 }
 
-/// Sends one job at a time and waits for its confirmation.
-async fn lane(
+/// One connection of a lane: its client, what its event loop forwards, and the polling task.
+struct Connection {
     client: AsyncClient,
-    mut jobs: mpsc::Receiver<Job>,
-    mut events: mpsc::UnboundedReceiver<LaneEvent>,
-    shutdown: CancellationToken,
-) {
-    let mut down: Option<String> = None;
+    events: mpsc::UnboundedReceiver<LaneEvent>,
+    polling: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    fn open(options: &rumqttc::v5::MqttOptions, shutdown: &CancellationToken) -> Self {
+        let (client, eventloop) = AsyncClient::new(options.clone(), 16);
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let polling = tokio::spawn(poll(eventloop, events_tx, shutdown.clone()));
+        Self { client, events, polling }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Dropping the event loop closes the socket and discards whatever was still queued.
+        self.polling.abort();
+    }
+}
+
+/// Sends one job at a time and waits for its confirmation.
+async fn lane(options: rumqttc::v5::MqttOptions, mut jobs: mpsc::Receiver<Job>, shutdown: CancellationToken) {
+    let mut connection = Connection::open(&options, &shutdown);
     loop {
         let job = tokio::select! {
             _ = shutdown.cancelled() => return,
             job = jobs.recv() => match job { Some(job) => job, None => return },
         };
-        // Whatever happened while idle is history; only the connection state matters.
-        while let Ok(event) = events.try_recv() {
-            down = match event {
-                LaneEvent::Down(reason) => Some(reason),
-                LaneEvent::Sent(_) | LaneEvent::Acked(..) => None,
-            };
-        }
-        if let Some(reason) = &down {
-            // Fail fast while the broker is known to be down, but still try: it may be back.
-            tracing::debug!(%reason, "publishing while the broker was last seen down");
-        }
+        // Whatever the connection reported while idle is history.
+        while connection.events.try_recv().is_ok() {}
         let Message { topic, payload, properties } = job.message;
-        let result = match client
-            .publish_with_properties(topic, QoS::AtLeastOnce, false, Bytes::from(payload), properties)
-            .await
-        {
+        let sent = connection.client.try_publish_with_properties(
+            topic,
+            QoS::AtLeastOnce,
+            false,
+            Bytes::from(payload),
+            properties,
+        );
+        let result = match sent {
             Err(e) => Err(PublishError::Unavailable(e.to_string())),
-            Ok(()) => match tokio::time::timeout(ACK_TIMEOUT, confirmation(&mut events)).await {
+            Ok(()) => match tokio::time::timeout(ACK_TIMEOUT, confirmation(&mut connection.events)).await {
                 Ok(result) => result,
                 Err(_) => Err(PublishError::Timeout(ACK_TIMEOUT)),
             },
         };
-        down = match &result {
-            Err(PublishError::Unavailable(reason)) => Some(reason.clone()),
-            _ => None,
-        };
+        if result.is_err() {
+            // The failed publish may still sit in this connection: never let it confirm the next one.
+            connection = Connection::open(&options, &shutdown);
+        }
         let _ = job.done.send(result);
     }
 }
