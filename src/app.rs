@@ -5,7 +5,7 @@ use crate::adapters::mqtt::dispatcher::Dispatcher;
 use crate::adapters::mqtt::inbound::{self, InboundOptions};
 use crate::adapters::mqtt::lifecycle::{self, VehicleProcesses};
 use crate::adapters::mqtt::publisher::Publisher;
-use crate::adapters::postgres::{self, Frameworks};
+use crate::adapters::postgres::{self, notify, Frameworks};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::projections::commands::CommandsProjection;
@@ -16,7 +16,6 @@ use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::{Projection, Subscriptions};
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,25 +137,10 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
 
 /// Relays `NOTIFY tacho_command` (sent by the commands projection on commit) to long polls and SSE.
 async fn relay_command_changes(pool: PgPool, changes: broadcast::Sender<Uuid>, shutdown: CancellationToken) {
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "LISTEN tacho_command failed; long polls fall back to their timeout");
-                tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(2)) => continue }
-            }
-        };
-        if listener.listen(CommandsProjection::CHANNEL).await.is_err() {
-            tokio::select! { _ = shutdown.cancelled() => return, _ = tokio::time::sleep(Duration::from_secs(1)) => continue }
+    let relay = |payload: &str| {
+        if let Ok(id) = Uuid::parse_str(payload) {
+            let _ = changes.send(id);
         }
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                received = listener.recv() => match received {
-                    Ok(n) => { if let Ok(id) = Uuid::parse_str(n.payload()) { let _ = changes.send(id); } }
-                    Err(e) => { tracing::warn!(error = %e, "LISTEN tacho_command lost"); break; }
-                }
-            }
-        }
-    }
+    };
+    notify::listen(pool, CommandsProjection::CHANNEL, relay, shutdown).await;
 }

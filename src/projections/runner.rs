@@ -4,8 +4,7 @@
 //! Woken by LISTEN/NOTIFY on `tacho_events`, with polling as a fallback.
 
 use super::StoredEvent;
-use crate::adapters::postgres::log;
-use sqlx::postgres::PgListener;
+use crate::adapters::postgres::{log, notify};
 use sqlx::{PgConnection, PgPool, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -155,27 +154,8 @@ impl Subscriptions {
     }
 
     async fn listen(self: Arc<Self>, shutdown: CancellationToken) {
-        loop {
-            match PgListener::connect_with(&self.pool).await {
-                Ok(mut listener) => match listener.listen("tacho_events").await {
-                    Ok(()) => loop {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return,
-                            received = listener.recv() => match received {
-                                Ok(_) => { self.wake.send_modify(|n| *n = n.wrapping_add(1)); }
-                                Err(e) => { tracing::warn!(error = %e, "LISTEN connection lost"); break; }
-                            }
-                        }
-                    },
-                    Err(e) => tracing::warn!(error = %e, "LISTEN tacho_events failed"),
-                },
-                Err(e) => tracing::warn!(error = %e, "LISTEN connection failed; subscribers poll meanwhile"),
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+        let wake = |_: &str| self.wake.send_modify(|n| *n = n.wrapping_add(1));
+        notify::listen(self.pool.clone(), "tacho_events", wake, shutdown).await;
     }
 
     async fn run(self: Arc<Self>, name: &'static str, shutdown: CancellationToken) {

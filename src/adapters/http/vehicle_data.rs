@@ -184,10 +184,7 @@ async fn events(
 ) -> Result<Json<Page<ReportedEvent>>, ApiError> {
     visible(&state, &principal, &vin).await?;
     let size = page_size(q.page_size)?;
-    let after: Option<i64> = match q.page_token.as_deref() {
-        None => None,
-        Some(t) => Some(t.parse().map_err(|_| ApiError::new(ErrorCode::BadPageToken, "page_token is not valid"))?),
-    };
+    let after: Option<i64> = queries::decode_token(q.page_token.as_deref())?;
     let rows: Vec<EventRow> = sqlx::query_as(
         "SELECT msg_id, kind, data, vehicle_ts, received_at, position FROM rm_vehicle_events WHERE vin = $1 \
          AND ($2::text IS NULL OR kind = $2) AND ($3::bigint IS NULL OR position < $3) \
@@ -201,7 +198,7 @@ async fn events(
     .await?;
     let more = rows.len() as i64 > size;
     let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
-    let next_page_token = if more { rows.last().map(|r| r.5.to_string()) } else { None };
+    let next_page_token = if more { rows.last().map(|r| queries::encode_token(&r.5)) } else { None };
     let items = rows
         .into_iter()
         .map(|(msg_id, kind, data, vehicle_ts, received_at, _)| ReportedEvent {

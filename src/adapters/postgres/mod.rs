@@ -3,6 +3,7 @@
 pub mod facts;
 pub mod idempotency;
 pub mod log;
+pub mod notify;
 pub mod queries;
 mod store;
 pub mod verify;

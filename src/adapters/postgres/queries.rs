@@ -22,11 +22,13 @@ pub enum QueryError {
     Database(#[from] sqlx::Error),
 }
 
-fn encode_token<T: Serialize>(value: &T) -> String {
+/// An opaque page token for `value`.
+pub fn encode_token<T: Serialize>(value: &T) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default())
 }
 
-fn decode_token<T: DeserializeOwned>(token: Option<&str>) -> Result<Option<T>, QueryError> {
+/// Decodes a token made by [`encode_token`]; `BadPageToken` for anything else.
+pub fn decode_token<T: DeserializeOwned>(token: Option<&str>) -> Result<Option<T>, QueryError> {
     token
         .map(|t| {
             let bytes = URL_SAFE_NO_PAD.decode(t).map_err(|_| QueryError::BadPageToken)?;
