@@ -74,11 +74,7 @@ pub struct ReportedEvent {
 
 async fn visible(state: &AppState, principal: &Principal, vin: &str) -> Result<ConnectionView, ApiError> {
     principal.require(&[Role::Owner, Role::Dealer, Role::Auditor])?;
-    principal.scope(vin)?;
-    let vehicle = queries::vehicle_by_vin(&state.pool, vin)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::VehicleNotFound, format!("vehicle {vin} not found")))?;
-    Ok(vehicle.connection)
+    Ok(super::vehicles::view(state, principal, vin).await?.connection)
 }
 
 /// Last-known state (owner, dealer): per signal its value, vehicle time and received time; connection.
