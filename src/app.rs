@@ -1,12 +1,14 @@
 //! The composition root: pool, migrations, frameworks, subscribers, HTTP server, shutdown.
 
 use crate::adapters::http::{self, auth::AuthKeys, state::AppState};
+use crate::adapters::mqtt::broker::BrokerUrl;
 use crate::adapters::mqtt::dispatcher::Dispatcher;
 use crate::adapters::mqtt::inbound::{self, InboundOptions};
 use crate::adapters::mqtt::lifecycle::{self, VehicleProcesses};
 use crate::adapters::mqtt::publisher::Publisher;
-use crate::adapters::postgres::{self, notify, Frameworks};
-use crate::config::Config;
+use crate::adapters::sql::Db;
+use crate::adapters::{embedded_broker, postgres, sqlite, Frameworks};
+use crate::config::{Config, Mqtt};
 use crate::metrics::Metrics;
 use crate::projections::commands::CommandsProjection;
 use crate::projections::consents::ConsentsProjection;
@@ -16,7 +18,6 @@ use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::{Projection, Subscriptions};
 use anyhow::Context;
 use secrecy::ExposeSecret;
-use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -40,8 +41,10 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
 pub struct Running {
     /// Where HTTP listens.
     pub addr: std::net::SocketAddr,
-    /// Shared state (tests use its pool and subscriptions).
+    /// Shared state (tests use its store and subscriptions).
     pub state: AppState,
+    /// The broker tacho uses, `None` without MQTT.
+    pub broker: Option<BrokerUrl>,
     /// Cancel to shut down.
     pub shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -49,52 +52,72 @@ pub struct Running {
 }
 
 impl Running {
-    /// Waits for everything to stop (after `shutdown` was canceled).
+    /// Waits for everything to stop (after `shutdown` was canceled): requests in flight are
+    /// answered, each subscriber finishes its batch (a batch is one transaction: applied whole or
+    /// not at all), then the store is closed.
     pub async fn join(self) -> anyhow::Result<()> {
         self.server.await.context("HTTP server task panicked")?.context("HTTP server failed")?;
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        self.state.db.close().await;
         Ok(())
     }
 }
 
-/// Connects and migrates the database of `config`.
-pub async fn database(config: &Config) -> anyhow::Result<PgPool> {
-    let pool = postgres::connect(config.database_url.expose_secret(), config.database_max_connections).await?;
+/// Connects and migrates the store of `config`: PostgreSQL for a `postgres://` URL, else SQLite.
+pub async fn database(config: &Config) -> anyhow::Result<Db> {
+    let url = config.database_url.expose_secret();
+    if config.sqlite_path()?.is_some() {
+        let embedded = sqlite::connect(url, config.database_max_connections).await?;
+        sqlite::migrate(&embedded).await?;
+        return Ok(Db::Sqlite(embedded));
+    }
+    let pool = postgres::connect(url, config.database_max_connections).await?;
     postgres::migrate(&pool).await?;
-    Ok(pool)
+    Ok(Db::Postgres(pool))
+}
+
+/// The broker of `config`, starting the embedded one when that is the choice.
+pub async fn broker(config: &Config) -> anyhow::Result<Option<BrokerUrl>> {
+    Ok(match config.mqtt()? {
+        Mqtt::Off => None,
+        Mqtt::External(url) => Some(url),
+        Mqtt::Embedded(addr) => {
+            let addr = tokio::task::spawn_blocking(move || embedded_broker::start(addr))
+                .await
+                .context("embedded broker start-up panicked")??;
+            Some(BrokerUrl::local(addr))
+        }
+    })
 }
 
 /// Starts tacho on `listener` (bind port 0 in tests).
 pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
     let secret = config.resolve_auth_secret()?;
-    let broker = config.broker()?;
-    let pool = database(config).await?;
+    let db = database(config).await?;
+    let broker = broker(config).await?;
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
-    let frameworks = Arc::new(Frameworks::new(&pool));
-    let mut subscriptions = Subscriptions::new(pool.clone(), projections());
+    let frameworks = Arc::new(Frameworks::new(&db));
+    let mut subscriptions = Subscriptions::new(db.clone(), projections());
     let mut tasks = Vec::new();
     let mut publisher = None;
     let mut dispatcher = None;
     if let Some(broker) = &broker {
         let lanes = Publisher::start(broker, &config.mqtt_client_id, config.mqtt_publish_lanes, shutdown.clone());
         let sender = Arc::new(Dispatcher {
-            pool: pool.clone(),
+            db: db.clone(),
             frameworks: Arc::clone(&frameworks),
             publisher: lanes.clone(),
             metrics: Arc::clone(&metrics),
         });
-        let processes = VehicleProcesses {
-            pool: pool.clone(),
-            frameworks: Arc::clone(&frameworks),
-            dispatcher: Arc::clone(&sender),
-        };
+        let processes =
+            VehicleProcesses { db: db.clone(), frameworks: Arc::clone(&frameworks), dispatcher: Arc::clone(&sender) };
         subscriptions = subscriptions
             .with_processes(vec![Arc::clone(&sender) as Arc<dyn crate::projections::Process>, Arc::new(processes)]);
         let handler =
-            inbound::Handler { pool: pool.clone(), frameworks: Arc::clone(&frameworks), metrics: Arc::clone(&metrics) };
+            inbound::Handler { db: db.clone(), frameworks: Arc::clone(&frameworks), metrics: Arc::clone(&metrics) };
         let options = InboundOptions {
             client_id: format!("{}-in", config.mqtt_client_id),
             shared_group: config.mqtt_shared_group.clone(),
@@ -108,21 +131,26 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     tasks.extend(subscriptions.start(shutdown.clone()));
     let retention = chrono::Duration::hours(i64::from(config.history_retention_hours));
     tasks.push(tokio::spawn(lifecycle::sweep(
-        pool.clone(),
+        db.clone(),
         Arc::clone(&frameworks),
         dispatcher,
         retention,
         shutdown.clone(),
     )));
     let (command_changes, _) = broadcast::channel(1024);
-    tasks.push(tokio::spawn(relay_command_changes(pool.clone(), command_changes.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(relay_command_changes(db.clone(), command_changes.clone(), shutdown.clone())));
+    let public_mqtt_url = match (&config.public_mqtt_url, &broker) {
+        (Some(url), _) => url.clone(),
+        (None, Some(broker)) => broker.to_string(),
+        (None, None) => String::new(),
+    };
     let state = AppState {
-        pool: pool.clone(),
+        db: db.clone(),
         frameworks,
         subscriptions,
         auth: Arc::new(AuthKeys::new(&secret)),
         command_changes,
-        public_mqtt_url: config.public_mqtt_url.as_str().into(),
+        public_mqtt_url: public_mqtt_url.into(),
         metrics,
         publisher,
     };
@@ -132,15 +160,15 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let server = tokio::spawn(async move {
         axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
     });
-    Ok(Running { addr, state, shutdown, tasks, server })
+    Ok(Running { addr, state, broker, shutdown, tasks, server })
 }
 
-/// Relays `NOTIFY tacho_command` (sent by the commands projection on commit) to long polls and SSE.
-async fn relay_command_changes(pool: PgPool, changes: broadcast::Sender<Uuid>, shutdown: CancellationToken) {
+/// Relays the commands projection's notifications (sent on commit) to long polls and SSE.
+async fn relay_command_changes(db: Db, changes: broadcast::Sender<Uuid>, shutdown: CancellationToken) {
     let relay = |payload: &str| {
         if let Ok(id) = Uuid::parse_str(payload) {
             let _ = changes.send(id);
         }
     };
-    notify::listen(pool, CommandsProjection::CHANNEL, relay, shutdown).await;
+    db.listen(CommandsProjection::CHANNEL, relay, shutdown).await;
 }

@@ -21,7 +21,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Subcommand_ {
     /// Run the service (HTTP API and subscribers).
-    Serve,
+    Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Print one signed development token on stdout.
@@ -49,6 +49,17 @@ pub enum Subcommand_ {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+}
+
+/// Arguments of `tacho serve`.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// Also run a few simulated vehicles (registered, activated, with consents) to try tacho with.
+    #[arg(long)]
+    pub demo: bool,
+    /// How many simulated vehicles `--demo` runs.
+    #[arg(long, default_value_t = 3)]
+    pub demo_vehicles: u64,
 }
 
 /// Arguments of `tacho token`.
@@ -103,23 +114,23 @@ pub struct SimArgs {
 /// Settings of a tacho process.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// PostgreSQL URL of the event store and read models.
-    #[arg(
-        long,
-        env = "TACHO_DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/tacho",
-        hide_env_values = true
-    )]
+    /// Event store and read models: `sqlite://PATH` (embedded, one instance) or `postgres://...`.
+    #[arg(long, env = "TACHO_DATABASE_URL", default_value = "sqlite://./tacho-data/tacho.db", hide_env_values = true)]
     pub database_url: SecretString,
     /// HTTP listen address.
     #[arg(long, env = "TACHO_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     pub http_addr: SocketAddr,
-    /// HS256 secret for bearer tokens: the value, or a path to a file holding it. Required.
+    /// HS256 secret for bearer tokens: the value, or a path to a file holding it. Required with
+    /// PostgreSQL; with SQLite, generated once and kept beside the database (`auth-secret`).
     #[arg(long, env = "TACHO_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<SecretString>,
-    /// MQTT broker: `mqtt://host:port`, or `none` to run without MQTT (commands then stay requested).
-    #[arg(long, env = "TACHO_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
+    /// MQTT broker: `embedded` (in-process, MQTT v5), `mqtt://host:port` of an external broker, or
+    /// `none` to run without MQTT (commands then stay requested).
+    #[arg(long, env = "TACHO_MQTT_URL", default_value = "embedded")]
     pub mqtt_url: String,
+    /// Where the embedded broker listens (MQTT v5).
+    #[arg(long, env = "TACHO_EMBEDDED_MQTT_ADDR", default_value = "127.0.0.1:1883")]
+    pub embedded_mqtt_addr: SocketAddr,
     /// Client id of the persistent inbound session: stable across restarts, distinct per instance.
     #[arg(long, env = "TACHO_MQTT_CLIENT_ID", default_value = "tacho")]
     pub mqtt_client_id: String,
@@ -135,31 +146,61 @@ pub struct Config {
     /// How long state history is kept, in hours.
     #[arg(long, env = "TACHO_HISTORY_RETENTION_HOURS", default_value_t = 168)]
     pub history_retention_hours: u32,
-    /// The MQTT URL devices are told to connect to.
-    #[arg(long, env = "TACHO_PUBLIC_MQTT_URL", default_value = "mqtt://127.0.0.1:1883")]
-    pub public_mqtt_url: String,
+    /// The MQTT URL devices are told to connect to (default: the broker tacho uses).
+    #[arg(long, env = "TACHO_PUBLIC_MQTT_URL")]
+    pub public_mqtt_url: Option<String>,
     /// Largest database pool.
     #[arg(long, env = "TACHO_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
 }
 
+/// Which MQTT broker tacho talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mqtt {
+    /// No MQTT: commands stay `requested`.
+    Off,
+    /// The in-process broker, listening here.
+    Embedded(SocketAddr),
+    /// An external broker.
+    External(crate::adapters::mqtt::broker::BrokerUrl),
+}
+
 impl Config {
-    /// The broker to use, `None` when MQTT is off.
-    pub fn broker(&self) -> anyhow::Result<Option<crate::adapters::mqtt::broker::BrokerUrl>> {
+    /// The broker to use.
+    pub fn mqtt(&self) -> anyhow::Result<Mqtt> {
         if self.mqtt_url.eq_ignore_ascii_case("none") {
-            return Ok(None);
+            return Ok(Mqtt::Off);
+        }
+        if self.mqtt_url.eq_ignore_ascii_case("embedded") {
+            return Ok(Mqtt::Embedded(self.embedded_mqtt_addr));
         }
         crate::adapters::mqtt::broker::BrokerUrl::parse(&self.mqtt_url)
-            .map(Some)
+            .map(Mqtt::External)
             .map_err(|e| anyhow::anyhow!("TACHO_MQTT_URL: {e}"))
     }
 
+    /// The SQLite file of the embedded store, `None` with PostgreSQL.
+    pub fn sqlite_path(&self) -> anyhow::Result<Option<PathBuf>> {
+        use secrecy::ExposeSecret;
+        let url = self.database_url.expose_secret();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(None);
+        }
+        crate::adapters::sqlite::path_of(url).map(Some)
+    }
+
     /// The auth secret, read from its file when it names one; an error when it is missing or short.
+    /// With the embedded store and no secret set, the one kept beside the database (made on first use).
     pub fn resolve_auth_secret(&self) -> anyhow::Result<SecretString> {
         use secrecy::ExposeSecret;
-        let raw = self.auth_secret.as_ref().ok_or_else(|| {
-            anyhow::anyhow!("TACHO_AUTH_SECRET is required with PostgreSQL: set it to a secret of 32+ characters or a file holding one")
-        })?;
+        let Some(raw) = self.auth_secret.as_ref() else {
+            return match self.sqlite_path()? {
+                Some(db) => embedded_secret(&db),
+                None => anyhow::bail!(
+                    "TACHO_AUTH_SECRET is required with PostgreSQL: set it to a secret of 32+ characters or a file holding one"
+                ),
+            };
+        };
         let value = raw.expose_secret();
         let path = std::path::Path::new(value);
         let secret = if path.is_file() {
@@ -174,5 +215,33 @@ impl Config {
             anyhow::bail!("TACHO_AUTH_SECRET is too short: use at least 16 characters (32+ recommended)");
         }
         Ok(SecretString::from(secret))
+    }
+}
+
+/// The secret kept in `auth-secret` beside the embedded database, created (owner-only) when missing.
+fn embedded_secret(database: &std::path::Path) -> anyhow::Result<SecretString> {
+    use anyhow::Context;
+    let dir = database.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let path = dir.join("auth-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        anyhow::ensure!(existing.len() >= 32, "{} is damaged: delete it to make a new secret", path.display());
+        return Ok(SecretString::from(existing));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(&path) {
+        Ok(mut file) => {
+            std::io::Write::write_all(&mut file, secret.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(SecretString::from(secret))
+        }
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => embedded_secret(database),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
 }

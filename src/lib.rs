@@ -19,6 +19,7 @@ pub mod adapters;
 pub mod app;
 pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod metrics;
 pub mod projections;

@@ -3,17 +3,18 @@
 use anyhow::Context;
 use clap::Parser;
 use tacho::adapters::http::auth::AuthKeys;
-use tacho::config::{Cli, Subcommand_};
+use tacho::adapters::mqtt::broker::BrokerUrl;
+use tacho::config::{Cli, Mqtt, ServeArgs, Subcommand_};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config;
-    match cli.command.unwrap_or(Subcommand_::Serve) {
-        Subcommand_::Serve => {
+    match cli.command.unwrap_or(Subcommand_::Serve(Default::default())) {
+        Subcommand_::Serve(args) => {
             init_tracing();
-            serve(&config).await
+            serve(&config, args).await
         }
         Subcommand_::Migrate => {
             init_tracing();
@@ -50,33 +51,46 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_tracing() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rumqttd=warn")))
         .init();
 }
 
-async fn serve(config: &tacho::config::Config) -> anyhow::Result<()> {
+async fn serve(config: &tacho::config::Config, args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| {
         format!(
-            "cannot listen on {}: is another process using it? Choose another with TACHO_HTTP_ADDR",
+            "cannot listen on {} for HTTP: is another process using it? Choose another address with \
+             TACHO_HTTP_ADDR=127.0.0.1:8081",
             config.http_addr
         )
     })?;
     let running = tacho::app::start(config, listener).await?;
-    println!("tacho listening on http://{}", running.addr);
-    println!("  API docs:  http://{}/docs", running.addr);
-    println!("  a token:   cargo run --release -- token --role owner --sub alice --vin <VIN>");
+    let demo = match args.demo {
+        true => Some(tacho::demo::start(&running, args.demo_vehicles).await?),
+        false => None,
+    };
+    print!("{}", tacho::demo::banner(config, &running, demo.as_ref())?);
     let shutdown = running.shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: finishing requests and batches in flight");
         shutdown.cancel();
     });
-    running.join().await
+    running.join().await?;
+    if let Some(demo) = demo {
+        demo.stop().await;
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn sim(config: &tacho::config::Config, args: tacho::config::SimArgs) -> anyhow::Result<()> {
     use tacho::sim::{sim_vin, Behaviour, SimVehicle};
-    let broker = config.broker()?.context("tacho sim needs a broker: set TACHO_MQTT_URL")?;
+    let broker = match config.mqtt()? {
+        Mqtt::Off => anyhow::bail!("tacho sim needs a broker: set TACHO_MQTT_URL"),
+        // The broker of a tacho running with the embedded default.
+        Mqtt::Embedded(addr) => BrokerUrl::local(addr),
+        Mqtt::External(url) => url,
+    };
     let vins: Vec<String> =
         if args.vins.is_empty() { (args.first..args.first + args.vehicles).map(sim_vin).collect() } else { args.vins };
     let behaviour = Behaviour {

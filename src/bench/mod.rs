@@ -10,8 +10,10 @@ mod floors;
 
 use crate::adapters::http::auth::{AuthKeys, Role};
 use crate::adapters::mqtt::broker::BrokerUrl;
-use crate::adapters::postgres;
+use crate::adapters::sql::Db;
+use crate::adapters::Frameworks;
 use crate::config::Config;
+use crate::config::Mqtt;
 use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::VehicleCommand;
 use crate::domain::Vin;
@@ -54,7 +56,16 @@ fn ms(d: Duration) -> String {
 
 /// Runs the benchmark against the PostgreSQL server and broker of `config`.
 pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
-    let broker = config.broker()?.context("tacho bench needs a broker: set TACHO_MQTT_URL")?;
+    let Some(Mqtt::External(broker)) = Some(config.mqtt()?) else {
+        anyhow::bail!(
+            "tacho bench measures the production set-up: set TACHO_MQTT_URL=mqtt://host:port and \
+             TACHO_DATABASE_URL=postgres://..."
+        );
+    };
+    anyhow::ensure!(
+        config.sqlite_path()?.is_none(),
+        "tacho bench measures the production set-up: set TACHO_DATABASE_URL=postgres://..."
+    );
     let server =
         config.database_url.expose_secret().rsplit_once('/').map(|(s, _)| s.to_owned()).context("bad database URL")?;
     let database = format!("tacho_bench_{}", std::process::id());
@@ -67,7 +78,8 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     let (mqtt_p50, mqtt_p99) = floors::mqtt_round_trip(&broker, 2000).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = crate::app::start(&bench_config, listener).await?;
-    let pg_rate = floors::postgres_insert(&running.state.pool, 200_000).await?;
+    let Db::Postgres(pool) = running.state.db.clone() else { anyhow::bail!("tacho bench needs PostgreSQL") };
+    let pg_rate = floors::postgres_insert(&pool, 200_000).await?;
     let keys = AuthKeys::new(bench_config.auth_secret.as_ref().context("secret set above")?);
     let base = format!("http://{}", running.addr);
     let http = reqwest::Client::new();
@@ -80,7 +92,7 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     for vin in &fleet {
         sims.push(SimVehicle::connect(&broker, vin, Behaviour::default()).await?);
     }
-    wait_connected(&running.state.pool, &fleet).await?;
+    wait_connected(&pool, &fleet).await?;
     let token = keys.mint("bench", vec![Role::Owner], Some(fleet.clone()), chrono::Utc::now().timestamp(), 3600);
     let client = Commands { http: http.clone(), base: base.clone(), token, fleet: fleet.clone() };
     let (mut fixed, fixed_failed) = client.fixed_rate(options.rate, options.seconds).await;
@@ -93,7 +105,7 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     let vehicles: Vec<String> = (1..=options.vehicles).map(|n| sim_vin(8_000_000_000 + n)).collect();
     setup(&running.state.frameworks, &vehicles, true).await?;
     eprintln!("    {} vehicles registered in {:.0?}", vehicles.len(), clock.elapsed());
-    let ingestion = ingest(&broker, &running.state.pool, &vehicles, options.seconds).await?;
+    let ingestion = ingest(&broker, &pool, &vehicles, options.seconds).await?;
     eprintln!("    done in {:.0?}", clock.elapsed());
 
     running.shutdown.cancel();
@@ -162,7 +174,7 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
 }
 
 /// Registers and activates `vins` (with consents) straight through the frameworks.
-async fn setup(frameworks: &postgres::Frameworks, vins: &[String], telemetry: bool) -> anyhow::Result<()> {
+async fn setup(frameworks: &Frameworks, vins: &[String], telemetry: bool) -> anyhow::Result<()> {
     let at = chrono::Utc::now();
     let meta = HashMap::from([("actor".to_owned(), "bench".to_owned())]);
     futures::stream::iter(vins)

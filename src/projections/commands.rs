@@ -1,11 +1,13 @@
 //! The commands read model (`rm_commands`): current status, every transition with its time, result or
-//! error, late answers. Long polls and SSE are woken by `pg_notify('tacho_command', id)` sent in the
-//! same transaction, so every instance hears about every change once it is committed.
+//! error, late answers. Long polls and SSE are woken on [`CommandsProjection::CHANNEL`] (PostgreSQL:
+//! `pg_notify` in the same transaction, so every instance hears about every change once it is
+//! committed).
 
 use super::{Projection, ProjectionError, StoredEvent};
+use crate::adapters::sql::Conn;
 use crate::domain::command::{CommandEvent, RejectedBy};
+use crate::on_conn;
 use serde_json::{json, Value};
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// Keeps `rm_commands`.
@@ -28,7 +30,7 @@ impl Projection for CommandsProjection {
         &["Command"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         let id = Uuid::parse_str(&event.aggregate_id)
             .map_err(|e| ProjectionError::Decode(format!("command id {}: {e}", event.aggregate_id)))?;
         let decoded = event.decode::<CommandEvent>()?;
@@ -47,63 +49,98 @@ impl Projection for CommandsProjection {
             ..
         } = &decoded
         {
-            sqlx::query(
-                "INSERT INTO rm_commands (command_id, vin, name, params, status, requester, idempotency_key, \
+            let sql = "INSERT INTO rm_commands (command_id, vin, name, params, status, requester, idempotency_key, \
                  consent_version, timeout_s, store_and_forward, ttl_s, requested_at, updated_at, transitions, version, \
                  deadline_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, 'requested', $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, \
-                 $11 + make_interval(secs => $8), $11 + make_interval(secs => $10)) \
-                 ON CONFLICT (command_id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(vin)
-            .bind(name)
-            .bind(params)
-            .bind(requester)
-            .bind(idempotency_key)
-            .bind(consent_version.map(i64::from))
-            .bind(i64::from(*timeout_s))
-            .bind(*store_and_forward)
-            .bind(i64::from(*ttl_s))
-            .bind(at)
-            .bind(json!([{ "status": "requested", "at": at }]))
-            .bind(version)
-            .execute(&mut *conn)
-            .await?;
+                 VALUES ($1, $2, $3, $4, 'requested', $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (command_id) DO NOTHING";
+            let deadline_at = at + chrono::Duration::seconds(i64::from(*timeout_s));
+            let expires_at = at + chrono::Duration::seconds(i64::from(*ttl_s));
+            let transitions = json!([{ "status": "requested", "at": at }]);
+            on_conn!(conn, |c| {
+                sqlx::query(sql)
+                    .bind(id)
+                    .bind(vin)
+                    .bind(name)
+                    .bind(params)
+                    .bind(requester)
+                    .bind(idempotency_key)
+                    .bind(consent_version.map(i64::from))
+                    .bind(i64::from(*timeout_s))
+                    .bind(*store_and_forward)
+                    .bind(i64::from(*ttl_s))
+                    .bind(at)
+                    .bind(&transitions)
+                    .bind(version)
+                    .bind(deadline_at)
+                    .bind(expires_at)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
         } else if let Some(status) = decoded.status() {
             let (result, error) = outcome(&decoded);
-            sqlx::query(
-                "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = transitions || $4, \
-                 result = coalesce($5, result), error = coalesce($6, error), version = $7, \
-                 dispatched_at = CASE WHEN $2 = 'dispatched' THEN $3 ELSE dispatched_at END, \
-                 deadline_at = CASE WHEN $2 = 'dispatched' THEN $3 + make_interval(secs => timeout_s) ELSE deadline_at END \
-                 WHERE command_id = $1",
-            )
-            .bind(id)
-            .bind(status.as_str())
-            .bind(at)
-            .bind(json!([{ "status": status.as_str(), "at": at }]))
-            .bind(result)
-            .bind(error)
-            .bind(version)
-            .execute(&mut *conn)
-            .await?;
+            let transition = json!({ "status": status.as_str(), "at": at });
+            let sql = match conn {
+                Conn::Postgres(_) => {
+                    "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = transitions || jsonb_build_array($4::jsonb), \
+                     result = coalesce($5, result), error = coalesce($6, error), version = $7, \
+                     dispatched_at = CASE WHEN $2 = 'dispatched' THEN $3 ELSE dispatched_at END, \
+                     deadline_at = CASE WHEN $2 = 'dispatched' THEN $3 + make_interval(secs => timeout_s) ELSE deadline_at END \
+                     WHERE command_id = $1"
+                }
+                Conn::Sqlite(_) => {
+                    "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = json_insert(transitions, '$[#]', json($4)), \
+                     result = coalesce($5, result), error = coalesce($6, error), version = $7, \
+                     dispatched_at = CASE WHEN $2 = 'dispatched' THEN $3 ELSE dispatched_at END, \
+                     deadline_at = CASE WHEN $2 = 'dispatched' \
+                       THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', $3, '+' || timeout_s || ' seconds') ELSE deadline_at END \
+                     WHERE command_id = $1"
+                }
+            };
+            on_conn!(conn, |c| {
+                sqlx::query(sql)
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(at)
+                    .bind(&transition)
+                    .bind(&result)
+                    .bind(&error)
+                    .bind(version)
+                    .execute(c)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
         } else if let CommandEvent::LateAnswerRecorded { status, code, message, result, vehicle_ts, at } = &decoded {
-            let late = json!([{ "status": status, "code": code, "message": message, "result": result,
-                                 "vehicle_ts": vehicle_ts, "received_at": at }]);
-            sqlx::query("UPDATE rm_commands SET late_answers = late_answers || $2, version = $3 WHERE command_id = $1")
+            let late = json!({ "status": status, "code": code, "message": message, "result": result,
+                               "vehicle_ts": vehicle_ts, "received_at": at });
+            let sql = match conn {
+                Conn::Postgres(_) => {
+                    "UPDATE rm_commands SET late_answers = late_answers || jsonb_build_array($2::jsonb), version = $3 \
+                     WHERE command_id = $1"
+                }
+                Conn::Sqlite(_) => {
+                    "UPDATE rm_commands SET late_answers = json_insert(late_answers, '$[#]', json($2)), version = $3 \
+                     WHERE command_id = $1"
+                }
+            };
+            on_conn!(conn, |c| sqlx::query(sql)
                 .bind(id)
-                .bind(late)
+                .bind(&late)
                 .bind(version)
-                .execute(&mut *conn)
-                .await?;
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         }
-        sqlx::query("SELECT pg_notify($1, $2)").bind(Self::CHANNEL).bind(id.to_string()).execute(&mut *conn).await?;
         Ok(())
     }
 
-    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_commands").execute(conn).await?;
+    fn channel(&self) -> Option<&'static str> {
+        Some(Self::CHANNEL)
+    }
+
+    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
+        on_conn!(conn, |c| sqlx::query("DELETE FROM rm_commands").execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 }

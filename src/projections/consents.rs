@@ -1,8 +1,9 @@
 //! The consents read model (`rm_consents`): one row per (vin, subject, purpose), granted or revoked.
 
 use super::{Projection, ProjectionError, StoredEvent};
+use crate::adapters::sql::Conn;
 use crate::domain::consent::ConsentEvent;
-use sqlx::PgConnection;
+use crate::on_conn;
 
 /// Keeps `rm_consents`.
 pub struct ConsentsProjection;
@@ -22,44 +23,48 @@ impl Projection for ConsentsProjection {
         &["Consent"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         match event.decode::<ConsentEvent>()? {
             ConsentEvent::ConsentGranted { vin, subject, purpose, version, legal_basis, expires_at, at } => {
-                sqlx::query(
-                    "INSERT INTO rm_consents (vin, subject, purpose, status, version, legal_basis, expires_at, granted_at) \
-                     VALUES ($1, $2, $3, 'granted', $4, $5, $6, $7) \
+                let sql = "INSERT INTO rm_consents (vin, subject, purpose, status, version, legal_basis, expires_at, \
+                     granted_at) VALUES ($1, $2, $3, 'granted', $4, $5, $6, $7) \
                      ON CONFLICT (vin, subject, purpose) DO UPDATE SET status = 'granted', version = $4, \
-                     legal_basis = $5, expires_at = $6, granted_at = $7, revoked_at = NULL",
-                )
-                .bind(vin)
-                .bind(subject)
-                .bind(purpose.as_str())
-                .bind(i64::from(version))
-                .bind(legal_basis)
-                .bind(expires_at)
-                .bind(at)
-                .execute(conn)
-                .await?;
+                     legal_basis = $5, expires_at = $6, granted_at = $7, revoked_at = NULL";
+                on_conn!(conn, |c| {
+                    sqlx::query(sql)
+                        .bind(vin)
+                        .bind(subject)
+                        .bind(purpose.as_str())
+                        .bind(i64::from(version))
+                        .bind(legal_basis)
+                        .bind(expires_at)
+                        .bind(at)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected())
+                })?;
             }
             ConsentEvent::ConsentRevoked { subject, purpose, version, at } => {
-                sqlx::query(
-                    "UPDATE rm_consents SET status = 'revoked', version = $4, revoked_at = $5 \
-                     WHERE vin = $1 AND subject = $2 AND purpose = $3",
-                )
-                .bind(&event.aggregate_id)
-                .bind(subject)
-                .bind(purpose.as_str())
-                .bind(i64::from(version))
-                .bind(at)
-                .execute(conn)
-                .await?;
+                let sql = "UPDATE rm_consents SET status = 'revoked', version = $4, revoked_at = $5 \
+                     WHERE vin = $1 AND subject = $2 AND purpose = $3";
+                on_conn!(conn, |c| {
+                    sqlx::query(sql)
+                        .bind(&event.aggregate_id)
+                        .bind(subject)
+                        .bind(purpose.as_str())
+                        .bind(i64::from(version))
+                        .bind(at)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected())
+                })?;
             }
         }
         Ok(())
     }
 
-    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_consents").execute(conn).await?;
+    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
+        on_conn!(conn, |c| sqlx::query("DELETE FROM rm_consents").execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 }

@@ -1,9 +1,10 @@
 //! The device registry read model (`rm_devices`).
 
 use super::{Projection, ProjectionError, StoredEvent};
+use crate::adapters::sql::Conn;
 use crate::domain::device::DeviceEvent;
+use crate::on_conn;
 use serde_json::json;
-use sqlx::PgConnection;
 
 /// Keeps `rm_devices`.
 pub struct DevicesProjection;
@@ -23,64 +24,86 @@ impl Projection for DevicesProjection {
         &["Device"]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         let id = &event.aggregate_id;
         let version = event.sequence;
-        let query = match event.decode::<DeviceEvent>()? {
+        match event.decode::<DeviceEvent>()? {
             DeviceEvent::DeviceRegistered { device_id, vin, kind, certificate_thumbprint, replaces, at } => {
-                sqlx::query(
-                    "INSERT INTO rm_devices (device_id, vin, kind, status, certificate_thumbprint, replaces, \
+                let sql = "INSERT INTO rm_devices (device_id, vin, kind, status, certificate_thumbprint, replaces, \
                      registered_at, updated_at, version) VALUES ($1, $2, $3, 'registered', $4, $5, $6, $6, $7) \
-                     ON CONFLICT (device_id) DO NOTHING",
-                )
-                .bind(device_id)
-                .bind(vin)
-                .bind(kind)
-                .bind(certificate_thumbprint)
-                .bind(replaces)
-                .bind(at)
-                .bind(version)
+                     ON CONFLICT (device_id) DO NOTHING";
+                on_conn!(conn, |c| {
+                    sqlx::query(sql)
+                        .bind(device_id)
+                        .bind(vin)
+                        .bind(kind)
+                        .bind(certificate_thumbprint)
+                        .bind(replaces)
+                        .bind(at)
+                        .bind(version)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected())
+                })?;
             }
-            DeviceEvent::DeviceProvisioned { client_id, allowed_topics, at } => sqlx::query(
-                "UPDATE rm_devices SET client_id = $2, allowed_topics = $3, \
-                 status = CASE status WHEN 'registered' THEN 'provisioned' ELSE status END, \
-                 updated_at = $4, version = $5 WHERE device_id = $1",
-            )
-            .bind(id)
-            .bind(client_id)
-            .bind(json!(allowed_topics))
-            .bind(at)
-            .bind(version),
-            DeviceEvent::DeviceActivated { at } => status(id, "active", at, version),
-            DeviceEvent::DeviceRevoked { at, .. } => status(id, "revoked", at, version),
-            DeviceEvent::DeviceReplaced { replacement_device_id, at } => sqlx::query(
-                "UPDATE rm_devices SET status = 'replaced', replaced_by = $2, updated_at = $3, version = $4 \
-                 WHERE device_id = $1",
-            )
-            .bind(id)
-            .bind(replacement_device_id)
-            .bind(at)
-            .bind(version),
-        };
-        query.execute(conn).await?;
+            DeviceEvent::DeviceProvisioned { client_id, allowed_topics, at } => {
+                let sql = "UPDATE rm_devices SET client_id = $2, allowed_topics = $3, \
+                     status = CASE status WHEN 'registered' THEN 'provisioned' ELSE status END, \
+                     updated_at = $4, version = $5 WHERE device_id = $1";
+                let topics = json!(allowed_topics);
+                on_conn!(conn, |c| {
+                    sqlx::query(sql)
+                        .bind(id)
+                        .bind(client_id)
+                        .bind(topics)
+                        .bind(at)
+                        .bind(version)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected())
+                })?;
+            }
+            DeviceEvent::DeviceActivated { at } => status(conn, id, "active", at, version).await?,
+            DeviceEvent::DeviceRevoked { at, .. } => status(conn, id, "revoked", at, version).await?,
+            DeviceEvent::DeviceReplaced { replacement_device_id, at } => {
+                let sql = "UPDATE rm_devices SET status = 'replaced', replaced_by = $2, updated_at = $3, version = $4 \
+                     WHERE device_id = $1";
+                on_conn!(conn, |c| {
+                    sqlx::query(sql)
+                        .bind(id)
+                        .bind(replacement_device_id)
+                        .bind(at)
+                        .bind(version)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected())
+                })?;
+            }
+        }
         Ok(())
     }
 
-    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_devices").execute(conn).await?;
+    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
+        on_conn!(conn, |c| sqlx::query("DELETE FROM rm_devices").execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 }
 
-fn status<'q>(
-    id: &'q str,
+async fn status(
+    conn: &mut Conn<'_>,
+    id: &str,
     status: &'static str,
     at: chrono::DateTime<chrono::Utc>,
     version: i64,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query("UPDATE rm_devices SET status = $2, updated_at = $3, version = $4 WHERE device_id = $1")
+) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE rm_devices SET status = $2, updated_at = $3, version = $4 WHERE device_id = $1";
+    on_conn!(conn, |c| sqlx::query(sql)
         .bind(id)
         .bind(status)
         .bind(at)
         .bind(version)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
 }

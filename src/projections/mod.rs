@@ -1,7 +1,7 @@
 //! Read models and the machinery that keeps them: durable, checkpointed subscribers of the log.
 //!
 //! A subscriber applies each event exactly once: its read-model writes and its checkpoint are one
-//! transaction. It reads the log in commit order (see [`crate::adapters::postgres::log`]).
+//! transaction. It reads the log in commit order (see [`crate::adapters::log`]).
 
 pub mod commands;
 pub mod consents;
@@ -11,15 +11,17 @@ pub mod state;
 pub mod vehicles;
 pub mod views;
 
-pub use runner::{Checkpoint, Process, Projection, ProjectionError, Subscriptions};
+pub use runner::{Checkpoint, Process, Projection, ProjectionError, Subscriptions, EVENTS_CHANNEL};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 /// One row of the log as subscribers see it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredEvent {
-    /// Global position (bigserial: unique, gaps possible, not commit order on its own).
+    /// Global position (PostgreSQL: bigserial, unique, gaps possible, not commit order on its own;
+    /// SQLite: commit order).
+    #[sqlx(rename = "global_position")]
     pub position: i64,
     /// Id of the transaction that wrote it: with `position`, the commit order.
     pub tx_id: i64,

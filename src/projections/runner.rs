@@ -1,11 +1,13 @@
 //! The subscription runner: one task per subscriber, each reading the log in commit order from its
 //! checkpoint. A projection writes its read model and the new checkpoint in one transaction; a
 //! process acts outside any transaction, then moves its checkpoint (at-least-once).
-//! Woken by LISTEN/NOTIFY on `tacho_events`, with polling as a fallback.
+//! Woken by `tacho_events` (PostgreSQL: LISTEN/NOTIFY; SQLite: in-process signals), with polling
+//! as a fallback.
 
 use super::StoredEvent;
-use crate::adapters::postgres::{log, notify};
-use sqlx::{PgConnection, PgPool, Row};
+use crate::adapters::log;
+use crate::adapters::sql::{Conn, Db};
+use crate::on_conn;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,16 +46,21 @@ pub trait Projection: Send + Sync + 'static {
     /// Aggregate types it reads.
     fn aggregate_types(&self) -> &'static [&'static str];
     /// Applies one event.
-    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError>;
+    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError>;
     /// Applies a batch in log order; override for set-based writes.
-    async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+    async fn apply_batch(&self, conn: &mut Conn<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         for event in events {
             self.apply(conn, event).await?;
         }
         Ok(())
     }
     /// Empties its tables (for a rebuild from position 0).
-    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError>;
+    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError>;
+    /// A channel that hears, once committed, the stream id of every event applied (long polls
+    /// listen to it); `None` for none.
+    fn channel(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A subscriber with side effects outside the database (publishing, commands on aggregates). It
@@ -86,16 +93,21 @@ impl Kind {
 struct Subscriber {
     kind: Kind,
     progress: watch::Sender<Checkpoint>,
+    /// One batch at a time within this instance (across instances: an advisory lock).
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// All subscribers of one tacho instance.
 pub struct Subscriptions {
-    pool: PgPool,
+    db: Db,
     subscribers: HashMap<&'static str, Subscriber>,
     wake: watch::Sender<u64>,
     batch_size: i64,
     poll_interval: Duration,
 }
+
+/// The channel woken after events were appended.
+pub const EVENTS_CHANNEL: &str = "tacho_events";
 
 fn unknown(name: &str) -> ProjectionError {
     ProjectionError::Decode(format!("no subscriber {name}"))
@@ -103,15 +115,10 @@ fn unknown(name: &str) -> ProjectionError {
 
 impl Subscriptions {
     /// Subscribers for `projections`, not started.
-    pub fn new(pool: PgPool, projections: Vec<Arc<dyn Projection>>) -> Self {
+    pub fn new(db: Db, projections: Vec<Arc<dyn Projection>>) -> Self {
         let (wake, _) = watch::channel(0);
-        let mut subscriptions = Self {
-            pool,
-            subscribers: HashMap::new(),
-            wake,
-            batch_size: 500,
-            poll_interval: Duration::from_millis(500),
-        };
+        let mut subscriptions =
+            Self { db, subscribers: HashMap::new(), wake, batch_size: 500, poll_interval: Duration::from_millis(500) };
         for projection in projections {
             subscriptions.add(projection.name(), Kind::Projection(projection));
         }
@@ -128,7 +135,7 @@ impl Subscriptions {
 
     fn add(&mut self, name: &'static str, kind: Kind) {
         let (progress, _) = watch::channel(Checkpoint::default());
-        self.subscribers.insert(name, Subscriber { kind, progress });
+        self.subscribers.insert(name, Subscriber { kind, progress, turn: tokio::sync::Mutex::new(()) });
     }
 
     /// Sets how many events one batch holds at most.
@@ -144,7 +151,7 @@ impl Subscriptions {
         names
     }
 
-    /// Starts the NOTIFY listener and one task per subscriber; they stop when `shutdown` is canceled.
+    /// Starts the wake-up listener and one task per subscriber; they stop when `shutdown` is canceled.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = vec![tokio::spawn(Arc::clone(self).listen(shutdown.clone()))];
         for name in self.subscribers.keys().copied() {
@@ -155,7 +162,7 @@ impl Subscriptions {
 
     async fn listen(self: Arc<Self>, shutdown: CancellationToken) {
         let wake = |_: &str| self.wake.send_modify(|n| *n = n.wrapping_add(1));
-        notify::listen(self.pool.clone(), "tacho_events", wake, shutdown).await;
+        self.db.listen(EVENTS_CHANNEL, wake, shutdown).await;
     }
 
     async fn run(self: Arc<Self>, name: &'static str, shutdown: CancellationToken) {
@@ -191,15 +198,17 @@ impl Subscriptions {
         }
     }
 
-    /// Waits until this instance holds subscriber `name`'s advisory lock; `None` on shutdown.
+    /// Waits until this instance holds subscriber `name`'s advisory lock; `None` on shutdown. The
+    /// embedded store has one instance (a file lock guards it), so it needs none.
     async fn lock(
         &self,
         name: &str,
         shutdown: &CancellationToken,
-    ) -> Option<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    ) -> Option<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>> {
+        let Db::Postgres(pool) = &self.db else { return Some(None) };
         loop {
             let attempt = async {
-                let mut conn = self.pool.acquire().await?;
+                let mut conn = pool.acquire().await?;
                 let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('tacho:' || $1))")
                     .bind(name)
                     .fetch_one(&mut *conn)
@@ -207,7 +216,7 @@ impl Subscriptions {
                 Ok::<_, sqlx::Error>(locked.then_some(conn))
             };
             match attempt.await {
-                Ok(Some(conn)) => return Some(conn),
+                Ok(Some(conn)) => return Some(Some(conn)),
                 Ok(None) => tracing::debug!(subscriber = name, "another instance runs this subscriber; standing by"),
                 Err(e) => tracing::warn!(subscriber = name, error = %e, "cannot take the subscriber lock"),
             }
@@ -219,27 +228,24 @@ impl Subscriptions {
     }
 
     /// Subscriber `name`'s stored checkpoint (the start of the log when it has none yet).
-    pub async fn checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint, sqlx::Error> {
-        let row = sqlx::query("SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1")
-            .bind(name)
-            .fetch_optional(conn)
-            .await?;
-        Ok(match row {
-            Some(r) => Checkpoint { tx_id: r.try_get("tx_id")?, position: r.try_get("position")? },
-            None => Checkpoint::default(),
-        })
+    pub async fn checkpoint(conn: &mut Conn<'_>, name: &str) -> Result<Checkpoint, sqlx::Error> {
+        let sql = "SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1";
+        let row: Option<(i64, i64)> = on_conn!(conn, |c| sqlx::query_as(sql).bind(name).fetch_optional(c).await)?;
+        Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }).unwrap_or_default())
     }
 
-    async fn save(conn: &mut PgConnection, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO subscription_checkpoints (name, tx_id, position) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3, updated_at = now()",
-        )
-        .bind(name)
-        .bind(at.tx_id)
-        .bind(at.position)
-        .execute(conn)
-        .await?;
+    async fn save(conn: &mut Conn<'_>, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
+        let sql = "INSERT INTO subscription_checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3, updated_at = $4";
+        let now = chrono::Utc::now();
+        on_conn!(conn, |c| sqlx::query(sql)
+            .bind(name)
+            .bind(at.tx_id)
+            .bind(at.position)
+            .bind(now)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -267,29 +273,64 @@ impl Subscriptions {
             Kind::Projection(projection) => projection,
             Kind::Process(process) => return self.step_process(name, process.as_ref(), &subscriber.progress).await,
         };
-        let mut tx = self.pool.begin().await?;
-        // One instance at a time moves a projection. An advisory lock, unlike SELECT FOR UPDATE,
-        // takes no transaction id, so idle polls do not hold back the snapshot horizon.
+        let _turn = match wait {
+            true => subscriber.turn.lock().await,
+            false => match subscriber.turn.try_lock() {
+                Ok(turn) => turn,
+                Err(_) => return Ok(0),
+            },
+        };
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        if !Self::take_turn(&mut conn, name, wait).await? {
+            return Ok(0);
+        }
+        let from = Self::checkpoint(&mut conn, name).await?;
+        let batch = log::read_after(&mut conn, from, Some(subscriber.kind.aggregate_types()), self.batch_size).await?;
+        let to = self.advance(from, &batch);
+        if !batch.events.is_empty() {
+            projection.apply_batch(&mut conn, &batch.events).await?;
+        }
+        if to != from {
+            Self::save(&mut conn, name, to).await?;
+        }
+        let changed = Self::changed_streams(projection.as_ref(), &batch.events);
+        if let (Some(channel), Conn::Postgres(c)) = (projection.channel(), &mut conn) {
+            for id in &changed {
+                sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(id).execute(&mut **c).await?;
+            }
+        }
+        tx.commit().await?;
+        if let Some(channel) = projection.channel() {
+            for id in changed {
+                self.db.signal(channel, id);
+            }
+        }
+        subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
+        Ok(batch.events.len())
+    }
+
+    /// One instance at a time moves a projection (PostgreSQL: an advisory lock, which unlike
+    /// SELECT FOR UPDATE takes no transaction id, so idle polls do not hold back the snapshot
+    /// horizon; SQLite: one instance, and `BEGIN IMMEDIATE` already holds the write lock).
+    async fn take_turn(conn: &mut Conn<'_>, name: &str, wait: bool) -> Result<bool, sqlx::Error> {
+        let Conn::Postgres(c) = conn else { return Ok(true) };
         let lock = match wait {
             true => "SELECT pg_advisory_xact_lock(hashtext('tacho:' || $1)) IS NOT NULL",
             false => "SELECT pg_try_advisory_xact_lock(hashtext('tacho:' || $1))",
         };
-        let locked: bool = sqlx::query_scalar(lock).bind(name).fetch_one(&mut *tx).await?;
-        if !locked {
-            return Ok(0);
+        sqlx::query_scalar(lock).bind(name).fetch_one(&mut **c).await
+    }
+
+    /// The distinct stream ids of `events`, when `projection` announces them.
+    fn changed_streams(projection: &dyn Projection, events: &[StoredEvent]) -> Vec<String> {
+        if projection.channel().is_none() {
+            return Vec::new();
         }
-        let from = Self::checkpoint(&mut tx, name).await?;
-        let batch = log::read_after(&mut tx, from, Some(subscriber.kind.aggregate_types()), self.batch_size).await?;
-        let to = self.advance(from, &batch);
-        if !batch.events.is_empty() {
-            projection.apply_batch(&mut tx, &batch.events).await?;
-        }
-        if to != from {
-            Self::save(&mut tx, name, to).await?;
-        }
-        tx.commit().await?;
-        subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
-        Ok(batch.events.len())
+        let mut ids: Vec<String> = events.iter().map(|e| e.aggregate_id.clone()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// One batch of a process: read after the checkpoint, act outside any transaction (so no lock is
@@ -300,15 +341,18 @@ impl Subscriptions {
         process: &dyn Process,
         progress: &watch::Sender<Checkpoint>,
     ) -> Result<usize, ProjectionError> {
-        let mut conn = self.pool.acquire().await?;
-        let from = Self::checkpoint(&mut conn, name).await?;
-        let batch = log::read_after(&mut conn, from, Some(process.aggregate_types()), self.batch_size).await?;
+        let (from, batch) = {
+            let mut pooled = self.db.acquire().await?;
+            let mut conn = pooled.conn();
+            let from = Self::checkpoint(&mut conn, name).await?;
+            (from, log::read_after(&mut conn, from, Some(process.aggregate_types()), self.batch_size).await?)
+        };
         let to = self.advance(from, &batch);
         if !batch.events.is_empty() {
             process.handle(&batch.events).await?;
         }
         if to != from {
-            Self::save(&mut conn, name, to).await?;
+            Self::save(&mut self.db.acquire().await?.conn(), name, to).await?;
         }
         progress.send_if_modified(|p| std::mem::replace(p, to) != to);
         Ok(batch.events.len())
@@ -326,11 +370,16 @@ impl Subscriptions {
         let Kind::Projection(projection) = &subscriber.kind else {
             return Err(ProjectionError::Decode(format!("{name} is a process, not a read model")));
         };
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('tacho:' || $1))").bind(name).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM subscription_checkpoints WHERE name = $1").bind(name).execute(&mut *tx).await?;
-        projection.reset(&mut tx).await?;
-        tx.commit().await?;
+        {
+            let _turn = subscriber.turn.lock().await;
+            let mut tx = self.db.begin().await?;
+            let mut conn = tx.conn();
+            Self::take_turn(&mut conn, name, true).await?;
+            let sql = "DELETE FROM subscription_checkpoints WHERE name = $1";
+            on_conn!(&mut conn, |c| sqlx::query(sql).bind(name).execute(c).await.map(|r| r.rows_affected()))?;
+            projection.reset(&mut conn).await?;
+            tx.commit().await?;
+        }
         self.catch_up(name).await
     }
 
@@ -357,7 +406,7 @@ impl Subscriptions {
     }
 
     async fn stored_checkpoint(&self, name: &str) -> Option<Checkpoint> {
-        let mut conn = self.pool.acquire().await.ok()?;
-        Self::checkpoint(&mut conn, name).await.ok()
+        let mut conn = self.db.acquire().await.ok()?;
+        Self::checkpoint(&mut conn.conn(), name).await.ok()
     }
 }

@@ -4,10 +4,12 @@
 //! (`rm_vehicle_events`). Set-based writes: thousands of reports per batch.
 
 use super::{Projection, ProjectionError, StoredEvent};
+use crate::adapters::sql::Conn;
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
+use crate::on_conn;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::SqliteConnection;
 use std::collections::HashMap;
 
 /// Keeps the vehicle data read models.
@@ -37,6 +39,11 @@ impl Rows {
     }
 }
 
+/// History rows, column by column: vin, signals, vehicle time, received time, position.
+type History = (Vec<String>, Vec<Value>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>, Vec<i64>);
+/// Reported events, column by column: vin, msg id, kind, data, vehicle time, received time, position.
+type Reported = (Vec<String>, Vec<String>, Vec<String>, Vec<Value>, Vec<DateTime<Utc>>, Vec<DateTime<Utc>>, Vec<i64>);
+
 #[async_trait::async_trait]
 impl Projection for StateProjection {
     fn name(&self) -> &'static str {
@@ -47,15 +54,15 @@ impl Projection for StateProjection {
         &[STREAM_TYPE]
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         self.apply_batch(conn, std::slice::from_ref(event)).await
     }
 
-    async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
-        let mut history = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    async fn apply_batch(&self, conn: &mut Conn<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let mut history: History = Default::default();
         // Per (vin, signal) only the freshest value of the batch goes to the upsert.
         let mut latest: HashMap<(String, String), (Value, DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
-        let mut reported = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut reported: Reported = Default::default();
         for event in events {
             let vin = event.aggregate_id.as_str();
             match event.decode::<VehicleFact>()? {
@@ -89,6 +96,10 @@ impl Projection for StateProjection {
         for ((vin, signal), (value, ts, received)) in latest {
             current.push(&vin, &signal, value, ts, received);
         }
+        let c = match conn {
+            Conn::Postgres(c) => c,
+            Conn::Sqlite(c) => return write_sqlite(c, &current, &history, &reported).await,
+        };
         if !current.vins.is_empty() {
             sqlx::query(
                 "INSERT INTO rm_vehicle_state (vin, signal, value, vehicle_ts, received_at) \
@@ -101,7 +112,7 @@ impl Projection for StateProjection {
             .bind(&current.values)
             .bind(&current.vehicle_ts)
             .bind(&current.received_at)
-            .execute(&mut *conn)
+            .execute(&mut **c)
             .await?;
             sqlx::query(
                 "INSERT INTO rm_state_history (vin, signals, vehicle_ts, received_at, position) \
@@ -112,7 +123,7 @@ impl Projection for StateProjection {
             .bind(&history.2)
             .bind(&history.3)
             .bind(&history.4)
-            .execute(&mut *conn)
+            .execute(&mut **c)
             .await?;
         }
         if !reported.0.is_empty() {
@@ -128,16 +139,68 @@ impl Projection for StateProjection {
             .bind(&reported.4)
             .bind(&reported.5)
             .bind(&reported.6)
-            .execute(&mut *conn)
+            .execute(&mut **c)
             .await?;
         }
         Ok(())
     }
 
-    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_vehicle_state").execute(&mut *conn).await?;
-        sqlx::query("DELETE FROM rm_state_history").execute(&mut *conn).await?;
-        sqlx::query("DELETE FROM rm_vehicle_events").execute(&mut *conn).await?;
+    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
+        for table in ["rm_vehicle_state", "rm_state_history", "rm_vehicle_events"] {
+            let sql = format!("DELETE FROM {table}");
+            on_conn!(conn, |c| sqlx::query(&sql).execute(c).await.map(|r| r.rows_affected()))?;
+        }
         Ok(())
     }
+}
+
+/// The same writes on SQLite, row by row (prepared once per connection, in the batch's transaction).
+async fn write_sqlite(
+    c: &mut SqliteConnection,
+    current: &Rows,
+    history: &History,
+    reported: &Reported,
+) -> Result<(), ProjectionError> {
+    for i in 0..current.vins.len() {
+        sqlx::query(
+            "INSERT INTO rm_vehicle_state (vin, signal, value, vehicle_ts, received_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (vin, signal) DO UPDATE SET value = excluded.value, vehicle_ts = excluded.vehicle_ts, \
+             received_at = excluded.received_at WHERE rm_vehicle_state.vehicle_ts <= excluded.vehicle_ts",
+        )
+        .bind(&current.vins[i])
+        .bind(&current.signals[i])
+        .bind(&current.values[i])
+        .bind(current.vehicle_ts[i])
+        .bind(current.received_at[i])
+        .execute(&mut *c)
+        .await?;
+    }
+    for i in 0..history.0.len() {
+        sqlx::query(
+            "INSERT INTO rm_state_history (vin, signals, vehicle_ts, received_at, position) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&history.0[i])
+        .bind(&history.1[i])
+        .bind(history.2[i])
+        .bind(history.3[i])
+        .bind(history.4[i])
+        .execute(&mut *c)
+        .await?;
+    }
+    for i in 0..reported.0.len() {
+        sqlx::query(
+            "INSERT INTO rm_vehicle_events (vin, msg_id, kind, data, vehicle_ts, received_at, position) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (vin, msg_id) DO NOTHING",
+        )
+        .bind(&reported.0[i])
+        .bind(&reported.1[i])
+        .bind(&reported.2[i])
+        .bind(&reported.3[i])
+        .bind(reported.4[i])
+        .bind(reported.5[i])
+        .bind(reported.6[i])
+        .execute(&mut *c)
+        .await?;
+    }
+    Ok(())
 }

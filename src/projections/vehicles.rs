@@ -1,11 +1,12 @@
 //! The fleet registry read model (`rm_vehicles`): one row per vehicle, for the fleet list.
 
 use super::{Projection, ProjectionError, StoredEvent};
+use crate::adapters::sql::Conn;
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
 use crate::domain::vehicle::VehicleEvent;
+use crate::on_conn;
 use chrono::{DateTime, Utc};
-use serde_json::json;
-use sqlx::PgConnection;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 
 /// Keeps `rm_vehicles`.
@@ -29,7 +30,7 @@ impl Projection for VehiclesProjection {
     /// Registry events one by one; vehicle facts folded per vehicle (last connection change, latest
     /// contact), so a batch of thousands of state reports costs one statement. `last_seen` moves in
     /// steps of a second at least: a row rewritten per report would cost more than the report.
-    async fn apply_batch(&self, conn: &mut PgConnection, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+    async fn apply_batch(&self, conn: &mut Conn<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         let mut seen: HashMap<String, DateTime<Utc>> = HashMap::new();
         let mut connection: HashMap<String, (bool, DateTime<Utc>)> = HashMap::new();
         for event in events {
@@ -45,117 +46,150 @@ impl Projection for VehiclesProjection {
                 connection.insert(event.aggregate_id.clone(), (online, received_at));
             }
         }
-        if !seen.is_empty() {
-            let (vins, times): (Vec<String>, Vec<DateTime<Utc>>) = seen.into_iter().unzip();
-            sqlx::query(
-                "UPDATE rm_vehicles v SET last_seen = u.at \
-                 FROM UNNEST($1::text[], $2::timestamptz[]) AS u(vin, at) \
-                 WHERE v.vin = u.vin AND (v.last_seen IS NULL OR v.last_seen < u.at - interval '1 second')",
-            )
-            .bind(&vins)
-            .bind(&times)
-            .execute(&mut *conn)
-            .await?;
+        match conn {
+            Conn::Postgres(c) if !seen.is_empty() => {
+                let (vins, times): (Vec<String>, Vec<DateTime<Utc>>) = seen.into_iter().unzip();
+                sqlx::query(
+                    "UPDATE rm_vehicles v SET last_seen = u.at \
+                     FROM UNNEST($1::text[], $2::timestamptz[]) AS u(vin, at) \
+                     WHERE v.vin = u.vin AND (v.last_seen IS NULL OR v.last_seen < u.at - interval '1 second')",
+                )
+                .bind(&vins)
+                .bind(&times)
+                .execute(&mut **c)
+                .await?;
+            }
+            Conn::Sqlite(c) => {
+                for (vin, at) in seen {
+                    sqlx::query(
+                        "UPDATE rm_vehicles SET last_seen = $2 WHERE vin = $1 AND (last_seen IS NULL OR last_seen < $3)",
+                    )
+                    .bind(vin)
+                    .bind(at)
+                    .bind(at - chrono::Duration::seconds(1))
+                    .execute(&mut **c)
+                    .await?;
+                }
+            }
+            Conn::Postgres(_) => {}
         }
         for (vin, (online, since)) in connection {
-            sqlx::query(
-                "UPDATE rm_vehicles SET connected = $2, \
+            let sql = "UPDATE rm_vehicles SET connected = $2, \
                  connection_since = CASE WHEN connected = $2 AND connection_since IS NOT NULL THEN connection_since ELSE $3 END \
-                 WHERE vin = $1",
-            )
-            .bind(vin)
-            .bind(online)
-            .bind(since)
-            .execute(&mut *conn)
-            .await?;
+                 WHERE vin = $1";
+            on_conn!(conn, |c| sqlx::query(sql)
+                .bind(&vin)
+                .bind(online)
+                .bind(since)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         }
         Ok(())
     }
 
-    async fn apply(&self, conn: &mut PgConnection, event: &StoredEvent) -> Result<(), ProjectionError> {
+    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         let vin = &event.aggregate_id;
         let version = event.sequence;
-        let set_status = |status: &'static str, at| {
-            sqlx::query("UPDATE rm_vehicles SET status = $2, updated_at = $3, version = $4 WHERE vin = $1")
-                .bind(vin.clone())
-                .bind(status)
-                .bind(at)
-                .bind(version)
-        };
         if event.aggregate_type == STREAM_TYPE {
             return self.apply_batch(conn, std::slice::from_ref(event)).await;
         }
         match event.decode::<VehicleEvent>()? {
             VehicleEvent::VehicleRegistered { vin, model, model_year, market, options, data_collection, at } => {
-                sqlx::query(
-                    "INSERT INTO rm_vehicles (vin, status, model, model_year, market, options, data_collection, \
+                let sql = "INSERT INTO rm_vehicles (vin, status, model, model_year, market, options, data_collection, \
                      registered_at, updated_at, version) VALUES ($1, 'registered', $2, $3, $4, $5, $6, $7, $7, $8) \
-                     ON CONFLICT (vin) DO NOTHING",
-                )
-                .bind(vin)
-                .bind(model)
-                .bind(model_year)
-                .bind(market)
-                .bind(json!(options))
-                .bind(json!(data_collection))
-                .bind(at)
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
+                     ON CONFLICT (vin) DO NOTHING";
+                let (options, data_collection) = (json!(options), json!(data_collection));
+                on_conn!(conn, |c| {
+                    sqlx::query(sql)
+                        .bind(&vin)
+                        .bind(&model)
+                        .bind(model_year)
+                        .bind(&market)
+                        .bind(&options)
+                        .bind(&data_collection)
+                        .bind(at)
+                        .bind(version)
+                        .execute(c)
+                        .await
+                        .map(|r| r.rows_affected())
+                })?;
             }
-            VehicleEvent::VehicleActivated { at } => {
-                set_status("active", at).execute(&mut *conn).await?;
-            }
-            VehicleEvent::VehicleSuspended { at, .. } => {
-                set_status("suspended", at).execute(&mut *conn).await?;
-            }
-            VehicleEvent::VehicleDecommissioned { at } => {
-                set_status("decommissioned", at).execute(&mut *conn).await?;
-            }
+            VehicleEvent::VehicleActivated { at } => set_status(conn, vin, "active", at, version).await?,
+            VehicleEvent::VehicleSuspended { at, .. } => set_status(conn, vin, "suspended", at, version).await?,
+            VehicleEvent::VehicleDecommissioned { at } => set_status(conn, vin, "decommissioned", at, version).await?,
             VehicleEvent::DeviceAttached { device_id, kind, at } => {
-                sqlx::query(
-                    "UPDATE rm_vehicles SET devices = devices || $2, updated_at = $3, version = $4 WHERE vin = $1",
-                )
-                .bind(vin)
-                .bind(json!([{ "device_id": device_id, "kind": kind }]))
-                .bind(at)
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
+                let mut devices = devices(conn, vin).await?;
+                devices.push(json!({ "device_id": device_id, "kind": kind }));
+                set_devices(conn, vin, devices, at, version).await?;
             }
             VehicleEvent::DeviceDetached { device_id, at } => {
-                sqlx::query(
-                    "UPDATE rm_vehicles SET devices = (SELECT coalesce(jsonb_agg(d), '[]') \
-                     FROM jsonb_array_elements(devices) d WHERE d->>'device_id' <> $2), \
-                     updated_at = $3, version = $4 WHERE vin = $1",
-                )
-                .bind(vin)
-                .bind(device_id)
-                .bind(at)
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
+                let mut devices = devices(conn, vin).await?;
+                devices.retain(|d| d["device_id"] != device_id.as_str());
+                set_devices(conn, vin, devices, at, version).await?;
             }
             VehicleEvent::DeviceSwapped { old_device_id, new_device_id, at } => {
-                sqlx::query(
-                    "UPDATE rm_vehicles SET devices = (SELECT coalesce(jsonb_agg(CASE WHEN d->>'device_id' = $2 \
-                     THEN jsonb_set(d, '{device_id}', to_jsonb($3::text)) ELSE d END), '[]') \
-                     FROM jsonb_array_elements(devices) d), updated_at = $4, version = $5 WHERE vin = $1",
-                )
-                .bind(vin)
-                .bind(old_device_id)
-                .bind(new_device_id)
-                .bind(at)
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
+                let mut devices = devices(conn, vin).await?;
+                for device in devices.iter_mut().filter(|d| d["device_id"] == old_device_id.as_str()) {
+                    device["device_id"] = json!(new_device_id);
+                }
+                set_devices(conn, vin, devices, at, version).await?;
             }
         }
         Ok(())
     }
 
-    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_vehicles").execute(conn).await?;
+    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
+        on_conn!(conn, |c| sqlx::query("DELETE FROM rm_vehicles").execute(c).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
+}
+
+async fn set_status(
+    conn: &mut Conn<'_>,
+    vin: &str,
+    status: &'static str,
+    at: DateTime<Utc>,
+    version: i64,
+) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE rm_vehicles SET status = $2, updated_at = $3, version = $4 WHERE vin = $1";
+    on_conn!(conn, |c| sqlx::query(sql)
+        .bind(vin)
+        .bind(status)
+        .bind(at)
+        .bind(version)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The devices attached to `vin`, as the read model lists them.
+async fn devices(conn: &mut Conn<'_>, vin: &str) -> Result<Vec<Value>, sqlx::Error> {
+    let sql = "SELECT devices FROM rm_vehicles WHERE vin = $1";
+    let devices: Option<Value> = on_conn!(conn, |c| sqlx::query_scalar(sql).bind(vin).fetch_optional(c).await)?;
+    Ok(match devices {
+        Some(Value::Array(devices)) => devices,
+        _ => Vec::new(),
+    })
+}
+
+async fn set_devices(
+    conn: &mut Conn<'_>,
+    vin: &str,
+    devices: Vec<Value>,
+    at: DateTime<Utc>,
+    version: i64,
+) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE rm_vehicles SET devices = $2, updated_at = $3, version = $4 WHERE vin = $1";
+    let devices = Value::Array(devices);
+    on_conn!(conn, |c| sqlx::query(sql)
+        .bind(vin)
+        .bind(&devices)
+        .bind(at)
+        .bind(version)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
 }

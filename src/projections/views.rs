@@ -16,18 +16,19 @@ pub struct DeviceRef {
 }
 
 /// A vehicle's connection as last reported over MQTT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct ConnectionView {
     /// Whether the vehicle is connected.
     pub connected: bool,
     /// Since when it is in that state.
+    #[sqlx(rename = "connection_since")]
     pub since: Option<DateTime<Utc>>,
     /// When tacho last heard from it.
     pub last_seen: Option<DateTime<Utc>>,
 }
 
 /// The registry view of a vehicle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct VehicleView {
     /// VIN.
     #[schema(example = "1HGCM82633A004352")]
@@ -42,13 +43,16 @@ pub struct VehicleView {
     /// Market code.
     pub market: String,
     /// Factory options.
+    #[sqlx(json)]
     pub options: Vec<String>,
     /// Data-collection configuration.
     #[schema(value_type = Object)]
     pub data_collection: Value,
     /// Devices fitted.
+    #[sqlx(json)]
     pub devices: Vec<DeviceRef>,
     /// Connection state.
+    #[sqlx(flatten)]
     pub connection: ConnectionView,
     /// When registered.
     pub registered_at: DateTime<Utc>,
@@ -57,7 +61,7 @@ pub struct VehicleView {
 }
 
 /// A device in the registry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct DeviceView {
     /// Device id.
     pub device_id: String,
@@ -72,6 +76,7 @@ pub struct DeviceView {
     /// Broker client id.
     pub client_id: Option<String>,
     /// Topic filters it may use.
+    #[sqlx(json)]
     pub allowed_topics: Vec<String>,
     /// Device this one replaced.
     pub replaces: Option<String>,
@@ -84,7 +89,7 @@ pub struct DeviceView {
 }
 
 /// A consent of one subject for one purpose on one vehicle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct ConsentView {
     /// VIN.
     pub vin: String,
@@ -128,7 +133,7 @@ pub struct CommandErrorView {
 }
 
 /// A remote command and its lifecycle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct CommandView {
     /// Command id.
     pub command_id: Uuid,
@@ -158,14 +163,17 @@ pub struct CommandView {
     /// Last change.
     pub updated_at: DateTime<Utc>,
     /// Every transition, oldest first.
+    #[sqlx(json)]
     pub transitions: Vec<Transition>,
     /// The vehicle's result on success.
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Why it did not succeed.
+    #[sqlx(json(nullable))]
     pub error: Option<CommandErrorView>,
     /// Final answers that arrived after the command ended (recorded, not applied).
     #[schema(value_type = Vec<Object>)]
+    #[sqlx(json)]
     pub late_answers: Vec<Value>,
 }
 

@@ -1,12 +1,13 @@
 //! The raw log for auditors.
 
+use crate::contract;
 use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn an_auditor_reads_a_stream_with_actor_and_request_id() {
-    let Some(app) = spawn_app().await else { return };
+contract!(an_auditor_reads_a_stream_with_actor_and_request_id);
+async fn an_auditor_reads_a_stream_with_actor_and_request_id(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let response = app.command(VIN, "alice", json!({"name": "lock_doors"})).await;
     let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
@@ -26,12 +27,12 @@ async fn an_auditor_reads_a_stream_with_actor_and_request_id() {
         .await;
 }
 
-#[tokio::test]
-async fn the_global_feed_pages_through_every_event_in_commit_order() {
-    let Some(app) = spawn_app().await else { return };
+contract!(the_global_feed_pages_through_every_event_in_commit_order);
+async fn the_global_feed_pages_through_every_event_in_commit_order(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     app.register(VIN2).await;
-    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(app.pool()).await.unwrap();
+    let total: i64 = app.scalar("SELECT count(*) FROM events").await;
     let mut after = 0;
     let mut seen = Vec::new();
     loop {
@@ -56,9 +57,9 @@ async fn the_global_feed_pages_through_every_event_in_commit_order() {
     .await;
 }
 
-#[tokio::test]
-async fn verify_finds_nothing_on_a_healthy_log_and_names_a_tampered_read_model() {
-    let Some(app) = spawn_app().await else { return };
+contract!(verify_finds_nothing_on_a_healthy_log_and_names_a_tampered_read_model);
+async fn verify_finds_nothing_on_a_healthy_log_and_names_a_tampered_read_model(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let created: Value = app.command(VIN, "alice", json!({"name": "lock_doors"})).await.json().await.unwrap();
     let id = created["command_id"].as_str().unwrap().to_owned();
@@ -67,12 +68,11 @@ async fn verify_finds_nothing_on_a_healthy_log_and_names_a_tampered_read_model()
     assert_eq!(healthy["events"], 4);
     assert_eq!(healthy["mismatches"], json!([]));
 
-    sqlx::query("UPDATE rm_commands SET status = 'succeeded' WHERE command_id = $1::uuid")
-        .bind(&id)
-        .execute(app.pool())
-        .await
-        .unwrap();
-    sqlx::query("UPDATE rm_vehicles SET status = 'suspended'").execute(app.pool()).await.unwrap();
+    let uuid = uuid::Uuid::parse_str(&id).unwrap();
+    let sql = "UPDATE rm_commands SET status = 'succeeded' WHERE command_id = $1";
+    tacho::on_db!(app.db(), |p| sqlx::query(sql).bind(uuid).execute(p).await.map(|_| ())).unwrap();
+    let sql = "UPDATE rm_vehicles SET status = 'suspended'";
+    tacho::on_db!(app.db(), |p| sqlx::query(sql).execute(p).await.map(|_| ())).unwrap();
     let report: Value = app.post("/v1/audit/verify", &app.auditor(), json!({})).await.json().await.unwrap();
     let mismatches = report["mismatches"].as_array().unwrap();
     assert_eq!(mismatches.len(), 2, "{report}");

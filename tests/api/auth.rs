@@ -1,13 +1,14 @@
 //! Bearer tokens, roles and scopes.
 
+use crate::contract;
 use crate::helpers::*;
 use reqwest::StatusCode;
 use secrecy::SecretString;
 use tacho::adapters::http::auth::{AuthKeys, Role};
 
-#[tokio::test]
-async fn a_missing_malformed_forged_or_expired_token_is_401() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_missing_malformed_forged_or_expired_token_is_401);
+async fn a_missing_malformed_forged_or_expired_token_is_401(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     let url = format!("{}/v1/vehicles", app.base);
     let missing = app.client.get(&url).send().await.unwrap();
     assert_eq!(missing.headers()["www-authenticate"], "Bearer");
@@ -32,9 +33,9 @@ async fn a_missing_malformed_forged_or_expired_token_is_401() {
     assert_problem(app.get("/v1/vehicles", &expired).await, StatusCode::UNAUTHORIZED, "token_expired").await;
 }
 
-#[tokio::test]
-async fn roles_are_enforced_and_probes_need_no_token() {
-    let Some(app) = spawn_app().await else { return };
+contract!(roles_are_enforced_and_probes_need_no_token);
+async fn roles_are_enforced_and_probes_need_no_token(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     let owner = app.owner("alice", &[VIN]);
     let body = serde_json::json!({"vin": VIN, "model": "Model A", "model_year": 2026, "market": "EU"});
     assert_problem(app.post("/v1/vehicles", &owner, body).await, StatusCode::FORBIDDEN, "forbidden").await;
@@ -48,9 +49,9 @@ async fn roles_are_enforced_and_probes_need_no_token() {
     assert_eq!(app.get(&format!("/v1/vehicles/{VIN}"), &admin).await.status(), StatusCode::OK);
 }
 
-#[tokio::test]
-async fn a_scoped_dealer_sees_only_its_vehicles() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_scoped_dealer_sees_only_its_vehicles);
+async fn a_scoped_dealer_sees_only_its_vehicles(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     app.register(VIN2).await;
     let dealer = app.token("dealer-2", &[Role::Dealer], Some(&[VIN2]));

@@ -1,5 +1,6 @@
 //! Malformed, unknown, oversized and mistyped input: a clear problem+json and nothing changed.
 
+use crate::contract;
 use crate::helpers::*;
 use reqwest::StatusCode;
 
@@ -14,9 +15,9 @@ async fn raw(app: &TestApp, content_type: &str, body: impl Into<reqwest::Body>) 
         .unwrap()
 }
 
-#[tokio::test]
-async fn bad_bodies_get_stable_codes_and_change_nothing() {
-    let Some(app) = spawn_app().await else { return };
+contract!(bad_bodies_get_stable_codes_and_change_nothing);
+async fn bad_bodies_get_stable_codes_and_change_nothing(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     assert_problem(raw(&app, "application/json", "{\"vin\": ").await, StatusCode::BAD_REQUEST, "invalid_json").await;
     let unknown = r#"{"vin":"1HGCM82633A004352","model":"A","model_year":2026,"market":"EU","colour":"red"}"#;
     let problem =
@@ -41,13 +42,13 @@ async fn bad_bodies_get_stable_codes_and_change_nothing() {
     let old = r#"{"vin":"1HGCM82633A004352","model":"A","model_year":1800,"market":"EU"}"#;
     assert_problem(raw(&app, "application/json", old).await, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
         .await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(app.pool()).await.unwrap();
+    let events: i64 = app.scalar("SELECT count(*) FROM events").await;
     assert_eq!(events, 0);
 }
 
-#[tokio::test]
-async fn unknown_routes_query_parameters_and_ids_are_problems_too() {
-    let Some(app) = spawn_app().await else { return };
+contract!(unknown_routes_query_parameters_and_ids_are_problems_too);
+async fn unknown_routes_query_parameters_and_ids_are_problems_too(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     assert_problem(app.get("/v1/nothing", &app.dealer()).await, StatusCode::NOT_FOUND, "not_found").await;
     let delete = app.call(reqwest::Method::DELETE, "/v1/vehicles", &app.dealer(), None).await;
     assert_problem(delete, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;

@@ -1,5 +1,6 @@
 //! Requesting, reading, waiting for, streaming, canceling and listing commands.
 
+use crate::contract;
 use crate::helpers::*;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -21,9 +22,9 @@ async fn answer(app: &TestApp, id: &str, status: AnswerStatus) {
     frameworks.execute(&frameworks.commands, id, answer, &Default::default()).await.expect("answer recorded");
 }
 
-#[tokio::test]
-async fn a_command_is_accepted_with_a_location_and_read_back() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_command_is_accepted_with_a_location_and_read_back);
+async fn a_command_is_accepted_with_a_location_and_read_back(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let response =
         app.command(VIN, "alice", json!({"name": "set_climate", "params": {"temperature_c": 21.5, "on": true}})).await;
@@ -43,9 +44,9 @@ async fn a_command_is_accepted_with_a_location_and_read_back() {
         .await;
 }
 
-#[tokio::test]
-async fn a_command_without_consent_is_403_and_its_rejection_is_recorded() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_command_without_consent_is_403_and_its_rejection_is_recorded);
+async fn a_command_without_consent_is_403_and_its_rejection_is_recorded(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let problem = assert_problem(
         app.command(VIN, "bob", json!({"name": "unlock_doors"})).await,
@@ -61,9 +62,9 @@ async fn a_command_without_consent_is_403_and_its_rejection_is_recorded() {
     assert_eq!(read["consent_version"], Value::Null);
 }
 
-#[tokio::test]
-async fn a_command_for_a_suspended_vehicle_is_409_and_recorded() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_command_for_a_suspended_vehicle_is_409_and_recorded);
+async fn a_command_for_a_suspended_vehicle_is_409_and_recorded(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     app.call(Method::POST, &format!("/v1/vehicles/{VIN}/suspend"), &app.factory(), None).await;
     let problem = assert_problem(
@@ -77,11 +78,11 @@ async fn a_command_for_a_suspended_vehicle_is_409_and_recorded() {
     assert_eq!(read["error"]["code"], "vehicle_not_active");
 }
 
-#[tokio::test]
-async fn unknown_commands_and_out_of_range_parameters_change_nothing() {
-    let Some(app) = spawn_app().await else { return };
+contract!(unknown_commands_and_out_of_range_parameters_change_nothing);
+async fn unknown_commands_and_out_of_range_parameters_change_nothing(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
-    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(app.pool()).await.unwrap();
+    let before: i64 = app.scalar("SELECT count(*) FROM events").await;
     assert_problem(
         app.command(VIN, "alice", json!({"name": "self_destruct"})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -104,13 +105,13 @@ async fn unknown_commands_and_out_of_range_parameters_change_nothing() {
         "vehicle_not_found",
     )
     .await;
-    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(app.pool()).await.unwrap();
+    let after: i64 = app.scalar("SELECT count(*) FROM events").await;
     assert_eq!(before, after);
 }
 
-#[tokio::test]
-async fn an_idempotency_key_returns_the_same_command_and_refuses_another_body() {
-    let Some(app) = spawn_app().await else { return };
+contract!(an_idempotency_key_returns_the_same_command_and_refuses_another_body);
+async fn an_idempotency_key_returns_the_same_command_and_refuses_another_body(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let alice = app.owner("alice", &[VIN]);
     let send = |body: Value| {
@@ -130,13 +131,13 @@ async fn an_idempotency_key_returns_the_same_command_and_refuses_another_body() 
     let again: Value = again.json().await.unwrap();
     assert_eq!(first["command_id"], again["command_id"]);
     assert_problem(send(json!({"name": "unlock_doors"})).await, StatusCode::CONFLICT, "idempotency_conflict").await;
-    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_commands").fetch_one(app.pool()).await.unwrap();
+    let commands: i64 = app.scalar("SELECT count(*) FROM rm_commands").await;
     assert_eq!(commands, 1);
 }
 
-#[tokio::test]
-async fn a_long_poll_returns_when_the_status_changes() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_long_poll_returns_when_the_status_changes);
+async fn a_long_poll_returns_when_the_status_changes(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let created: Value = app.command(VIN, "alice", json!({"name": "honk"})).await.json().await.unwrap();
     let id = created["command_id"].as_str().unwrap().to_owned();
@@ -161,9 +162,9 @@ async fn a_long_poll_returns_when_the_status_changes() {
     .await;
 }
 
-#[tokio::test]
-async fn the_event_stream_sends_every_transition_and_ends_at_a_terminal_state() {
-    let Some(app) = spawn_app().await else { return };
+contract!(the_event_stream_sends_every_transition_and_ends_at_a_terminal_state);
+async fn the_event_stream_sends_every_transition_and_ends_at_a_terminal_state(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let created: Value = app.command(VIN, "alice", json!({"name": "flash_lights"})).await.json().await.unwrap();
     let id = created["command_id"].as_str().unwrap().to_owned();
@@ -194,9 +195,9 @@ async fn the_event_stream_sends_every_transition_and_ends_at_a_terminal_state() 
     assert_eq!(text.matches("event: transition").count(), 4, "{text}");
 }
 
-#[tokio::test]
-async fn a_command_can_be_canceled_until_the_vehicle_accepts() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_command_can_be_canceled_until_the_vehicle_accepts);
+async fn a_command_can_be_canceled_until_the_vehicle_accepts(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let alice = app.owner("alice", &[VIN]);
     let first: Value = app.command(VIN, "alice", json!({"name": "lock_doors"})).await.json().await.unwrap();
@@ -227,9 +228,9 @@ async fn a_command_can_be_canceled_until_the_vehicle_accepts() {
     .await;
 }
 
-#[tokio::test]
-async fn a_vehicles_commands_are_listed_newest_first_with_a_status_filter() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_vehicles_commands_are_listed_newest_first_with_a_status_filter);
+async fn a_vehicles_commands_are_listed_newest_first_with_a_status_filter(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -267,9 +268,9 @@ async fn a_vehicles_commands_are_listed_newest_first_with_a_status_filter() {
     .await;
 }
 
-#[tokio::test]
-async fn an_owner_can_neither_command_nor_list_a_vehicle_outside_its_scope() {
-    let Some(app) = spawn_app().await else { return };
+contract!(an_owner_can_neither_command_nor_list_a_vehicle_outside_its_scope);
+async fn an_owner_can_neither_command_nor_list_a_vehicle_outside_its_scope(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let mallory = app.owner("mallory", &[VIN2]);
     let path = format!("/v1/vehicles/{VIN}/commands");
@@ -280,16 +281,13 @@ async fn an_owner_can_neither_command_nor_list_a_vehicle_outside_its_scope() {
     )
     .await;
     assert_problem(app.get(&path, &mallory).await, StatusCode::NOT_FOUND, "vehicle_not_found").await;
-    let commands: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Command'")
-        .fetch_one(app.pool())
-        .await
-        .unwrap();
+    let commands: i64 = app.scalar("SELECT count(*) FROM events WHERE aggregate_type = 'Command'").await;
     assert_eq!(commands, 0, "nothing recorded for an out-of-scope request");
 }
 
-#[tokio::test]
-async fn concurrent_requests_with_one_idempotency_key_create_one_command() {
-    let Some(app) = spawn_app().await else { return };
+contract!(concurrent_requests_with_one_idempotency_key_create_one_command);
+async fn concurrent_requests_with_one_idempotency_key_create_one_command(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.ready_vehicle(VIN, "alice").await;
     let alice = app.owner("alice", &[VIN]);
     let responses = futures::future::join_all((0..8).map(|_| {

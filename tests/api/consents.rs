@@ -1,12 +1,13 @@
 //! Granting, revoking and listing consents.
 
+use crate::contract;
 use crate::helpers::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn an_owner_grants_lists_and_revokes_a_consent_with_versions() {
-    let Some(app) = spawn_app().await else { return };
+contract!(an_owner_grants_lists_and_revokes_a_consent_with_versions);
+async fn an_owner_grants_lists_and_revokes_a_consent_with_versions(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     let alice = app.owner("alice", &[VIN]);
     let path = format!("/v1/vehicles/{VIN}/consents/remote_commands");
@@ -37,9 +38,9 @@ async fn an_owner_grants_lists_and_revokes_a_consent_with_versions() {
     assert_eq!(remote["version"], 3);
 }
 
-#[tokio::test]
-async fn unknown_purposes_unknown_vehicles_and_foreign_vehicles_are_refused() {
-    let Some(app) = spawn_app().await else { return };
+contract!(unknown_purposes_unknown_vehicles_and_foreign_vehicles_are_refused);
+async fn unknown_purposes_unknown_vehicles_and_foreign_vehicles_are_refused(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     app.register(VIN2).await;
     let alice = app.owner("alice", &[VIN]);

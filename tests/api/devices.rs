@@ -1,5 +1,6 @@
 //! Device registration, replacement and connection info.
 
+use crate::contract;
 use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -11,9 +12,9 @@ async fn fit_tcu(app: &TestApp) {
     assert_eq!(response.headers()["location"], "/v1/devices/tcu-0001");
 }
 
-#[tokio::test]
-async fn a_registered_device_is_provisioned_and_gets_connection_info() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_registered_device_is_provisioned_and_gets_connection_info);
+async fn a_registered_device_is_provisioned_and_gets_connection_info(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     fit_tcu(&app).await;
     let device: Value = app.get("/v1/devices/tcu-0001", &app.factory()).await.json().await.unwrap();
@@ -27,9 +28,9 @@ async fn a_registered_device_is_provisioned_and_gets_connection_info() {
     assert_eq!(vehicle["devices"], json!([{"device_id": "tcu-0001", "kind": "tcu"}]));
 }
 
-#[tokio::test]
-async fn a_device_id_is_registered_once_and_needs_a_sha256_thumbprint() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_device_id_is_registered_once_and_needs_a_sha256_thumbprint);
+async fn a_device_id_is_registered_once_and_needs_a_sha256_thumbprint(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     fit_tcu(&app).await;
     let again = json!({"device_id": "tcu-0001", "kind": "tcu", "certificate_thumbprint": THUMB});
@@ -55,9 +56,9 @@ async fn a_device_id_is_registered_once_and_needs_a_sha256_thumbprint() {
     .await;
 }
 
-#[tokio::test]
-async fn a_dealer_replaces_a_part_in_one_step() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_dealer_replaces_a_part_in_one_step);
+async fn a_dealer_replaces_a_part_in_one_step(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     fit_tcu(&app).await;
     let body = json!({"new_device_id": "tcu-0002", "certificate_thumbprint": THUMB.to_uppercase()});
@@ -94,9 +95,9 @@ async fn a_dealer_replaces_a_part_in_one_step() {
     .await;
 }
 
-#[tokio::test]
-async fn a_revoked_device_is_detached_and_gets_no_connection_info() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_revoked_device_is_detached_and_gets_no_connection_info);
+async fn a_revoked_device_is_detached_and_gets_no_connection_info(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     fit_tcu(&app).await;
     let revoked: Value = app

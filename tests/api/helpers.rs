@@ -1,12 +1,18 @@
-//! `spawn_app()`: tacho on port 0 with a fresh PostgreSQL database, plus typed request helpers.
+//! `spawn_app(store)`: tacho on port 0 with a fresh store, plus typed request helpers.
+//!
+//! Contract tests run once per store ([`contract!`](crate::contract)): `sqlite` (the embedded
+//! default: a fresh SQLite file and, for MQTT tests, an in-process rumqttd broker) and `postgres`
+//! (a fresh PostgreSQL database and, for MQTT tests, the real Mosquitto). Without those servers the
+//! `postgres` variants print SKIPPED and pass; with `CI=true` they fail.
 
 use reqwest::{Client, Method, Response, StatusCode};
 use secrecy::SecretString;
 use serde_json::{json, Value};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgConnection};
 use std::sync::atomic::{AtomicU32, Ordering};
 use tacho::adapters::http::auth::{AuthKeys, Role};
 use tacho::adapters::mqtt::broker::BrokerUrl;
+use tacho::adapters::sql::Db;
 use tacho::app::Running;
 use tacho::config::Config;
 
@@ -37,15 +43,21 @@ async fn drop_abandoned_databases(admin: &mut PgConnection) {
     }
 }
 
+/// Says on the terminal (past the test harness's capture, so a passing run shows it too) that the
+/// running test did not run, and why.
+fn skipped(why: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why} (with CI=true this fails)");
+}
+
 /// A fresh, empty database; `None` (with a note on stderr) when PostgreSQL is not reachable outside CI.
 pub async fn fresh_database() -> Option<String> {
     let server = server_url();
     let mut admin = match PgConnection::connect(&format!("{server}/postgres")).await {
         Ok(conn) => conn,
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!(
-                "SKIPPED: PostgreSQL is not reachable at {server} ({e}); set TACHO_TEST_DATABASE_URL or start it"
-            );
+            skipped(&format!("PostgreSQL is not reachable at {server} ({e}); start it or set TACHO_TEST_DATABASE_URL"));
             return None;
         }
         Err(e) => panic!("CI=true and PostgreSQL is not reachable at {server}: {e}"),
@@ -57,12 +69,59 @@ pub async fn fresh_database() -> Option<String> {
     Some(format!("{server}/{name}"))
 }
 
+/// Which store a contract test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// The embedded default: SQLite, and the in-process broker for MQTT tests.
+    Sqlite,
+    /// PostgreSQL, and Mosquitto for MQTT tests.
+    Postgres,
+}
+
+/// Declares the two runs of contract test `$name` (an `async fn $name(store: Store)`):
+/// `$name::sqlite` and `$name::postgres`, with the given `#[tokio::test(...)]` arguments.
+#[macro_export]
+macro_rules! contract {
+    ($name:ident $(, $($flavor:tt)*)?) => {
+        mod $name {
+            #[tokio::test$(($($flavor)*))?]
+            async fn sqlite() {
+                super::$name($crate::helpers::Store::Sqlite).await
+            }
+            #[tokio::test$(($($flavor)*))?]
+            async fn postgres() {
+                super::$name($crate::helpers::Store::Postgres).await
+            }
+        }
+    };
+}
+
+/// A fresh SQLite file in a folder of its own (removed with the temp dir).
+pub fn fresh_sqlite() -> String {
+    let dir = std::env::temp_dir().join(format!(
+        "tacho-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    format!("sqlite://{}/tacho.db", dir.display())
+}
+
+/// A fresh store of `store`; `None` when PostgreSQL is absent outside CI.
+pub async fn fresh_store(store: Store) -> Option<String> {
+    match store {
+        Store::Sqlite => Some(fresh_sqlite()),
+        Store::Postgres => fresh_database().await,
+    }
+}
+
 pub fn config(database_url: &str) -> Config {
     Config {
         database_url: SecretString::from(database_url.to_owned()),
         http_addr: "127.0.0.1:0".parse().expect("valid address"),
         auth_secret: Some(SecretString::from(SECRET)),
-        public_mqtt_url: "mqtt://127.0.0.1:1883".to_owned(),
+        public_mqtt_url: None,
+        embedded_mqtt_addr: "127.0.0.1:0".parse().expect("valid address"),
         database_max_connections: 10,
         mqtt_url: "none".to_owned(),
         mqtt_client_id: format!("tacho-test-{}", uuid::Uuid::new_v4().simple()),
@@ -80,22 +139,31 @@ pub struct TestApp {
     keys: AuthKeys,
 }
 
-/// Starts tacho on port 0 with a fresh database and no MQTT. `None` when PostgreSQL is absent
-/// outside CI.
-pub async fn spawn_app() -> Option<TestApp> {
-    let database_url = fresh_database().await?;
+/// Starts tacho on port 0 with a fresh store and no MQTT. `None` when PostgreSQL is absent outside
+/// CI.
+pub async fn spawn_app(store: Store) -> Option<TestApp> {
+    let database_url = fresh_store(store).await?;
     Some(start(config(&database_url)).await)
 }
 
-/// The broker of the MQTT tests: `TACHO_TEST_MQTT_URL`, default the local Mosquitto. `None` (with
-/// a note) when it is not reachable outside CI.
-pub async fn test_broker() -> Option<BrokerUrl> {
+/// The broker of the MQTT tests: for SQLite, an embedded broker of its own (it outlives tacho
+/// restarts, as an external broker would); for PostgreSQL, `TACHO_TEST_MQTT_URL`, default the local
+/// Mosquitto, `None` (with a note) when it is not reachable outside CI.
+pub async fn test_broker(store: Store) -> Option<BrokerUrl> {
+    if store == Store::Sqlite {
+        let addr = free_port();
+        let addr = tokio::task::spawn_blocking(move || tacho::adapters::embedded_broker::start(addr))
+            .await
+            .expect("broker start-up")
+            .expect("embedded broker starts");
+        return Some(BrokerUrl::local(addr));
+    }
     let url = std::env::var("TACHO_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".to_owned());
     let broker = BrokerUrl::parse(&url).expect("TACHO_TEST_MQTT_URL is an mqtt:// URL");
     match tokio::net::TcpStream::connect((broker.host.as_str(), broker.port)).await {
         Ok(_) => Some(broker),
         Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("SKIPPED: no MQTT broker at {url} ({e}); set TACHO_TEST_MQTT_URL or start Mosquitto");
+            skipped(&format!("no MQTT broker at {url} ({e}); start Mosquitto or set TACHO_TEST_MQTT_URL"));
             None
         }
         Err(e) => panic!("CI=true and no MQTT broker at {url}: {e}"),
@@ -104,9 +172,9 @@ pub async fn test_broker() -> Option<BrokerUrl> {
 
 /// Starts tacho with a fresh database on the test broker; returns it with its configuration (to
 /// restart it on the same database and MQTT session).
-pub async fn spawn_app_with_mqtt() -> Option<(TestApp, Config, BrokerUrl)> {
-    let broker = test_broker().await?;
-    let database_url = fresh_database().await?;
+pub async fn spawn_app_with_mqtt(store: Store) -> Option<(TestApp, Config, BrokerUrl)> {
+    let database_url = fresh_store(store).await?;
+    let broker = test_broker(store).await?;
     let mut config = config(&database_url);
     config.mqtt_url = broker.to_string();
     Some((start(config.clone()).await, config, broker))
@@ -114,6 +182,11 @@ pub async fn spawn_app_with_mqtt() -> Option<(TestApp, Config, BrokerUrl)> {
 
 /// Starts tacho with `config` on port 0.
 pub async fn start(config: Config) -> TestApp {
+    // RUST_LOG=tacho=debug shows what tacho logs during a test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let running = tacho::app::start(&config, listener).await.expect("tacho starts");
     TestApp {
@@ -133,9 +206,21 @@ fn rand_u32() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32
 }
 
+/// A port nothing listens on now.
+pub fn free_port() -> std::net::SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    probe.local_addr().expect("bound address")
+}
+
 impl TestApp {
-    pub fn pool(&self) -> &PgPool {
-        &self.running.state.pool
+    /// The store.
+    pub fn db(&self) -> &Db {
+        &self.running.state.db
+    }
+
+    /// The single number `sql` selects (portable SQL).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        tacho::on_db!(self.db(), |p| sqlx::query_scalar(sql).fetch_one(p).await).expect("scalar query")
     }
 
     pub fn token(&self, sub: &str, roles: &[Role], vins: Option<&[&str]>) -> String {
@@ -255,7 +340,34 @@ pub async fn assert_problem(response: Response, status: StatusCode, code: &str) 
 }
 
 /// The rows of a read-model table as JSON, in a stable order.
-pub async fn snapshot(pool: &PgPool, table: &str, order: &str) -> Vec<Value> {
-    let sql = format!("SELECT to_jsonb(t) AS row FROM {table} t ORDER BY {order}");
-    sqlx::query_scalar(&sql).fetch_all(pool).await.expect("snapshot query")
+pub async fn snapshot(db: &Db, table: &str, order: &str) -> Vec<Value> {
+    match db {
+        Db::Postgres(pool) => {
+            let sql = format!("SELECT to_jsonb(t) AS row FROM {table} t ORDER BY {order}");
+            sqlx::query_scalar(&sql).fetch_all(pool).await.expect("snapshot query")
+        }
+        Db::Sqlite(embedded) => {
+            let columns: Vec<(String, String)> = sqlx::query_as("SELECT name, type FROM pragma_table_info($1)")
+                .bind(table)
+                .fetch_all(&embedded.pool)
+                .await
+                .expect("table columns");
+            let fields: Vec<String> = columns
+                .iter()
+                .map(|(name, kind)| match kind.to_ascii_lowercase().as_str() {
+                    // UUIDs are 16-byte blobs: show them as PostgreSQL does.
+                    "blob" => format!(
+                        "'{name}', lower(substr(hex({name}), 1, 8) || '-' || substr(hex({name}), 9, 4) || '-' || \
+                         substr(hex({name}), 13, 4) || '-' || substr(hex({name}), 17, 4) || '-' || substr(hex({name}), 21))"
+                    ),
+                    // JSON columns are text: nest them as JSON, as PostgreSQL's jsonb would be.
+                    "text" => format!("'{name}', CASE WHEN json_valid({name}) THEN json({name}) ELSE {name} END"),
+                    _ => format!("'{name}', {name}"),
+                })
+                .collect();
+            let sql = format!("SELECT json_object({}) FROM {table} ORDER BY {order}", fields.join(", "));
+            let rows: Vec<String> = sqlx::query_scalar(&sql).fetch_all(&embedded.pool).await.expect("snapshot query");
+            rows.iter().map(|r| serde_json::from_str(r).expect("json_object gives JSON")).collect()
+        }
+    }
 }

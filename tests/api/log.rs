@@ -1,12 +1,13 @@
 //! The log and its subscribers: concurrency, restarts and late commits.
 
+use crate::contract;
 use crate::helpers::*;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use std::collections::HashMap;
-use tacho::adapters::postgres::{self, Frameworks};
+use tacho::adapters::sql::Db;
+use tacho::adapters::Frameworks;
 use tacho::domain::command::{Command, CommandCommand, RequestCommand};
 use tacho::domain::consent::{ConsentCommand, Purpose};
 use tacho::domain::vehicle::VehicleCommand;
@@ -20,33 +21,33 @@ const READ_MODELS: [(&str, &str, &str); 4] = [
     ("commands", "rm_commands", "command_id"),
 ];
 
-async fn snapshots(pool: &PgPool) -> Vec<Vec<Value>> {
+async fn snapshots(db: &Db) -> Vec<Vec<Value>> {
     let mut all = Vec::new();
     for (_, table, order) in READ_MODELS {
-        all.push(snapshot(pool, table, order).await);
+        all.push(snapshot(db, table, order).await);
     }
     all
 }
 
 /// Live read models, then the same after a rebuild of every subscriber from position 0.
-async fn live_and_rebuilt(subscriptions: &Subscriptions, pool: &PgPool) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
+async fn live_and_rebuilt(subscriptions: &Subscriptions, db: &Db) -> (Vec<Vec<Value>>, Vec<Vec<Value>>) {
     for (name, _, _) in READ_MODELS {
         subscriptions.catch_up(name).await.expect("catch up");
     }
-    let live = snapshots(pool).await;
+    let live = snapshots(db).await;
     for (name, _, _) in READ_MODELS {
         subscriptions.rebuild(name).await.expect("rebuild");
     }
-    (live, snapshots(pool).await)
+    (live, snapshots(db).await)
 }
 
-#[tokio::test]
-async fn fifty_concurrent_commands_on_one_aggregate_lose_no_read_model_update() {
-    let Some(app) = spawn_app().await else { return };
+contract!(fifty_concurrent_commands_on_one_aggregate_lose_no_read_model_update);
+async fn fifty_concurrent_commands_on_one_aggregate_lose_no_read_model_update(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     // Half through the API, half through a second instance's frameworks on the same database:
     // writers of one instance queue, writers of two instances collide and are retried.
-    let other = Frameworks::new(app.pool());
+    let other = Frameworks::new(app.db());
     let grants = futures::stream::iter(0..50)
         .map(|i| {
             let (app, other) = (&app, &other);
@@ -73,7 +74,7 @@ async fn fifty_concurrent_commands_on_one_aggregate_lose_no_read_model_update() 
         .collect::<Vec<_>>()
         .await;
     assert!(grants.iter().all(|ok| *ok), "{grants:?}");
-    let (live, rebuilt) = live_and_rebuilt(&app.running.state.subscriptions, app.pool()).await;
+    let (live, rebuilt) = live_and_rebuilt(&app.running.state.subscriptions, app.db()).await;
     let consents = &live[2];
     assert_eq!(consents.len(), 50);
     let mut versions: Vec<i64> = consents.iter().map(|c| c["version"].as_i64().unwrap()).collect();
@@ -82,9 +83,9 @@ async fn fifty_concurrent_commands_on_one_aggregate_lose_no_read_model_update() 
     assert_eq!(live, rebuilt);
 }
 
-#[tokio::test]
-async fn five_hundred_concurrent_commands_across_vehicles_equal_a_full_replay() {
-    let Some(app) = spawn_app().await else { return };
+contract!(five_hundred_concurrent_commands_across_vehicles_equal_a_full_replay);
+async fn five_hundred_concurrent_commands_across_vehicles_equal_a_full_replay(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     let vins: Vec<String> = (0..25).map(|i| format!("WVWZZZ1JZXW{i:06}")).collect();
     for vin in &vins {
         app.ready_vehicle(vin, "alice").await;
@@ -99,7 +100,7 @@ async fn five_hundred_concurrent_commands_across_vehicles_equal_a_full_replay() 
         .collect::<Vec<_>>()
         .await;
     assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED));
-    let (live, rebuilt) = live_and_rebuilt(&app.running.state.subscriptions, app.pool()).await;
+    let (live, rebuilt) = live_and_rebuilt(&app.running.state.subscriptions, app.db()).await;
     assert_eq!(live[3].len(), 500);
     assert_eq!(live, rebuilt);
     for row in &live[3] {
@@ -112,11 +113,10 @@ async fn five_hundred_concurrent_commands_across_vehicles_equal_a_full_replay() 
 
 /// A database with a registered, active vehicle, a consent and `commands` command streams,
 /// written through the frameworks with no subscriber running.
-async fn written_log(commands: usize) -> Option<(PgPool, Frameworks)> {
-    let url = fresh_database().await?;
-    let pool = postgres::connect(&url, 5).await.unwrap();
-    postgres::migrate(&pool).await.unwrap();
-    let frameworks = Frameworks::new(&pool);
+async fn written_log(store: Store, commands: usize) -> Option<(Db, Frameworks)> {
+    let url = fresh_store(store).await?;
+    let db = tacho::app::database(&config(&url)).await.unwrap();
+    let frameworks = Frameworks::new(&db);
     let meta = HashMap::new();
     let at = chrono::Utc::now();
     let register = VehicleCommand::Register {
@@ -159,21 +159,22 @@ async fn written_log(commands: usize) -> Option<(PgPool, Frameworks)> {
             .await
             .unwrap();
     }
-    Some((pool, frameworks))
+    Some((db, frameworks))
 }
 
-#[tokio::test]
-async fn a_subscriber_stopped_mid_stream_and_restarted_equals_a_rebuild() {
-    let Some((pool, _frameworks)) = written_log(20).await else { return };
-    let first = Subscriptions::new(pool.clone(), tacho::app::projections()).with_batch_size(7);
+contract!(a_subscriber_stopped_mid_stream_and_restarted_equals_a_rebuild);
+async fn a_subscriber_stopped_mid_stream_and_restarted_equals_a_rebuild(store: Store) {
+    let Some((db, _frameworks)) = written_log(store, 20).await else { return };
+    let first = Subscriptions::new(db.clone(), tacho::app::projections()).with_batch_size(7);
     assert_eq!(first.step("commands").await.unwrap(), 7);
     assert_eq!(first.step("commands").await.unwrap(), 7);
-    let partial: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_commands").fetch_one(&pool).await.unwrap();
+    let sql = "SELECT count(*) FROM rm_commands";
+    let partial: i64 = tacho::on_db!(&db, |p| sqlx::query_scalar(sql).fetch_one(p).await).unwrap();
     assert!(partial < 20, "stopped mid-stream after {partial} commands");
     drop(first);
 
-    let restarted = Subscriptions::new(pool.clone(), tacho::app::projections());
-    let (live, rebuilt) = live_and_rebuilt(&restarted, &pool).await;
+    let restarted = Subscriptions::new(db.clone(), tacho::app::projections());
+    let (live, rebuilt) = live_and_rebuilt(&restarted, &db).await;
     assert_eq!(live[3].len(), 20);
     assert!(live[3].iter().all(|c| c["status"] == "dispatched" && c["transitions"].as_array().unwrap().len() == 2));
     assert_eq!(live, rebuilt);
@@ -196,10 +197,12 @@ async fn insert(conn: &mut sqlx::PgConnection, vin: &str) -> i64 {
     .unwrap()
 }
 
+/// PostgreSQL only: SQLite has one writer at a time, so positions are handed out in commit order.
 #[tokio::test]
 async fn a_transaction_that_commits_late_with_a_lower_position_is_not_skipped() {
-    let Some((pool, _frameworks)) = written_log(0).await else { return };
-    let subscriptions = Subscriptions::new(pool.clone(), tacho::app::projections());
+    let Some((db, _frameworks)) = written_log(Store::Postgres, 0).await else { return };
+    let Db::Postgres(pool) = db.clone() else { unreachable!("a PostgreSQL store") };
+    let subscriptions = Subscriptions::new(db, tacho::app::projections());
     subscriptions.catch_up("vehicles").await.unwrap();
 
     // `early` takes its transaction id first; `late` takes the lower position, then commits last.
@@ -225,7 +228,7 @@ async fn a_transaction_that_commits_late_with_a_lower_position_is_not_skipped() 
 
 /// The registry once it holds `count` vehicles. The snapshot horizon is cluster-wide, so a
 /// transaction of a test running alongside may delay what is readable: poll, do not assume.
-async fn caught_up(subscriptions: &Subscriptions, pool: &PgPool, count: usize) -> Vec<String> {
+async fn caught_up(subscriptions: &Subscriptions, pool: &sqlx::PgPool, count: usize) -> Vec<String> {
     for _ in 0..200 {
         subscriptions.catch_up("vehicles").await.unwrap();
         let seen: Vec<String> =

@@ -1,6 +1,7 @@
 //! End to end over the real Mosquitto and PostgreSQL: commands reach simulated vehicles, their
 //! answers, state, events and Last Will come back as events.
 
+use crate::contract;
 use crate::helpers::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -39,16 +40,13 @@ async fn request(app: &TestApp, vin: &str, body: Value) -> String {
 }
 
 async fn dead_letters(app: &TestApp, vin: &str) -> Vec<String> {
-    sqlx::query_scalar("SELECT reason FROM dead_letters WHERE topic LIKE '%' || $1 || '%' ORDER BY id")
-        .bind(vin)
-        .fetch_all(app.pool())
-        .await
-        .unwrap()
+    let sql = "SELECT reason FROM dead_letters WHERE topic LIKE '%' || $1 || '%' ORDER BY id";
+    tacho::on_db!(app.db(), |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await).unwrap()
 }
 
-#[tokio::test]
-async fn a_command_reaches_the_vehicle_and_succeeds() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(a_command_reaches_the_vehicle_and_succeeds);
+async fn a_command_reaches_the_vehicle_and_succeeds(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, Behaviour::default()).await;
     let id =
         request(&app, sim.vin(), json!({"name": "set_climate", "params": {"temperature_c": 21.5, "on": true}})).await;
@@ -69,9 +67,9 @@ async fn a_command_reaches_the_vehicle_and_succeeds() {
     assert_eq!(received[0].message_expiry, Some(30));
 }
 
-#[tokio::test]
-async fn the_vehicle_fails_or_rejects_a_command_with_its_code() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(the_vehicle_fails_or_rejects_a_command_with_its_code);
+async fn the_vehicle_fails_or_rejects_a_command_with_its_code(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let failing = online(&app, &broker, Behaviour { fail_rate: 1.0, ..Behaviour::default() }).await;
     let id = request(&app, failing.vin(), json!({"name": "start_charging"})).await;
     let failed = app.wait_command(&id, "alice", failing.vin(), terminal).await;
@@ -86,9 +84,9 @@ async fn the_vehicle_fails_or_rejects_a_command_with_its_code() {
     assert_eq!(statuses(&rejected), ["requested", "dispatched", "rejected"]);
 }
 
-#[tokio::test]
-async fn a_silent_vehicle_times_out_and_its_late_answer_is_recorded_not_applied() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(a_silent_vehicle_times_out_and_its_late_answer_is_recorded_not_applied);
+async fn a_silent_vehicle_times_out_and_its_late_answer_is_recorded_not_applied(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let id = request(&app, sim.vin(), json!({"name": "honk", "timeout_s": 1})).await;
     let timed_out = app.wait_command(&id, "alice", sim.vin(), terminal).await;
@@ -106,9 +104,9 @@ async fn a_silent_vehicle_times_out_and_its_late_answer_is_recorded_not_applied(
     panic!("the late answer was not recorded");
 }
 
-#[tokio::test]
-async fn an_offline_vehicle_fails_fast_or_queues_until_it_comes_online() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(an_offline_vehicle_fails_fast_or_queues_until_it_comes_online);
+async fn an_offline_vehicle_fails_fast_or_queues_until_it_comes_online(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
     let fast = request(&app, &vin, json!({"name": "flash_lights"})).await;
@@ -123,9 +121,9 @@ async fn an_offline_vehicle_fails_fast_or_queues_until_it_comes_online() {
     assert_eq!(sim.requests().len(), 1);
 }
 
-#[tokio::test]
-async fn a_queued_command_expires_when_its_ttl_runs_out() {
-    let Some((app, _, _)) = spawn_app_with_mqtt().await else { return };
+contract!(a_queued_command_expires_when_its_ttl_runs_out);
+async fn a_queued_command_expires_when_its_ttl_runs_out(store: Store) {
+    let Some((app, _, _)) = spawn_app_with_mqtt(store).await else { return };
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
     let id = request(&app, &vin, json!({"name": "lock_doors", "store_and_forward": true, "ttl_s": 1})).await;
@@ -133,9 +131,9 @@ async fn a_queued_command_expires_when_its_ttl_runs_out() {
     assert_eq!(statuses(&expired), ["requested", "queued", "expired"]);
 }
 
-#[tokio::test]
-async fn the_last_will_of_a_dropped_vehicle_interrupts_its_command() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(the_last_will_of_a_dropped_vehicle_interrupts_its_command);
+async fn the_last_will_of_a_dropped_vehicle_interrupts_its_command(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let vin = sim.vin().to_owned();
     let id = request(&app, &vin, json!({"name": "unlock_doors"})).await;
@@ -146,9 +144,9 @@ async fn the_last_will_of_a_dropped_vehicle_interrupts_its_command() {
     app.wait_connected(&vin, false).await;
 }
 
-#[tokio::test]
-async fn a_dispatched_command_is_canceled_and_revoking_consent_cancels_queued_ones() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(a_dispatched_command_is_canceled_and_revoking_consent_cancels_queued_ones);
+async fn a_dispatched_command_is_canceled_and_revoking_consent_cancels_queued_ones(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let vin = sim.vin().to_owned();
     let id = request(&app, &vin, json!({"name": "honk"})).await;
@@ -178,9 +176,9 @@ async fn a_dispatched_command_is_canceled_and_revoking_consent_cancels_queued_on
     assert_eq!(done["status"], "canceled");
 }
 
-#[tokio::test]
-async fn duplicate_and_out_of_order_answers_are_idempotent() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(duplicate_and_out_of_order_answers_are_idempotent);
+async fn duplicate_and_out_of_order_answers_are_idempotent(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let vin = sim.vin().to_owned();
     let id = request(&app, &vin, json!({"name": "lock_doors"})).await;
@@ -197,9 +195,9 @@ async fn duplicate_and_out_of_order_answers_are_idempotent() {
     assert_eq!(after["late_answers"], json!([]));
 }
 
-#[tokio::test]
-async fn tacho_restarted_mid_command_takes_the_answer_sent_while_it_was_down() {
-    let Some((app, config, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(tacho_restarted_mid_command_takes_the_answer_sent_while_it_was_down);
+async fn tacho_restarted_mid_command_takes_the_answer_sent_while_it_was_down(store: Store) {
+    let Some((app, config, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let vin = sim.vin().to_owned();
     let id = request(&app, &vin, json!({"name": "lock_doors", "timeout_s": 60})).await;
@@ -213,9 +211,9 @@ async fn tacho_restarted_mid_command_takes_the_answer_sent_while_it_was_down() {
     assert_eq!(done["status"], "succeeded");
 }
 
-#[tokio::test]
-async fn a_deadline_that_passed_while_tacho_was_down_times_out_right_after_start() {
-    let Some((app, config, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(a_deadline_that_passed_while_tacho_was_down_times_out_right_after_start);
+async fn a_deadline_that_passed_while_tacho_was_down_times_out_right_after_start(store: Store) {
+    let Some((app, config, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let vin = sim.vin().to_owned();
     let id = request(&app, &vin, json!({"name": "honk", "timeout_s": 2})).await;
@@ -229,9 +227,9 @@ async fn a_deadline_that_passed_while_tacho_was_down_times_out_right_after_start
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-#[tokio::test]
-async fn state_reports_and_events_are_visible_through_the_api_with_consent() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(state_reports_and_events_are_visible_through_the_api_with_consent);
+async fn state_reports_and_events_are_visible_through_the_api_with_consent(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, Behaviour::default()).await;
     let vin = sim.vin().to_owned();
     let owner = app.owner("alice", &[&vin]);
@@ -268,9 +266,9 @@ async fn state_reports_and_events_are_visible_through_the_api_with_consent() {
     assert_eq!(dead_letters(&app, &vin).await, ["consent_missing"]);
 }
 
-#[tokio::test]
-async fn bad_messages_go_to_dead_letters_with_a_reason_and_are_counted() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(bad_messages_go_to_dead_letters_with_a_reason_and_are_counted);
+async fn bad_messages_go_to_dead_letters_with_a_reason_and_are_counted(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let vin = sim.vin().to_owned();
     let stranger = unique_vin();
@@ -312,9 +310,9 @@ async fn bad_messages_go_to_dead_letters_with_a_reason_and_are_counted() {
     assert_eq!(command["status"], "dispatched", "the foreign answer changed nothing");
 }
 
-#[tokio::test]
-async fn a_broadcast_is_published_and_recorded() {
-    let Some((app, _, broker)) = spawn_app_with_mqtt().await else { return };
+contract!(a_broadcast_is_published_and_recorded);
+async fn a_broadcast_is_published_and_recorded(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let service = app.token("weather-service", &[tacho::adapters::http::auth::Role::Service], None);
     let body = json!({"topic": "weather/warning", "payload": {"level": "storm"}, "expiry_s": 600});
@@ -336,25 +334,25 @@ async fn a_broadcast_is_published_and_recorded() {
     drop(sim);
 }
 
-#[tokio::test]
-async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent_later_with_its_id() {
+contract!(a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent_later_with_its_id);
+async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent_later_with_its_id(store: Store) {
     use std::sync::Arc;
+    use tacho::adapters::facts::{self, Observed};
     use tacho::adapters::mqtt::broker::BrokerUrl;
     use tacho::adapters::mqtt::dispatcher::Dispatcher;
     use tacho::adapters::mqtt::publisher::Publisher;
-    use tacho::adapters::postgres::facts::{self, Observed};
     use tacho::domain::command::{Command, CommandCommand, CommandStatus, RequestCommand};
     use tacho::domain::observation::VehicleFact;
     // No MQTT in the app: the dispatchers under test are the only ones.
-    let Some(broker) = test_broker().await else { return };
-    let Some(app) = spawn_app().await else { return };
+    let Some(broker) = test_broker(store).await else { return };
+    let Some(app) = spawn_app(store).await else { return };
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
     let online = Observed {
         vin: vin.clone(),
         fact: VehicleFact::ConnectionChanged { online: true, vehicle_ts: None, received_at: chrono::Utc::now() },
     };
-    facts::store(app.pool(), &[online], &[]).await.unwrap();
+    facts::store(app.db(), &[online], &[]).await.unwrap();
     app.wait_connected(&vin, true).await;
     let sim = SimVehicle::connect(&broker, &vin, silent()).await.unwrap();
 
@@ -376,7 +374,7 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
 
     let shutdown = tokio_util::sync::CancellationToken::new();
     let dispatcher = |broker: &BrokerUrl, name: &str| Dispatcher {
-        pool: app.pool().clone(),
+        db: app.db().clone(),
         frameworks: Arc::clone(frameworks),
         publisher: Publisher::start(broker, &format!("test-{name}-{id}"), 1, shutdown.clone()),
         metrics: Arc::default(),
@@ -400,11 +398,11 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
     panic!("the vehicle never received command {id}");
 }
 
-#[tokio::test]
-async fn state_history_older_than_the_retention_is_pruned() {
-    use tacho::adapters::postgres::facts::{self, Observed};
+contract!(state_history_older_than_the_retention_is_pruned);
+async fn state_history_older_than_the_retention_is_pruned(store: Store) {
+    use tacho::adapters::facts::{self, Observed};
     use tacho::domain::observation::VehicleFact;
-    let Some(app) = spawn_app().await else { return };
+    let Some(app) = spawn_app(store).await else { return };
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
     let report = |msg_id: &str, age_hours: i64, speed: i64| {
@@ -421,12 +419,12 @@ async fn state_history_older_than_the_retention_is_pruned() {
             },
         }
     };
-    facts::store(app.pool(), &[report("old", 48, 1), report("new", 1, 2)], &[]).await.unwrap();
+    facts::store(app.db(), &[report("old", 48, 1), report("new", 1, 2)], &[]).await.unwrap();
     app.running.state.subscriptions.catch_up("vehicle_state").await.unwrap();
     let owner = app.owner("alice", &[&vin]);
     let before: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
     assert_eq!(before.len(), 2);
-    tacho::adapters::mqtt::lifecycle::prune(app.pool(), chrono::Duration::hours(24)).await.unwrap();
+    tacho::adapters::mqtt::lifecycle::prune(app.db(), chrono::Duration::hours(24)).await.unwrap();
     let after: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0]["value"], 2);
@@ -434,9 +432,11 @@ async fn state_history_older_than_the_retention_is_pruned() {
     assert_eq!(state["signals"]["Vehicle.Speed"]["value"], 2, "the last-known state is not history: it stays");
 }
 
+/// PostgreSQL only: the embedded store takes one instance.
 #[tokio::test]
 async fn two_instances_share_the_vehicles_messages_and_dispatch_each_command_once() {
-    let Some((first, config, broker)) = spawn_app_with_mqtt().await else { return };
+    let store = Store::Postgres;
+    let Some((first, config, broker)) = spawn_app_with_mqtt(store).await else { return };
     drop(first);
     let group = format!("tacho-{}", uuid::Uuid::new_v4().simple());
     let instance = |n: u32| {

@@ -1,12 +1,13 @@
 //! Registration, registry view, lifecycle and the fleet list.
 
+use crate::contract;
 use crate::helpers::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-#[tokio::test]
-async fn a_factory_registers_a_vehicle_and_a_dealer_reads_it() {
-    let Some(app) = spawn_app().await else { return };
+contract!(a_factory_registers_a_vehicle_and_a_dealer_reads_it);
+async fn a_factory_registers_a_vehicle_and_a_dealer_reads_it(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     let response = app.register(VIN).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(response.headers()["location"], format!("/v1/vehicles/{VIN}"));
@@ -19,28 +20,28 @@ async fn a_factory_registers_a_vehicle_and_a_dealer_reads_it() {
     assert_eq!(read["connection"]["connected"], false);
 }
 
-#[tokio::test]
-async fn registering_a_vin_twice_is_a_conflict() {
-    let Some(app) = spawn_app().await else { return };
+contract!(registering_a_vin_twice_is_a_conflict);
+async fn registering_a_vin_twice_is_a_conflict(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     assert_eq!(app.register(VIN).await.status(), StatusCode::CREATED);
     assert_problem(app.register(VIN).await, StatusCode::CONFLICT, "vehicle_exists").await;
 }
 
-#[tokio::test]
-async fn invalid_vins_are_refused_and_nothing_is_recorded() {
-    let Some(app) = spawn_app().await else { return };
+contract!(invalid_vins_are_refused_and_nothing_is_recorded);
+async fn invalid_vins_are_refused_and_nothing_is_recorded(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     let bad_check_digit =
         assert_problem(app.register("1HGCM82643A004352").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_vin").await;
     assert!(bad_check_digit["detail"].as_str().unwrap().contains("check digit"));
     assert_problem(app.register("WVWZZZ1JZXW00000O").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_vin").await;
     assert_problem(app.register("SHORT").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid_vin").await;
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(app.pool()).await.unwrap();
+    let events: i64 = app.scalar("SELECT count(*) FROM events").await;
     assert_eq!(events, 0);
 }
 
-#[tokio::test]
-async fn the_lifecycle_moves_registered_active_suspended_active_decommissioned() {
-    let Some(app) = spawn_app().await else { return };
+contract!(the_lifecycle_moves_registered_active_suspended_active_decommissioned);
+async fn the_lifecycle_moves_registered_active_suspended_active_decommissioned(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     let factory = app.factory();
     let step = |action: &'static str| {
@@ -65,9 +66,9 @@ async fn the_lifecycle_moves_registered_active_suspended_active_decommissioned()
     .await;
 }
 
-#[tokio::test]
-async fn an_owner_sees_only_the_vehicles_in_its_scope_and_gets_404_for_others() {
-    let Some(app) = spawn_app().await else { return };
+contract!(an_owner_sees_only_the_vehicles_in_its_scope_and_gets_404_for_others);
+async fn an_owner_sees_only_the_vehicles_in_its_scope_and_gets_404_for_others(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     app.register(VIN).await;
     app.register(VIN2).await;
     let alice = app.owner("alice", &[VIN]);
@@ -79,9 +80,9 @@ async fn an_owner_sees_only_the_vehicles_in_its_scope_and_gets_404_for_others() 
     assert_problem(app.get("/v1/vehicles", &alice).await, StatusCode::FORBIDDEN, "forbidden").await;
 }
 
-#[tokio::test]
-async fn the_fleet_list_filters_and_pages_without_gaps_while_vehicles_are_added() {
-    let Some(app) = spawn_app().await else { return };
+contract!(the_fleet_list_filters_and_pages_without_gaps_while_vehicles_are_added);
+async fn the_fleet_list_filters_and_pages_without_gaps_while_vehicles_are_added(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
     let vins: Vec<String> = (0..12).map(|i| format!("WVWZZZ1JZXW{i:06}")).collect();
     for (i, vin) in vins.iter().enumerate() {
         let market = if i % 2 == 0 { "EU" } else { "US" };

@@ -3,8 +3,8 @@
 use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
-use crate::adapters::postgres::log;
-use crate::adapters::postgres::verify::{self as verification, VerifyReport};
+use crate::adapters::log;
+use crate::adapters::verify::{self as verification, VerifyReport};
 use crate::projections::{Checkpoint, StoredEvent};
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -84,8 +84,7 @@ async fn stream(
     if !AGGREGATE_TYPES.contains(&aggregate_type.as_str()) {
         return Err(ApiError::new(ErrorCode::NotFound, format!("unknown aggregate type '{aggregate_type}'")));
     }
-    let mut conn = state.pool.acquire().await?;
-    let events = log::read_stream(&mut conn, &aggregate_type, &id).await?;
+    let events = log::read_stream(&mut state.db.acquire().await?.conn(), &aggregate_type, &id).await?;
     if events.is_empty() {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no stream {aggregate_type}/{id}")));
     }
@@ -118,7 +117,8 @@ async fn feed(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::new(ErrorCode::InvalidQuery, "limit must be from 1 to 1000"));
     }
-    let mut conn = state.pool.acquire().await?;
+    let mut pooled = state.db.acquire().await?;
+    let mut conn = pooled.conn();
     let after = match q.after.filter(|p| *p > 0) {
         None => Checkpoint::default(),
         Some(position) => log::checkpoint_of(&mut conn, position)
@@ -159,7 +159,7 @@ async fn verify(
     } else if body.id.is_some() {
         return Err(ApiError::new(ErrorCode::ValidationFailed, "id needs aggregate_type"));
     }
-    let report = verification::verify(&state.pool, body.aggregate_type.as_deref(), body.id.as_deref())
+    let report = verification::verify(&state.db, body.aggregate_type.as_deref(), body.id.as_deref())
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(report))

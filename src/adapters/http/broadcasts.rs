@@ -3,10 +3,11 @@
 use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Problem};
 use super::state::AppState;
+use crate::adapters::log;
 use crate::adapters::mqtt::codec::BroadcastMessage;
 use crate::adapters::mqtt::publisher::Message;
 use crate::adapters::mqtt::topics;
-use crate::adapters::postgres::log;
+use crate::projections::EVENTS_CHANNEL;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
@@ -98,10 +99,12 @@ async fn broadcast(
     };
     let mqtt_topic = topics::broadcast(&body.topic);
     let metadata = json!(principal.metadata());
-    let mut conn = state.pool.acquire().await?;
+    let mut pooled = state.db.acquire().await?;
+    let mut conn = pooled.conn();
     // Recorded before it is sent: the log never misses a broadcast that reached vehicles.
     let sent = json!({ "BroadcastSent": { "message": message, "mqtt_topic": mqtt_topic } });
     log::append(&mut conn, STREAM_TYPE, &id.to_string(), 1, "BroadcastSent", &sent, &metadata).await?;
+    state.db.signal(EVENTS_CHANNEL, String::new());
     let publish = Message {
         topic: mqtt_topic.clone(),
         payload: serde_json::to_vec(&message).map_err(ApiError::internal)?,
@@ -116,6 +119,7 @@ async fn broadcast(
         state.metrics.inc("tacho_publish_failures_total", &[("kind", "broadcast")]);
         let failed = json!({ "BroadcastFailed": { "reason": e.to_string(), "at": Utc::now() } });
         log::append(&mut conn, STREAM_TYPE, &id.to_string(), 2, "BroadcastFailed", &failed, &metadata).await?;
+        state.db.signal(EVENTS_CHANNEL, String::new());
         return Err(ApiError::new(
             ErrorCode::Unavailable,
             format!("the broker did not acknowledge the broadcast: {e}"),

@@ -4,8 +4,8 @@ use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use super::vehicles::page_size;
-use crate::adapters::postgres::idempotency::{self, Claim};
-use crate::adapters::postgres::queries;
+use crate::adapters::idempotency::{self, Claim};
+use crate::adapters::queries;
 use crate::domain::command::{catalogue, Command, CommandCommand, CommandError, CommandStatus, RequestCommand};
 use crate::projections::commands::CommandsProjection;
 use crate::projections::views::{CommandErrorView, CommandView, Page, Transition};
@@ -68,7 +68,7 @@ fn not_found(id: Uuid) -> ApiError {
 }
 
 async fn command_view(state: &AppState, principal: &Principal, id: Uuid) -> Result<CommandView, ApiError> {
-    let view = queries::command_by_id(&state.pool, id).await?.ok_or_else(|| not_found(id))?;
+    let view = queries::command_by_id(&state.db, id).await?.ok_or_else(|| not_found(id))?;
     requester_only(principal, view)
 }
 
@@ -118,7 +118,7 @@ async fn request(
         }
         let canonical = json!([vin, body.name, params, timeout_s, store_and_forward, ttl_s]).to_string();
         let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
-        match idempotency::claim(&state.pool, principal.sub(), key, &hash, id).await? {
+        match idempotency::claim(&state.db, principal.sub(), key, &hash, id).await? {
             Claim::New => claimed = true,
             // Re-running the request is harmless: it is refused as a duplicate once recorded, and
             // records it when the first attempt stopped between claiming the key and recording.
@@ -150,7 +150,7 @@ async fn request(
         Err(AggregateError::UserError(CommandError::AlreadyRequested)) if key.is_some() => replay = true,
         Err(e) => {
             if let (true, Some(key)) = (claimed, key.as_deref()) {
-                idempotency::release(&state.pool, principal.sub(), key).await?;
+                idempotency::release(&state.db, principal.sub(), key).await?;
             }
             return Err(e.into());
         }
@@ -361,5 +361,5 @@ async fn list(
         }
     }
     let size = page_size(q.page_size)?;
-    Ok(Json(queries::commands_of_vehicle(&state.pool, &vin, q.status.as_deref(), size, q.page_token.as_deref()).await?))
+    Ok(Json(queries::commands_of_vehicle(&state.db, &vin, q.status.as_deref(), size, q.page_token.as_deref()).await?))
 }

@@ -3,7 +3,7 @@
 use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
-use crate::adapters::postgres::queries;
+use crate::adapters::queries;
 use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::projections::consents::ConsentsProjection;
@@ -82,7 +82,7 @@ async fn grant(
     };
     state.frameworks.execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;
     state.settle(ConsentsProjection::NAME, "Consent", &vin).await?;
-    queries::consents(&state.pool, &vin)
+    queries::consents(&state.db, &vin)
         .await?
         .into_iter()
         .find(|c| c.subject == subject && c.purpose == purpose.as_str())
@@ -123,5 +123,5 @@ async fn list(
 ) -> Result<Json<Vec<ConsentView>>, ApiError> {
     principal.require(&[Role::Owner, Role::Auditor])?;
     registered(&state, &principal, &vin).await?;
-    Ok(Json(queries::consents(&state.pool, &vin).await?))
+    Ok(Json(queries::consents(&state.db, &vin).await?))
 }

@@ -5,7 +5,7 @@ use super::error::{ApiError, ErrorCode, Json, Path, Problem};
 use super::state::AppState;
 use super::vehicles::parse_vin;
 use crate::adapters::mqtt::topics;
-use crate::adapters::postgres::queries;
+use crate::adapters::queries;
 use crate::domain::device::{normalize_thumbprint, validate_device_id, Device, DeviceCommand, DeviceStatus};
 use crate::domain::vehicle::{Vehicle, VehicleCommand, VehicleStatus};
 use crate::projections::devices::DevicesProjection;
@@ -84,7 +84,7 @@ fn invalid(e: crate::domain::device::DeviceError) -> ApiError {
 }
 
 async fn device_view(state: &AppState, principal: &Principal, device_id: &str) -> Result<DeviceView, ApiError> {
-    let device = queries::device_by_id(&state.pool, device_id).await?;
+    let device = queries::device_by_id(&state.db, device_id).await?;
     device
         .filter(|d| principal.sees(&d.vin))
         .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotFound, format!("device {device_id} not found")))

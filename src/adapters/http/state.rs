@@ -2,9 +2,9 @@
 
 use super::auth::AuthKeys;
 use super::error::ApiError;
-use crate::adapters::postgres::{log, Frameworks};
+use crate::adapters::sql::Db;
+use crate::adapters::{log, Frameworks};
 use crate::projections::Subscriptions;
-use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -14,14 +14,14 @@ use uuid::Uuid;
 #[derive(Clone)]
 pub struct AppState {
     /// The database.
-    pub pool: PgPool,
+    pub db: Db,
     /// The cqrs-es frameworks.
     pub frameworks: Arc<Frameworks>,
     /// The subscribers (to wait for read models after a write).
     pub subscriptions: Arc<Subscriptions>,
     /// Token keys.
     pub auth: Arc<AuthKeys>,
-    /// Ids of commands whose read model changed (fed by LISTEN `tacho_command`).
+    /// Ids of commands whose read model changed (fed by the commands projection's channel).
     pub command_changes: broadcast::Sender<Uuid>,
     /// MQTT URL devices connect to (connection-info).
     pub public_mqtt_url: Arc<str>,
@@ -36,9 +36,9 @@ impl AppState {
     /// sees the write (read-your-writes). Gives up after 2 s and says so (`false`): the write is
     /// durable anyway, and callers answer from the stream instead.
     pub async fn settle(&self, projection: &str, aggregate_type: &str, id: &str) -> Result<bool, ApiError> {
-        let mut conn = self.pool.acquire().await?;
-        let head = log::stream_head(&mut conn, aggregate_type, id).await?;
-        drop(conn);
+        let mut pooled = self.db.acquire().await?;
+        let head = log::stream_head(&mut pooled.conn(), aggregate_type, id).await?;
+        drop(pooled);
         let Some(head) = head else { return Ok(true) };
         let settled = self.subscriptions.wait_for(projection, head, Duration::from_secs(2)).await;
         if !settled {

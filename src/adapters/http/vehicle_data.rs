@@ -4,7 +4,9 @@ use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use super::vehicles::page_size;
-use crate::adapters::postgres::queries;
+use crate::adapters::queries;
+use crate::adapters::sql::Db;
+use crate::on_db;
 use crate::projections::views::{ConnectionView, Page};
 use axum::extract::State;
 use chrono::{DateTime, Utc};
@@ -87,11 +89,9 @@ async fn state(
     Path(vin): Path<String>,
 ) -> Result<Json<VehicleState>, ApiError> {
     let connection = visible(&state, &principal, &vin).await?;
+    let sql = "SELECT signal, value, vehicle_ts, received_at FROM rm_vehicle_state WHERE vin = $1";
     let rows: Vec<(String, Value, DateTime<Utc>, DateTime<Utc>)> =
-        sqlx::query_as("SELECT signal, value, vehicle_ts, received_at FROM rm_vehicle_state WHERE vin = $1")
-            .bind(&vin)
-            .fetch_all(&state.pool)
-            .await?;
+        on_db!(&state.db, |p| sqlx::query_as(sql).bind(&vin).fetch_all(p).await)?;
     let signals = rows
         .into_iter()
         .map(|(signal, value, vehicle_ts, received_at)| (signal, SignalValue { value, vehicle_ts, received_at }))
@@ -131,19 +131,24 @@ async fn history(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::new(ErrorCode::InvalidQuery, "limit must be from 1 to 1000"));
     }
-    let rows: Vec<(String, Value, DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT s.key, s.value, h.vehicle_ts, h.received_at FROM rm_state_history h, jsonb_each(h.signals) s \
-         WHERE h.vin = $1 AND ($2::text IS NULL OR h.signals ? $2) AND ($2::text IS NULL OR s.key = $2) \
-         AND ($3::timestamptz IS NULL OR h.vehicle_ts >= $3) AND ($4::timestamptz IS NULL OR h.vehicle_ts < $4) \
-         ORDER BY h.vehicle_ts DESC, h.position DESC, s.key LIMIT $5",
-    )
-    .bind(&vin)
-    .bind(&q.signal)
-    .bind(q.from)
-    .bind(q.to)
-    .bind(limit)
-    .fetch_all(&state.pool)
-    .await?;
+    // One row per signal of each report; SQLite's json_each gives scalars unquoted, so they are
+    // quoted back into JSON.
+    let (signals, value) = match state.db {
+        Db::Postgres(_) => ("jsonb_each(h.signals)", "s.value"),
+        Db::Sqlite(_) => (
+            "json_each(h.signals)",
+            "CASE WHEN s.type IN ('object', 'array') THEN s.value ELSE json_quote(s.value) END",
+        ),
+    };
+    let sql = format!(
+        "SELECT s.key, {value} AS value, h.vehicle_ts, h.received_at FROM rm_state_history h, {signals} s \
+         WHERE h.vin = $1 AND ($2 IS NULL OR s.key = $2) \
+         AND ($3 IS NULL OR h.vehicle_ts >= $3) AND ($4 IS NULL OR h.vehicle_ts < $4) \
+         ORDER BY h.vehicle_ts DESC, h.position DESC, s.key LIMIT $5"
+    );
+    let rows: Vec<(String, Value, DateTime<Utc>, DateTime<Utc>)> = on_db!(&state.db, |p| {
+        sqlx::query_as(&sql).bind(&vin).bind(&q.signal).bind(q.from).bind(q.to).bind(limit).fetch_all(p).await
+    })?;
     Ok(Json(
         rows.into_iter()
             .map(|(signal, value, vehicle_ts, received_at)| HistoryEntry { signal, value, vehicle_ts, received_at })
@@ -181,17 +186,12 @@ async fn events(
     visible(&state, &principal, &vin).await?;
     let size = page_size(q.page_size)?;
     let after: Option<i64> = queries::decode_token(q.page_token.as_deref())?;
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT msg_id, kind, data, vehicle_ts, received_at, position FROM rm_vehicle_events WHERE vin = $1 \
-         AND ($2::text IS NULL OR kind = $2) AND ($3::bigint IS NULL OR position < $3) \
-         ORDER BY position DESC LIMIT $4",
-    )
-    .bind(&vin)
-    .bind(&q.kind)
-    .bind(after)
-    .bind(size + 1)
-    .fetch_all(&state.pool)
-    .await?;
+    let sql = "SELECT msg_id, kind, data, vehicle_ts, received_at, position FROM rm_vehicle_events WHERE vin = $1 \
+         AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR position < $3) \
+         ORDER BY position DESC LIMIT $4";
+    let rows: Vec<EventRow> = on_db!(&state.db, |p| {
+        sqlx::query_as(sql).bind(&vin).bind(&q.kind).bind(after).bind(size + 1).fetch_all(p).await
+    })?;
     let more = rows.len() as i64 > size;
     let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
     let next_page_token = if more { rows.last().map(|r| queries::encode_token(&r.5)) } else { None };

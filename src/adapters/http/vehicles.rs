@@ -3,7 +3,7 @@
 use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
-use crate::adapters::postgres::queries;
+use crate::adapters::queries;
 use crate::domain::vehicle::VehicleCommand;
 use crate::domain::Vin;
 use crate::projections::vehicles::VehiclesProjection;
@@ -60,7 +60,7 @@ pub fn parse_vin(raw: &str) -> Result<Vin, ApiError> {
 /// Reads a vehicle the caller may see after a write settled, 404 otherwise.
 pub async fn view(state: &AppState, principal: &Principal, vin: &str) -> Result<VehicleView, ApiError> {
     principal.scope(vin)?;
-    queries::vehicle_by_vin(&state.pool, vin)
+    queries::vehicle_by_vin(&state.db, vin)
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::VehicleNotFound, format!("vehicle {vin} not found")))
 }
@@ -144,7 +144,7 @@ async fn list(
         connected: q.connected,
         vins: principal.vin_filter(),
     };
-    Ok(Json(queries::fleet(&state.pool, &filter, size, q.page_token.as_deref()).await?))
+    Ok(Json(queries::fleet(&state.db, &filter, size, q.page_token.as_deref()).await?))
 }
 
 /// A vehicle's registry view (dealer, owner in scope).

@@ -30,6 +30,11 @@ impl BrokerUrl {
         Ok(Self { host: host.trim_matches(|c| c == '[' || c == ']').to_owned(), port })
     }
 
+    /// The broker listening at `addr` (the embedded one).
+    pub fn local(addr: std::net::SocketAddr) -> Self {
+        Self { host: addr.ip().to_string(), port: addr.port() }
+    }
+
     /// Client options for this broker: MQTT v5, 30 s keep-alive, messages up to 256 KiB, and
     /// TCP_NODELAY: without it Nagle's algorithm and delayed ACKs add ~40 ms to every exchange.
     pub fn options(&self, client_id: &str) -> MqttOptions {

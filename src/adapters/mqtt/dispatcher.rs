@@ -5,22 +5,23 @@
 use super::codec::CommandRequest;
 use super::publisher::{Message, Publisher};
 use super::topics;
-use crate::adapters::postgres::Frameworks;
+use crate::adapters::sql::Db;
+use crate::adapters::Frameworks;
 use crate::domain::command::{Command, CommandCommand, CommandStatus};
 use crate::metrics::Metrics;
+use crate::on_db;
 use crate::projections::{Process, ProjectionError, StoredEvent};
 use bytes::Bytes;
 use chrono::{Duration, Utc};
 use futures::StreamExt;
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
-use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Publishes command requests.
 pub struct Dispatcher {
     /// The database (connection state of vehicles).
-    pub pool: PgPool,
+    pub db: Db,
     /// Frameworks to record dispatch, queueing and fast failures.
     pub frameworks: Arc<Frameworks>,
     /// Confirmed publishing.
@@ -48,11 +49,10 @@ impl Dispatcher {
         if !matches!(command.status, CommandStatus::Requested | CommandStatus::Queued) {
             return Ok(());
         }
-        let online: bool = sqlx::query_scalar("SELECT connected FROM rm_vehicles WHERE vin = $1")
-            .bind(&command.vin)
-            .fetch_optional(&self.pool)
-            .await?
-            .unwrap_or(false);
+        let sql = "SELECT connected FROM rm_vehicles WHERE vin = $1";
+        let online: Option<bool> =
+            on_db!(&self.db, |p| sqlx::query_scalar(sql).bind(&command.vin).fetch_optional(p).await)?;
+        let online = online.unwrap_or(false);
         let now = Utc::now();
         let fw = &self.frameworks;
         if !online {
@@ -96,12 +96,8 @@ impl Dispatcher {
 
     /// Sends the queued commands of `vin` (it came online).
     pub async fn send_queued(&self, vin: &str) -> Result<(), ProjectionError> {
-        let queued: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT command_id FROM rm_commands WHERE vin = $1 AND status = 'queued' ORDER BY requested_at",
-        )
-        .bind(vin)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = "SELECT command_id FROM rm_commands WHERE vin = $1 AND status = 'queued' ORDER BY requested_at";
+        let queued: Vec<uuid::Uuid> = on_db!(&self.db, |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await)?;
         for id in queued {
             self.dispatch(&id.to_string()).await?;
         }

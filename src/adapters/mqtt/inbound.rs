@@ -7,8 +7,9 @@
 use super::broker::{backoff, BrokerUrl};
 use super::codec::{self, CommandResponse, ConnectionReport, ConnectionState, StateReport, VehicleEventReport};
 use super::topics::{self, Inbound};
-use crate::adapters::postgres::facts::{self, DeadLetter, Observed};
-use crate::adapters::postgres::Frameworks;
+use crate::adapters::facts::{self, DeadLetter, Observed};
+use crate::adapters::sql::Db;
+use crate::adapters::Frameworks;
 use crate::domain::command::{CommandCommand, CommandError, VehicleAnswer};
 use crate::domain::observation::{without_location, VehicleFact};
 use crate::metrics::Metrics;
@@ -18,7 +19,6 @@ use futures::StreamExt;
 use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
-use sqlx::PgPool;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -41,7 +41,7 @@ pub struct InboundOptions {
 /// What the handler needs.
 pub struct Handler {
     /// The database.
-    pub pool: PgPool,
+    pub db: Db,
     /// Frameworks for the vehicles' answers.
     pub frameworks: Arc<Frameworks>,
     /// Counters.
@@ -237,7 +237,7 @@ impl Handler {
         for letter in &dead {
             self.metrics.inc("tacho_dead_letters_total", &[("reason", letter.reason)]);
         }
-        let appended = facts::store(&self.pool, &observed, &dead).await?;
+        let appended = facts::store(&self.db, &observed, &dead).await?;
         self.metrics.add("tacho_facts_appended_total", &[], appended as u64);
         Ok(())
     }
@@ -303,7 +303,7 @@ impl Handler {
         let mut vins: Vec<String> = pending.iter().map(|p| p.1.clone()).collect();
         vins.sort_unstable();
         vins.dedup();
-        let access = facts::access(&self.pool, &vins, Utc::now()).await?;
+        let access = facts::access(&self.db, &vins, Utc::now()).await?;
         let mut observed = Vec::with_capacity(pending.len());
         for (i, vin, message, received_at) in pending {
             let publish = &batch[i].publish;

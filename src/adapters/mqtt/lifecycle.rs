@@ -3,13 +3,14 @@
 //! and the clock (deadlines and TTLs, also those that passed while tacho was down).
 
 use super::dispatcher::Dispatcher;
-use crate::adapters::postgres::Frameworks;
+use crate::adapters::sql::Db;
+use crate::adapters::Frameworks;
 use crate::domain::command::CommandCommand;
 use crate::domain::consent::{ConsentEvent, Purpose};
 use crate::domain::observation::VehicleFact;
+use crate::on_db;
 use crate::projections::{Process, ProjectionError, StoredEvent};
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 /// Reacts to connection changes and revoked consents.
 pub struct VehicleProcesses {
     /// The database.
-    pub pool: PgPool,
+    pub db: Db,
     /// Frameworks to move commands.
     pub frameworks: Arc<Frameworks>,
     /// Sends queued commands.
@@ -47,11 +48,11 @@ impl VehicleProcesses {
     pub const NAME: &'static str = "vehicle_processes";
 
     async fn commands(&self, sql: &str, vin: &str, extra: Option<&str>) -> Result<Vec<uuid::Uuid>, ProjectionError> {
-        Ok(sqlx::query_scalar(sql).bind(vin).bind(extra).fetch_all(&self.pool).await?)
+        Ok(on_db!(&self.db, |p| sqlx::query_scalar(sql).bind(vin).bind(extra).fetch_all(p).await)?)
     }
 
     async fn interrupt_in_flight(&self, vin: &str, at: DateTime<Utc>) -> Result<(), ProjectionError> {
-        let sql = "SELECT command_id FROM rm_commands WHERE vin = $1 AND ($2::text IS NULL OR true) \
+        let sql = "SELECT command_id FROM rm_commands WHERE vin = $1 AND ($2 IS NULL OR true) \
                    AND status IN ('dispatched', 'accepted', 'in_progress')";
         for id in self.commands(sql, vin, None).await? {
             let fw = &self.frameworks;
@@ -113,7 +114,7 @@ impl Process for VehicleProcesses {
 /// send queued commands whose vehicle is online (covers races with the connection process), and
 /// every minute prune the state history and the inbound dedupe window.
 pub async fn sweep(
-    pool: PgPool,
+    db: Db,
     frameworks: Arc<Frameworks>,
     dispatcher: Option<Arc<Dispatcher>>,
     history_retention: chrono::Duration,
@@ -121,11 +122,11 @@ pub async fn sweep(
 ) {
     let mut ticks: u64 = 0;
     loop {
-        if let Err(e) = sweep_once(&pool, &frameworks, dispatcher.as_deref()).await {
+        if let Err(e) = sweep_once(&db, &frameworks, dispatcher.as_deref()).await {
             tracing::warn!(error = %e, "deadline sweep failed; retrying");
         }
-        if ticks % 60 == 0 {
-            if let Err(e) = prune(&pool, history_retention).await {
+        if ticks.is_multiple_of(60) {
+            if let Err(e) = prune(&db, history_retention).await {
                 tracing::warn!(error = %e, "pruning failed; retrying");
             }
         }
@@ -139,18 +140,15 @@ pub async fn sweep(
 
 /// One sweep (also run by tests).
 pub async fn sweep_once(
-    pool: &PgPool,
+    db: &Db,
     frameworks: &Frameworks,
     dispatcher: Option<&Dispatcher>,
 ) -> Result<(), ProjectionError> {
     let now = Utc::now();
-    let overdue: Vec<uuid::Uuid> = sqlx::query_scalar(
+    let sql =
         "SELECT command_id FROM rm_commands WHERE status IN ('requested', 'dispatched', 'accepted', 'in_progress') \
-         AND deadline_at <= $1 ORDER BY deadline_at LIMIT 500",
-    )
-    .bind(now)
-    .fetch_all(pool)
-    .await?;
+         AND deadline_at <= $1 ORDER BY deadline_at LIMIT 500";
+    let overdue: Vec<uuid::Uuid> = on_db!(db, |p| sqlx::query_scalar(sql).bind(now).fetch_all(p).await)?;
     for id in overdue {
         // The read model may lag a re-dispatch that moved the deadline: the aggregate decides.
         let _ = frameworks
@@ -162,12 +160,9 @@ pub async fn sweep_once(
             )
             .await;
     }
-    let expired: Vec<uuid::Uuid> = sqlx::query_scalar(
-        "SELECT command_id FROM rm_commands WHERE status = 'queued' AND expires_at <= $1 ORDER BY expires_at LIMIT 500",
-    )
-    .bind(now)
-    .fetch_all(pool)
-    .await?;
+    let sql =
+        "SELECT command_id FROM rm_commands WHERE status = 'queued' AND expires_at <= $1 ORDER BY expires_at LIMIT 500";
+    let expired: Vec<uuid::Uuid> = on_db!(db, |p| sqlx::query_scalar(sql).bind(now).fetch_all(p).await)?;
     for id in expired {
         let _ = frameworks
             .execute(
@@ -179,12 +174,9 @@ pub async fn sweep_once(
             .await;
     }
     if let Some(dispatcher) = dispatcher {
-        let ready: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT c.command_id FROM rm_commands c JOIN rm_vehicles v ON v.vin = c.vin \
-             WHERE c.status = 'queued' AND v.connected ORDER BY c.requested_at LIMIT 500",
-        )
-        .fetch_all(pool)
-        .await?;
+        let sql = "SELECT c.command_id FROM rm_commands c JOIN rm_vehicles v ON v.vin = c.vin \
+             WHERE c.status = 'queued' AND v.connected ORDER BY c.requested_at LIMIT 500";
+        let ready: Vec<uuid::Uuid> = on_db!(db, |p| sqlx::query_scalar(sql).fetch_all(p).await)?;
         for id in ready {
             if let Err(e) = dispatcher.dispatch(&id.to_string()).await {
                 tracing::warn!(command = %id, error = %e, "sending a queued command failed; retrying");
@@ -195,13 +187,13 @@ pub async fn sweep_once(
 }
 
 /// Deletes state history older than `history_retention` and message ids older than 7 days.
-pub async fn prune(pool: &PgPool, history_retention: chrono::Duration) -> Result<(), sqlx::Error> {
+pub async fn prune(db: &Db, history_retention: chrono::Duration) -> Result<(), sqlx::Error> {
     let cutoff = Utc::now() - history_retention;
-    sqlx::query("DELETE FROM rm_state_history WHERE received_at < $1").bind(cutoff).execute(pool).await?;
+    let sql = "DELETE FROM rm_state_history WHERE received_at < $1";
+    on_db!(db, |p| sqlx::query(sql).bind(cutoff).execute(p).await.map(|r| r.rows_affected()))?;
     // The dedupe window of vehicle message ids.
-    sqlx::query("DELETE FROM inbound_seen WHERE received_at < $1")
-        .bind(Utc::now() - chrono::Duration::days(7))
-        .execute(pool)
-        .await?;
+    let sql = "DELETE FROM inbound_seen WHERE received_at < $1";
+    let window = Utc::now() - chrono::Duration::days(7);
+    on_db!(db, |p| sqlx::query(sql).bind(window).execute(p).await.map(|r| r.rows_affected()))?;
     Ok(())
 }

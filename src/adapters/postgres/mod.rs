@@ -1,14 +1,6 @@
-//! PostgreSQL: the event store (postgres-es), the log reader, read-model queries and migrations.
+//! PostgreSQL: connecting (creating the database), migrations, LISTEN.
 
-pub mod facts;
-pub mod idempotency;
-pub mod log;
 pub mod notify;
-pub mod queries;
-mod store;
-pub mod verify;
-
-pub use store::{EventStores, Frameworks};
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -1,47 +1,112 @@
-//! The cqrs-es frameworks on postgres-es (plain event store: no snapshots, no in-process queries),
-//! and the strongly consistent precondition lookups the Command aggregate needs.
+//! The cqrs-es frameworks on postgres-es or sqlite-es (plain event store: no snapshots, no
+//! in-process queries), and the strongly consistent precondition lookups the Command aggregate needs.
 
+use super::sql::Db;
 use crate::domain::command::{Command, CommandPreconditions, CommandServices, PreconditionError};
 use crate::domain::consent::Consent;
 use crate::domain::device::Device;
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
+use crate::projections::EVENTS_CHANNEL;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventStore};
 use postgres_es::PostgresEventRepository;
-use sqlx::PgPool;
+use serde_json::Value;
+use sqlite_es::SqliteEventRepository;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-type Store<A> = PersistedEventStore<PostgresEventRepository, A>;
+type Store<A> = PersistedEventStore<Repository, A>;
 type Framework<A> = CqrsFramework<A, Store<A>>;
 
-fn store<A: Aggregate>(pool: &PgPool) -> Store<A> {
-    PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()))
+/// The event repository of the open store.
+pub enum Repository {
+    /// postgres-es.
+    Postgres(PostgresEventRepository),
+    /// sqlite-es.
+    Sqlite(SqliteEventRepository),
 }
 
-fn framework<A: Aggregate>(pool: &PgPool, services: A::Services) -> Framework<A> {
-    CqrsFramework::new(store(pool), vec![], services)
+impl Repository {
+    fn of(db: &Db) -> Self {
+        match db {
+            Db::Postgres(pool) => Self::Postgres(PostgresEventRepository::new(pool.clone())),
+            Db::Sqlite(embedded) => Self::Sqlite(SqliteEventRepository::new(embedded.pool.clone())),
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:expr, |$r:ident| $body:expr) => {
+        match $self {
+            Repository::Postgres($r) => $body,
+            Repository::Sqlite($r) => $body,
+        }
+    };
+}
+
+impl PersistedEventRepository for Repository {
+    async fn get_events<A: Aggregate>(&self, id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        delegate!(self, |r| r.get_events::<A>(id).await)
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        delegate!(self, |r| r.get_last_events::<A>(id, last_sequence).await)
+    }
+
+    async fn get_snapshot<A: Aggregate>(&self, id: &str) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        delegate!(self, |r| r.get_snapshot::<A>(id).await)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        delegate!(self, |r| r.persist::<A>(events, snapshot_update).await)
+    }
+
+    async fn stream_events<A: Aggregate>(&self, id: &str) -> Result<ReplayStream, PersistenceError> {
+        delegate!(self, |r| r.stream_events::<A>(id).await)
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        delegate!(self, |r| r.stream_all_events::<A>().await)
+    }
+}
+
+fn store<A: Aggregate>(db: &Db) -> Store<A> {
+    PersistedEventStore::new_event_store(Repository::of(db))
+}
+
+fn framework<A: Aggregate>(db: &Db, services: A::Services) -> Framework<A> {
+    CqrsFramework::new(store(db), vec![], services)
 }
 
 /// Loads aggregates straight from their streams (for preconditions, responses and audit).
 #[derive(Clone)]
 pub struct EventStores {
-    pool: PgPool,
+    db: Db,
 }
 
 impl EventStores {
-    /// Stores on `pool`.
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    /// Stores on `db`.
+    pub fn new(db: Db) -> Self {
+        Self { db }
     }
 
     /// The current state of aggregate `id` (the default state when it has no events).
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<A, AggregateError<A::Error>> {
-        let mut context = store::<A>(&self.pool).load_aggregate(id).await?;
+        let mut context = store::<A>(&self.db).load_aggregate(id).await?;
         Ok(std::mem::take(context.aggregate()))
     }
 }
@@ -78,20 +143,22 @@ pub struct Frameworks {
     /// Direct loads of aggregates.
     pub stores: EventStores,
     stripes: Stripes,
+    db: Db,
 }
 
 impl Frameworks {
-    /// Frameworks writing to `pool`.
-    pub fn new(pool: &PgPool) -> Self {
-        let stores = EventStores::new(pool.clone());
+    /// Frameworks writing to `db`.
+    pub fn new(db: &Db) -> Self {
+        let stores = EventStores::new(db.clone());
         let preconditions: CommandServices = Arc::new(stores.clone());
         Self {
-            vehicles: framework(pool, ()),
-            devices: framework(pool, ()),
-            consents: framework(pool, ()),
-            commands: framework(pool, preconditions),
+            vehicles: framework(db, ()),
+            devices: framework(db, ()),
+            consents: framework(db, ()),
+            commands: framework(db, preconditions),
             stores,
             stripes: Stripes::new(),
+            db: db.clone(),
         }
     }
 }
@@ -136,7 +203,12 @@ impl Frameworks {
                     let jitter = u64::from(rand::random::<u8>() % 5);
                     tokio::time::sleep(std::time::Duration::from_millis(attempts.min(10) + jitter)).await;
                 }
-                other => return other,
+                other => {
+                    if other.is_ok() {
+                        self.db.signal(EVENTS_CHANNEL, String::new());
+                    }
+                    return other;
+                }
             }
         }
     }

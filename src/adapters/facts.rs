@@ -1,10 +1,12 @@
 //! Appending observed vehicle facts to the log in batches, with duplicate message ids dropped, and
 //! storing refused MQTT messages as dead letters. One transaction per batch.
 
+use super::sql::{is_unique_violation, Db};
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
+use crate::projections::EVENTS_CHANNEL;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, SqliteConnection};
 use std::collections::{HashMap, HashSet};
 
 /// A fact about vehicle `vin`, ready to append.
@@ -41,58 +43,128 @@ pub struct Access {
 }
 
 /// Registry status and consents in force of `vins` at `at`; unregistered VINs are absent.
-pub async fn access(pool: &PgPool, vins: &[String], at: DateTime<Utc>) -> Result<HashMap<String, Access>, sqlx::Error> {
-    let rows = sqlx::query(
+pub async fn access(db: &Db, vins: &[String], at: DateTime<Utc>) -> Result<HashMap<String, Access>, sqlx::Error> {
+    let listed = match db {
+        Db::Postgres(_) => "v.vin IN (SELECT jsonb_array_elements_text($1))",
+        Db::Sqlite(_) => "v.vin IN (SELECT value FROM json_each($1))",
+    };
+    let sql = format!(
         "SELECT v.vin, v.status, \
            (SELECT max(c.version) FROM rm_consents c WHERE c.vin = v.vin AND c.purpose = 'telemetry' \
               AND c.status = 'granted' AND (c.expires_at IS NULL OR c.expires_at > $2)) AS telemetry, \
            (SELECT max(c.version) FROM rm_consents c WHERE c.vin = v.vin AND c.purpose = 'location' \
               AND c.status = 'granted' AND (c.expires_at IS NULL OR c.expires_at > $2)) AS location \
-         FROM rm_vehicles v WHERE v.vin = ANY($1)",
-    )
-    .bind(vins)
-    .bind(at)
-    .fetch_all(pool)
-    .await?;
+         FROM rm_vehicles v WHERE {listed}"
+    );
+    let vins = json!(vins);
+    let rows: Vec<(String, String, Option<i64>, Option<i64>)> =
+        crate::on_db!(db, |p| sqlx::query_as(&sql).bind(&vins).bind(at).fetch_all(p).await)?;
     let version = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get("vin")?,
-                Access {
-                    status: r.try_get("status")?,
-                    telemetry: version(r.try_get("telemetry")?),
-                    location: version(r.try_get("location")?),
-                },
-            ))
+    Ok(rows
+        .into_iter()
+        .map(|(vin, status, telemetry, location)| {
+            (vin, Access { status, telemetry: version(telemetry), location: version(location) })
         })
-        .collect()
+        .collect())
 }
 
 /// Appends `facts` (minus message ids already stored) and `dead` in one transaction; returns how
 /// many facts were appended. Retries when another instance appended to the same stream meanwhile.
-pub async fn store(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
+pub async fn store(db: &Db, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
     let mut attempt = 0;
     loop {
-        match store_once(pool, facts, dead).await {
-            Err(e) if attempt < 5 && is_conflict(&e) => attempt += 1,
+        let stored = match db {
+            Db::Postgres(pool) => store_once(pool, facts, dead).await,
+            Db::Sqlite(embedded) => {
+                let mut tx = embedded.pool.begin_with("BEGIN IMMEDIATE").await?;
+                let stored = store_sqlite(&mut tx, facts, dead).await?;
+                tx.commit().await?;
+                if stored > 0 {
+                    db.signal(EVENTS_CHANNEL, String::new());
+                }
+                Ok(stored)
+            }
+        };
+        match stored {
+            Err(e) if attempt < 5 && is_unique_violation(&e) => attempt += 1,
             other => return other,
         }
     }
 }
 
-fn is_conflict(e: &sqlx::Error) -> bool {
-    e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "23505")
+/// `facts` without the repeats of a message id inside the batch.
+fn candidates(facts: &[Observed]) -> Vec<&Observed> {
+    let mut in_batch = HashSet::new();
+    facts.iter().filter(|o| o.fact.msg_id().is_none_or(|id| in_batch.insert((o.vin.clone(), id.to_owned())))).collect()
+}
+
+fn metadata(observed: &Observed) -> Value {
+    json!({ "actor": format!("vehicle:{}", observed.vin), "source": "mqtt" })
+}
+
+/// The same as [`store_once`] on SQLite, row by row in one `BEGIN IMMEDIATE` transaction.
+async fn store_sqlite(c: &mut SqliteConnection, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
+    let mut next: HashMap<String, i64> = HashMap::new();
+    let mut kept = 0;
+    for observed in candidates(facts) {
+        if let Some(id) = observed.fact.msg_id() {
+            let fresh = sqlx::query(
+                "INSERT INTO inbound_seen (vin, msg_id, received_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(&observed.vin)
+            .bind(id)
+            .bind(Utc::now())
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+            if fresh == 0 {
+                continue;
+            }
+        }
+        let sequence = match next.get_mut(&observed.vin) {
+            Some(sequence) => sequence,
+            None => {
+                let last: i64 = sqlx::query_scalar(
+                    "SELECT coalesce(max(sequence), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
+                )
+                .bind(STREAM_TYPE)
+                .bind(&observed.vin)
+                .fetch_one(&mut *c)
+                .await?;
+                next.entry(observed.vin.clone()).or_insert(last)
+            }
+        };
+        *sequence += 1;
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ($1, $2, $3, $4, '1', $5, $6)",
+        )
+        .bind(STREAM_TYPE)
+        .bind(&observed.vin)
+        .bind(*sequence)
+        .bind(observed.fact.event_type())
+        .bind(serde_json::to_value(&observed.fact).unwrap_or(Value::Null))
+        .bind(metadata(observed))
+        .execute(&mut *c)
+        .await?;
+        kept += 1;
+    }
+    for letter in dead {
+        sqlx::query("INSERT INTO dead_letters (topic, payload, reason, detail) VALUES ($1, $2, $3, $4)")
+            .bind(&letter.topic)
+            .bind(&letter.payload)
+            .bind(letter.reason)
+            .bind(&letter.detail)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(kept)
 }
 
 async fn store_once(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Duplicates inside the batch first, then against what is stored.
-    let mut in_batch = HashSet::new();
-    let candidates: Vec<&Observed> = facts
-        .iter()
-        .filter(|o| o.fact.msg_id().is_none_or(|id| in_batch.insert((o.vin.clone(), id.to_owned()))))
-        .collect();
+    let candidates = candidates(facts);
     let (seen_vins, seen_ids): (Vec<String>, Vec<String>) =
         candidates.iter().filter_map(|o| o.fact.msg_id().map(|id| (o.vin.clone(), id.to_owned()))).unzip();
     let fresh: HashSet<(String, String)> = if seen_ids.is_empty() {
@@ -135,7 +207,7 @@ async fn store_once(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> R
             sequences.push(*sequence);
             types.push(observed.fact.event_type().to_owned());
             payloads.push(serde_json::to_value(&observed.fact).unwrap_or(Value::Null));
-            metadata.push(json!({ "actor": format!("vehicle:{}", observed.vin), "source": "mqtt" }));
+            metadata.push(self::metadata(observed));
         }
         sqlx::query(
             "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \

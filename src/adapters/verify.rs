@@ -2,14 +2,15 @@
 //! compare the result with the read models that claim to reflect it.
 
 use super::log;
+use super::sql::{Conn, Db};
 use crate::domain::command::{Command, CommandEvent};
 use crate::domain::consent::Consent;
 use crate::domain::device::Device;
 use crate::domain::vehicle::Vehicle;
+use crate::on_conn;
 use crate::projections::{ProjectionError, StoredEvent, Subscriptions};
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
-use sqlx::{PgConnection, PgPool, Row};
 use std::collections::BTreeSet;
 
 /// One difference between the log and what claims to reflect it.
@@ -37,21 +38,14 @@ pub struct VerifyReport {
 }
 
 /// Verifies every stream, or only those of `aggregate_type` (and `id`).
-pub async fn verify(
-    pool: &PgPool,
-    aggregate_type: Option<&str>,
-    id: Option<&str>,
-) -> Result<VerifyReport, ProjectionError> {
-    let mut conn = pool.acquire().await?;
-    let streams: Vec<(String, String)> = sqlx::query_as(
-        "SELECT DISTINCT aggregate_type, aggregate_id FROM events \
-         WHERE ($1::text IS NULL OR aggregate_type = $1) AND ($2::text IS NULL OR aggregate_id = $2) \
-         ORDER BY aggregate_type, aggregate_id",
-    )
-    .bind(aggregate_type)
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
+pub async fn verify(db: &Db, aggregate_type: Option<&str>, id: Option<&str>) -> Result<VerifyReport, ProjectionError> {
+    let mut pooled = db.acquire().await?;
+    let mut conn = pooled.conn();
+    let sql = "SELECT DISTINCT aggregate_type, aggregate_id FROM events \
+         WHERE ($1 IS NULL OR aggregate_type = $1) AND ($2 IS NULL OR aggregate_id = $2) \
+         ORDER BY aggregate_type, aggregate_id";
+    let streams: Vec<(String, String)> =
+        on_conn!(&mut conn, |c| sqlx::query_as(sql).bind(aggregate_type).bind(id).fetch_all(c).await)?;
     let mut report = VerifyReport::default();
     for (kind, id) in streams {
         let events = log::read_stream(&mut conn, &kind, &id).await?;
@@ -99,20 +93,19 @@ fn fold<A: Aggregate>(events: &[StoredEvent]) -> Result<A, ProjectionError> {
 }
 
 async fn compare_vehicle(
-    conn: &mut PgConnection,
+    conn: &mut Conn<'_>,
     vin: &str,
     events: &[StoredEvent],
 ) -> Result<Vec<String>, ProjectionError> {
     let vehicle: Vehicle = fold(events)?;
-    let row =
-        sqlx::query("SELECT status, devices FROM rm_vehicles WHERE vin = $1").bind(vin).fetch_optional(conn).await?;
-    let Some(row) = row else { return Ok(vec!["rm_vehicles has no row".into()]) };
+    let sql = "SELECT status, devices FROM rm_vehicles WHERE vin = $1";
+    let row: Option<(String, serde_json::Value)> =
+        on_conn!(conn, |c| sqlx::query_as(sql).bind(vin).fetch_optional(c).await)?;
+    let Some((status, devices)) = row else { return Ok(vec!["rm_vehicles has no row".into()]) };
     let mut problems = Vec::new();
-    let status: String = row.try_get("status")?;
     if status != vehicle.status.as_str() {
         problems.push(format!("rm_vehicles.status is {status}, the log says {}", vehicle.status.as_str()));
     }
-    let devices: serde_json::Value = row.try_get("devices")?;
     let listed: BTreeSet<String> = devices
         .as_array()
         .map(|a| a.iter().filter_map(|d| d["device_id"].as_str().map(str::to_owned)).collect())
@@ -124,24 +117,18 @@ async fn compare_vehicle(
     Ok(problems)
 }
 
-async fn compare_device(
-    conn: &mut PgConnection,
-    id: &str,
-    events: &[StoredEvent],
-) -> Result<Vec<String>, ProjectionError> {
+async fn compare_device(conn: &mut Conn<'_>, id: &str, events: &[StoredEvent]) -> Result<Vec<String>, ProjectionError> {
     let device: Device = fold(events)?;
-    let row = sqlx::query("SELECT status, vin, certificate_thumbprint FROM rm_devices WHERE device_id = $1")
-        .bind(id)
-        .fetch_optional(conn)
-        .await?;
-    let Some(row) = row else { return Ok(vec!["rm_devices has no row".into()]) };
+    let sql = "SELECT status, vin, certificate_thumbprint FROM rm_devices WHERE device_id = $1";
+    let row: Option<(String, String, String)> =
+        on_conn!(conn, |c| sqlx::query_as(sql).bind(id).fetch_optional(c).await)?;
+    let Some((status, vin, thumbprint)) = row else { return Ok(vec!["rm_devices has no row".into()]) };
     let mut problems = Vec::new();
-    for (column, log) in [
-        ("status", device.status.as_str().to_owned()),
-        ("vin", device.vin),
-        ("certificate_thumbprint", device.certificate_thumbprint),
+    for (column, model, log) in [
+        ("status", status, device.status.as_str().to_owned()),
+        ("vin", vin, device.vin),
+        ("certificate_thumbprint", thumbprint, device.certificate_thumbprint),
     ] {
-        let model: String = row.try_get(column)?;
         if model != log {
             problems.push(format!("rm_devices.{column} is {model}, the log says {log}"));
         }
@@ -150,23 +137,14 @@ async fn compare_device(
 }
 
 async fn compare_consent(
-    conn: &mut PgConnection,
+    conn: &mut Conn<'_>,
     vin: &str,
     events: &[StoredEvent],
 ) -> Result<Vec<String>, ProjectionError> {
     let consent: Consent = fold(events)?;
-    let rows = sqlx::query("SELECT subject, purpose, version FROM rm_consents WHERE vin = $1 AND status = 'granted'")
-        .bind(vin)
-        .fetch_all(conn)
-        .await?;
-    let mut model = BTreeSet::new();
-    for row in rows {
-        model.insert((
-            row.try_get::<String, _>("subject")?,
-            row.try_get::<String, _>("purpose")?,
-            row.try_get::<i64, _>("version")?,
-        ));
-    }
+    let sql = "SELECT subject, purpose, version FROM rm_consents WHERE vin = $1 AND status = 'granted'";
+    let rows: Vec<(String, String, i64)> = on_conn!(conn, |c| sqlx::query_as(sql).bind(vin).fetch_all(c).await)?;
+    let model: BTreeSet<(String, String, i64)> = rows.into_iter().collect();
     let log: BTreeSet<(String, String, i64)> = consent
         .grants
         .iter()
@@ -178,32 +156,27 @@ async fn compare_consent(
 }
 
 async fn compare_command(
-    conn: &mut PgConnection,
+    conn: &mut Conn<'_>,
     id: &str,
     events: &[StoredEvent],
 ) -> Result<Vec<String>, ProjectionError> {
     let command: Command = fold(events)?;
     let Ok(uuid) = uuid::Uuid::parse_str(id) else { return Ok(vec![format!("stream id {id} is not a UUID")]) };
-    let row = sqlx::query(
-        "SELECT status, vin, jsonb_array_length(transitions) AS transitions FROM rm_commands WHERE command_id = $1",
-    )
-    .bind(uuid)
-    .fetch_optional(conn)
-    .await?;
-    let Some(row) = row else { return Ok(vec!["rm_commands has no row".into()]) };
+    let sql = "SELECT status, vin, transitions FROM rm_commands WHERE command_id = $1";
+    let row: Option<(String, String, serde_json::Value)> =
+        on_conn!(conn, |c| sqlx::query_as(sql).bind(uuid).fetch_optional(c).await)?;
+    let Some((status, vin, transitions)) = row else { return Ok(vec!["rm_commands has no row".into()]) };
+    let transitions = transitions.as_array().map_or(0, Vec::len);
     let mut problems = Vec::new();
-    let status: String = row.try_get("status")?;
     if status != command.status.as_str() {
         problems.push(format!("rm_commands.status is {status}, the log says {}", command.status.as_str()));
     }
-    let vin: String = row.try_get("vin")?;
     if vin != command.vin {
         problems.push(format!("rm_commands.vin is {vin}, the log says {}", command.vin));
     }
-    let transitions: i32 = row.try_get("transitions")?;
     let expected =
         events.iter().filter_map(|e| e.decode::<CommandEvent>().ok()).filter(|e| e.status().is_some()).count();
-    if transitions as usize != expected {
+    if transitions != expected {
         problems.push(format!("rm_commands has {transitions} transitions, the log has {expected}"));
     }
     Ok(problems)

@@ -1,0 +1,198 @@
+//! The store tacho runs on, PostgreSQL or SQLite, behind one handle.
+//!
+//! Most read-model SQL is portable (`$n` placeholders, `ON CONFLICT`, row values, `RETURNING`) and is
+//! written once: [`on_db!`](crate::on_db) and [`on_conn!`](crate::on_conn) run one body against
+//! whichever backend is open, each arm type-checked against its own driver. What the dialects do
+//! differently (the log's commit order, wake-ups, bulk writes, JSON operators) lives in
+//! [`super::postgres`] and [`super::sqlite`].
+//!
+//! Times are bound as `DateTime<Utc>`: PostgreSQL keeps `timestamptz`; SQLite keeps RFC 3339 text in
+//! UTC, whose fractional part sorts correctly as text, so comparisons work in both.
+
+use sqlx::pool::PoolConnection;
+use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// An open store: a PostgreSQL pool, or the embedded SQLite file.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// PostgreSQL (production, several instances).
+    Postgres(PgPool),
+    /// SQLite (the embedded default, one instance).
+    Sqlite(Embedded),
+}
+
+/// The embedded SQLite store: its pool, the in-process stand-in for NOTIFY, and the lock that keeps
+/// a second tacho off the same file.
+#[derive(Clone, Debug)]
+pub struct Embedded {
+    /// The pool (WAL; writers queue on SQLite's lock).
+    pub pool: SqlitePool,
+    signals: broadcast::Sender<(&'static str, String)>,
+    _lock: Arc<std::fs::File>,
+}
+
+impl Embedded {
+    /// Wraps `pool`, holding `lock` for as long as any clone lives.
+    pub fn new(pool: SqlitePool, lock: std::fs::File) -> Self {
+        Self { pool, signals: broadcast::channel(4096).0, _lock: Arc::new(lock) }
+    }
+}
+
+/// A connection of either backend, borrowed from a pool or a transaction.
+pub enum Conn<'c> {
+    /// PostgreSQL.
+    Postgres(&'c mut PgConnection),
+    /// SQLite.
+    Sqlite(&'c mut SqliteConnection),
+}
+
+/// A transaction of either backend; rolled back when dropped uncommitted.
+pub enum Tx {
+    /// PostgreSQL.
+    Postgres(Transaction<'static, Postgres>),
+    /// SQLite (`BEGIN IMMEDIATE`: the write lock is taken up front, so no reader-turned-writer fails).
+    Sqlite(Transaction<'static, Sqlite>),
+}
+
+/// A pooled connection of either backend.
+pub enum Pooled {
+    /// PostgreSQL.
+    Postgres(PoolConnection<Postgres>),
+    /// SQLite.
+    Sqlite(PoolConnection<Sqlite>),
+}
+
+/// Runs `$body` with `$p` bound to the open pool (`&PgPool` or `&SqlitePool`).
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$p:ident| $body:expr) => {
+        match $db {
+            $crate::adapters::sql::Db::Postgres($p) => $body,
+            $crate::adapters::sql::Db::Sqlite(embedded) => {
+                let $p = &embedded.pool;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the connection (`&mut PgConnection` or `&mut SqliteConnection`)
+/// of a `&mut Conn`.
+#[macro_export]
+macro_rules! on_conn {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::adapters::sql::Conn::Postgres(c) => {
+                let $c: &mut sqlx::PgConnection = &mut **c;
+                $body
+            }
+            $crate::adapters::sql::Conn::Sqlite(c) => {
+                let $c: &mut sqlx::SqliteConnection = &mut **c;
+                $body
+            }
+        }
+    };
+}
+
+impl Db {
+    /// Whether this is the embedded store.
+    pub fn is_embedded(&self) -> bool {
+        matches!(self, Self::Sqlite(_))
+    }
+
+    /// A name for messages: `postgres` or `sqlite`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        Ok(match self {
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Self::Sqlite(embedded) => Tx::Sqlite(embedded.pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// Takes a connection from the pool.
+    pub async fn acquire(&self) -> Result<Pooled, sqlx::Error> {
+        Ok(match self {
+            Self::Postgres(pool) => Pooled::Postgres(pool.acquire().await?),
+            Self::Sqlite(embedded) => Pooled::Sqlite(embedded.pool.acquire().await?),
+        })
+    }
+
+    /// Tells this instance's listeners of `channel` (SQLite only: with PostgreSQL, triggers and
+    /// `pg_notify` in the writing transaction reach every instance).
+    pub fn signal(&self, channel: &'static str, payload: String) {
+        if let Self::Sqlite(embedded) = self {
+            let _ = embedded.signals.send((channel, payload));
+        }
+    }
+
+    /// Calls `on_payload` with each notification on `channel` until `shutdown`.
+    pub async fn listen(&self, channel: &'static str, on_payload: impl Fn(&str), shutdown: CancellationToken) {
+        match self {
+            Self::Postgres(pool) => super::postgres::notify::listen(pool.clone(), channel, on_payload, shutdown).await,
+            Self::Sqlite(embedded) => {
+                let mut signals = embedded.signals.subscribe();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        received = signals.recv() => match received {
+                            Ok((name, payload)) if name == channel => on_payload(&payload),
+                            Ok(_) => {}
+                            // Missed signals are covered by the listeners' own polling.
+                            Err(broadcast::error::RecvError::Lagged(_)) => on_payload(""),
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the pool (the SQLite file is checkpointed and left consistent).
+    pub async fn close(&self) {
+        on_db!(self, |p| p.close().await)
+    }
+}
+
+impl Tx {
+    /// The transaction's connection.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Postgres(tx) => Conn::Postgres(tx),
+            Self::Sqlite(tx) => Conn::Sqlite(tx),
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(tx) => tx.commit().await,
+            Self::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
+
+impl Pooled {
+    /// The connection.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Postgres(c) => Conn::Postgres(c),
+            Self::Sqlite(c) => Conn::Sqlite(c),
+        }
+    }
+}
+
+/// Whether `e` is a unique-key violation (another writer took the key first).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    // 23505: PostgreSQL; 1555 / 2067: SQLite primary key / unique constraint.
+    e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "23505" || c == "1555" || c == "2067")
+}

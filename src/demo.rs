@@ -1,0 +1,140 @@
+//! What `tacho serve` prints at start, and the simulated vehicles of `tacho serve --demo`.
+
+use crate::adapters::http::auth::{AuthKeys, Role};
+use crate::app::Running;
+use crate::config::{Config, Mqtt};
+use crate::domain::consent::{ConsentCommand, Purpose};
+use crate::domain::vehicle::{VehicleCommand, VehicleStatus};
+use crate::domain::vin::Vin;
+use crate::sim::{sim_vin, Behaviour, SimVehicle};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Subject of the development token (the demo vehicles' consents are granted to it).
+pub const DEV_SUBJECT: &str = "dev";
+
+/// Simulated vehicles online for the demo.
+pub struct Demo {
+    /// Their VINs.
+    pub vins: Vec<String>,
+    vehicles: Vec<SimVehicle>,
+}
+
+impl Demo {
+    /// Disconnects the vehicles cleanly.
+    pub async fn stop(self) {
+        for vehicle in self.vehicles {
+            let _ = vehicle.disconnect().await;
+        }
+    }
+}
+
+/// Registers, activates and grants consents (to [`DEV_SUBJECT`]) for `count` demo vehicles, unless
+/// a previous run did, and connects them to tacho's broker.
+pub async fn start(running: &Running, count: u64) -> anyhow::Result<Demo> {
+    let broker = running.broker.as_ref().context("--demo needs MQTT: TACHO_MQTT_URL must not be none")?;
+    let frameworks = &running.state.frameworks;
+    let meta = HashMap::from([("actor".to_owned(), "tacho:demo".to_owned())]);
+    let at = chrono::Utc::now();
+    let vins: Vec<String> = (1..=count).map(sim_vin).collect();
+    for vin in &vins {
+        let vehicle = frameworks.stores.load::<crate::domain::vehicle::Vehicle>(vin).await?;
+        if vehicle.status == VehicleStatus::Unknown {
+            let register = VehicleCommand::Register {
+                vin: Vin::parse(vin)?,
+                model: "Demo".into(),
+                model_year: 2026,
+                market: "EU".into(),
+                options: vec!["remote_climate".into()],
+                data_collection: Default::default(),
+                at,
+            };
+            frameworks.execute(&frameworks.vehicles, vin, register, &meta).await?;
+            frameworks.execute(&frameworks.vehicles, vin, VehicleCommand::Activate { at }, &meta).await?;
+            for purpose in ["remote_commands", "telemetry", "location"] {
+                let grant = ConsentCommand::Grant {
+                    vin: vin.clone(),
+                    subject: DEV_SUBJECT.into(),
+                    purpose: Purpose::parse(purpose)?,
+                    legal_basis: "consent".into(),
+                    expires_at: None,
+                    at,
+                };
+                frameworks.execute(&frameworks.consents, vin, grant, &meta).await?;
+            }
+        }
+    }
+    // Vehicles are admitted by the registry and consent read models: let them catch up first.
+    for vin in &vins {
+        running.state.settle("vehicles", "Vehicle", vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        running.state.settle("consents", "Consent", vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    let behaviour = Behaviour { state_every: Some(Duration::from_secs(5)), ..Behaviour::default() };
+    let mut vehicles = Vec::new();
+    for vin in &vins {
+        vehicles.push(SimVehicle::connect(broker, vin, behaviour.clone()).await?);
+    }
+    Ok(Demo { vins, vehicles })
+}
+
+/// The start-up message: where tacho listens, where its data lives, a development token (embedded
+/// store only) and a first request to try.
+pub fn banner(config: &Config, running: &Running, demo: Option<&Demo>) -> anyhow::Result<String> {
+    let http = format!("http://{}", running.addr);
+    let mut out = String::new();
+    let store = match config.sqlite_path()? {
+        Some(path) => format!("{} (SQLite; secret in {})", path.display(), secret_location(config, &path)),
+        None => "PostgreSQL (TACHO_DATABASE_URL)".to_owned(),
+    };
+    let mqtt = match (config.mqtt()?, &running.broker) {
+        (Mqtt::Embedded(_), Some(url)) => format!("{url} (embedded broker, MQTT v5)"),
+        (_, Some(url)) => format!("{url}"),
+        (_, None) => "off (TACHO_MQTT_URL=none): commands stay requested".to_owned(),
+    };
+    writeln!(out, "tacho is running")?;
+    writeln!(out, "  HTTP API   {http}   (docs: {http}/docs)")?;
+    writeln!(out, "  MQTT       {mqtt}")?;
+    writeln!(out, "  data       {store}")?;
+    if config.sqlite_path()?.is_none() {
+        writeln!(out, "  a token    tacho token --role admin --sub you   (same TACHO_AUTH_SECRET)")?;
+        writeln!(out, "Ctrl-C stops tacho.")?;
+        return Ok(out);
+    }
+    let keys = AuthKeys::new(&config.resolve_auth_secret()?);
+    let token = keys.mint(DEV_SUBJECT, vec![Role::Admin], None, chrono::Utc::now().timestamp(), 24 * 3600);
+    writeln!(out, "  dev token  (admin, 24 h; more with `cargo run --release -- token --help`)")?;
+    writeln!(out, "    export TOKEN={token}")?;
+    writeln!(out, "Try it:")?;
+    match demo.and_then(|d| d.vins.first()) {
+        Some(vin) => {
+            writeln!(out, "  curl -s {http}/v1/vehicles/{vin}/state -H \"Authorization: Bearer $TOKEN\"")?;
+            writeln!(
+                out,
+                "  curl -s -X POST {http}/v1/vehicles/{vin}/commands -H \"Authorization: Bearer $TOKEN\" \\\n    \
+                 -H 'Content-Type: application/json' -d '{{\"name\":\"lock_doors\"}}'"
+            )?;
+        }
+        None => {
+            writeln!(out, "  curl -s {http}/v1/vehicles -H \"Authorization: Bearer $TOKEN\"")?;
+            writeln!(out, "  (start with --demo for simulated vehicles to send commands to)")?;
+        }
+    }
+    if let Some(url) = &running.broker {
+        let port = url.to_string();
+        writeln!(out, "  mosquitto_sub -V mqttv5 -v -t 'vehicles/#' -p {}", port.rsplit(':').next().unwrap_or("1883"))?;
+    }
+    writeln!(out, "Ctrl-C stops tacho; data stays in the data folder for the next start.")?;
+    Ok(out)
+}
+
+fn secret_location(config: &Config, database: &std::path::Path) -> String {
+    match &config.auth_secret {
+        Some(_) => "TACHO_AUTH_SECRET".to_owned(),
+        None => {
+            let dir = database.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            dir.join("auth-secret").display().to_string()
+        }
+    }
+}
