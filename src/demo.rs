@@ -76,6 +76,16 @@ pub async fn start(running: &Running, count: u64) -> anyhow::Result<Demo> {
     for vin in &vins {
         vehicles.push(SimVehicle::connect(broker, vin, behaviour.clone()).await?);
     }
+    // The first request should find them online: wait (a few seconds at most) for the registry.
+    for vin in &vins {
+        for _ in 0..100 {
+            let view = crate::adapters::queries::vehicle_by_vin(&running.state.db, vin).await?;
+            if view.is_some_and(|v| v.connection.connected) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     Ok(Demo { vins, vehicles })
 }
 

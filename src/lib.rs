@@ -5,13 +5,15 @@
 //!   imports no sqlx, axum or rumqttc and never reads a clock.
 //! - [`projections`]: the subscription runner (checkpointed catch-up readers of the log) and one
 //!   module per read model. Knows the log's rows, not HTTP.
-//! - [`adapters`]: the technology: PostgreSQL (event store, log reader, facts, migrations), MQTT
-//!   (confirmed publishing, the inbound consumer, the dispatcher and lifecycle processes) and HTTP
-//!   (axum router, auth, problem+json, OpenAPI). Adapters may import the domain and projections,
-//!   never each other's internals but through the types they export.
+//! - [`adapters`]: the technology: the store (PostgreSQL or the embedded SQLite behind one handle:
+//!   event store, log reader, facts, queries, migrations), MQTT (confirmed publishing, the inbound
+//!   consumer, the dispatcher and lifecycle processes, the embedded broker) and HTTP (axum router,
+//!   auth, problem+json, OpenAPI). Adapters may import the domain and projections, never each
+//!   other's internals but through the types they export.
 //! - [`config`]: the only place that reads the environment.
 //! - [`app`]: the composition root: pools, frameworks, subscriptions, MQTT, HTTP, shutdown.
 //! - [`metrics`]: counters for `/metrics`. [`sim`]: simulated vehicles. [`bench`]: `tacho bench`.
+//!   [`demo`]: the start-up banner and `serve --demo`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

@@ -51,7 +51,9 @@ async fn main() -> anyhow::Result<()> {
 
 fn init_tracing() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rumqttd=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rumqttd=warn")),
+        )
         .init();
 }
 

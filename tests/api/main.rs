@@ -1,4 +1,5 @@
-//! The integration test binary: tacho against the real PostgreSQL, one fresh database per test.
+//! The integration test binary: tacho on each store (a fresh SQLite file, or a fresh database on the
+//! real PostgreSQL, per test), with the embedded broker or the real Mosquitto for MQTT tests.
 
 mod helpers;
 
@@ -8,6 +9,7 @@ mod bad_input;
 mod commands;
 mod consents;
 mod devices;
+mod embedded;
 mod log;
 mod mqtt;
 mod openapi;
