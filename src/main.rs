@@ -8,7 +8,21 @@ use tacho::config::{Cli, Mqtt, ServeArgs, Subcommand_};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // A message for the person at the terminal: what failed and why, no stack trace.
+        Err(e) => {
+            eprintln!("Error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  because: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config;
     match cli.command.unwrap_or(Subcommand_::Serve(Default::default())) {

@@ -2,7 +2,7 @@
 //! consistent (a primary key, not a read model).
 
 use super::sql::Db;
-use crate::on_db;
+use crate::{execute_db, on_db};
 use uuid::Uuid;
 
 /// What a key already stands for.
@@ -26,16 +26,7 @@ pub async fn claim(
 ) -> Result<Claim, sqlx::Error> {
     let sql = "INSERT INTO command_idempotency (requester, key, request_hash, command_id) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (requester, key) DO NOTHING";
-    let inserted = on_db!(db, |p| {
-        sqlx::query(sql)
-            .bind(requester)
-            .bind(key)
-            .bind(request_hash)
-            .bind(command_id)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected())
-    })?;
+    let inserted = execute_db!(db, sql, requester, key, request_hash, command_id)?;
     if inserted == 1 {
         return Ok(Claim::New);
     }
@@ -48,6 +39,6 @@ pub async fn claim(
 /// Frees a key whose request was refused before anything was recorded.
 pub async fn release(db: &Db, requester: &str, key: &str) -> Result<(), sqlx::Error> {
     let sql = "DELETE FROM command_idempotency WHERE requester = $1 AND key = $2";
-    on_db!(db, |p| sqlx::query(sql).bind(requester).bind(key).execute(p).await.map(|r| r.rows_affected()))?;
+    execute_db!(db, sql, requester, key)?;
     Ok(())
 }

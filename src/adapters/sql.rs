@@ -97,6 +97,22 @@ macro_rules! on_conn {
     };
 }
 
+/// Runs one statement with its arguments on a `&mut Conn`; the rows it changed.
+#[macro_export]
+macro_rules! execute {
+    ($conn:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
+        $crate::on_conn!($conn, |c| sqlx::query($sql)$(.bind($arg))*.execute(c).await.map(|r| r.rows_affected()))
+    };
+}
+
+/// Runs one statement with its arguments on a `&Db`; the rows it changed.
+#[macro_export]
+macro_rules! execute_db {
+    ($db:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
+        $crate::on_db!($db, |p| sqlx::query($sql)$(.bind($arg))*.execute(p).await.map(|r| r.rows_affected()))
+    };
+}
+
 impl Db {
     /// Whether this is the embedded store.
     pub fn is_embedded(&self) -> bool {

@@ -6,7 +6,7 @@
 use super::{Projection, ProjectionError, StoredEvent};
 use crate::adapters::sql::Conn;
 use crate::domain::command::{CommandEvent, RejectedBy};
-use crate::on_conn;
+use crate::execute;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -57,27 +57,25 @@ impl Projection for CommandsProjection {
             let deadline_at = at + chrono::Duration::seconds(i64::from(*timeout_s));
             let expires_at = at + chrono::Duration::seconds(i64::from(*ttl_s));
             let transitions = json!([{ "status": "requested", "at": at }]);
-            on_conn!(conn, |c| {
-                sqlx::query(sql)
-                    .bind(id)
-                    .bind(vin)
-                    .bind(name)
-                    .bind(params)
-                    .bind(requester)
-                    .bind(idempotency_key)
-                    .bind(consent_version.map(i64::from))
-                    .bind(i64::from(*timeout_s))
-                    .bind(*store_and_forward)
-                    .bind(i64::from(*ttl_s))
-                    .bind(at)
-                    .bind(&transitions)
-                    .bind(version)
-                    .bind(deadline_at)
-                    .bind(expires_at)
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected())
-            })?;
+            execute!(
+                conn,
+                sql,
+                id,
+                vin,
+                name,
+                params,
+                requester,
+                idempotency_key,
+                consent_version.map(i64::from),
+                i64::from(*timeout_s),
+                *store_and_forward,
+                i64::from(*ttl_s),
+                at,
+                &transitions,
+                version,
+                deadline_at,
+                expires_at
+            )?;
         } else if let Some(status) = decoded.status() {
             let (result, error) = outcome(&decoded);
             let transition = json!({ "status": status.as_str(), "at": at });
@@ -98,19 +96,7 @@ impl Projection for CommandsProjection {
                      WHERE command_id = $1"
                 }
             };
-            on_conn!(conn, |c| {
-                sqlx::query(sql)
-                    .bind(id)
-                    .bind(status.as_str())
-                    .bind(at)
-                    .bind(&transition)
-                    .bind(&result)
-                    .bind(&error)
-                    .bind(version)
-                    .execute(c)
-                    .await
-                    .map(|r| r.rows_affected())
-            })?;
+            execute!(conn, sql, id, status.as_str(), at, &transition, &result, &error, version)?;
         } else if let CommandEvent::LateAnswerRecorded { status, code, message, result, vehicle_ts, at } = &decoded {
             let late = json!({ "status": status, "code": code, "message": message, "result": result,
                                "vehicle_ts": vehicle_ts, "received_at": at });
@@ -124,13 +110,7 @@ impl Projection for CommandsProjection {
                      WHERE command_id = $1"
                 }
             };
-            on_conn!(conn, |c| sqlx::query(sql)
-                .bind(id)
-                .bind(&late)
-                .bind(version)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected()))?;
+            execute!(conn, sql, id, &late, version)?;
         }
         Ok(())
     }
@@ -140,7 +120,7 @@ impl Projection for CommandsProjection {
     }
 
     async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        on_conn!(conn, |c| sqlx::query("DELETE FROM rm_commands").execute(c).await.map(|r| r.rows_affected()))?;
+        execute!(conn, "DELETE FROM rm_commands")?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use super::{Projection, ProjectionError, StoredEvent};
 use crate::adapters::sql::Conn;
 use crate::domain::consent::ConsentEvent;
-use crate::on_conn;
+use crate::execute;
 
 /// Keeps `rm_consents`.
 pub struct ConsentsProjection;
@@ -30,41 +30,19 @@ impl Projection for ConsentsProjection {
                      granted_at) VALUES ($1, $2, $3, 'granted', $4, $5, $6, $7) \
                      ON CONFLICT (vin, subject, purpose) DO UPDATE SET status = 'granted', version = $4, \
                      legal_basis = $5, expires_at = $6, granted_at = $7, revoked_at = NULL";
-                on_conn!(conn, |c| {
-                    sqlx::query(sql)
-                        .bind(vin)
-                        .bind(subject)
-                        .bind(purpose.as_str())
-                        .bind(i64::from(version))
-                        .bind(legal_basis)
-                        .bind(expires_at)
-                        .bind(at)
-                        .execute(c)
-                        .await
-                        .map(|r| r.rows_affected())
-                })?;
+                execute!(conn, sql, vin, subject, purpose.as_str(), i64::from(version), legal_basis, expires_at, at)?;
             }
             ConsentEvent::ConsentRevoked { subject, purpose, version, at } => {
                 let sql = "UPDATE rm_consents SET status = 'revoked', version = $4, revoked_at = $5 \
                      WHERE vin = $1 AND subject = $2 AND purpose = $3";
-                on_conn!(conn, |c| {
-                    sqlx::query(sql)
-                        .bind(&event.aggregate_id)
-                        .bind(subject)
-                        .bind(purpose.as_str())
-                        .bind(i64::from(version))
-                        .bind(at)
-                        .execute(c)
-                        .await
-                        .map(|r| r.rows_affected())
-                })?;
+                execute!(conn, sql, &event.aggregate_id, subject, purpose.as_str(), i64::from(version), at)?;
             }
         }
         Ok(())
     }
 
     async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        on_conn!(conn, |c| sqlx::query("DELETE FROM rm_consents").execute(c).await.map(|r| r.rows_affected()))?;
+        execute!(conn, "DELETE FROM rm_consents")?;
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 use super::{Projection, ProjectionError, StoredEvent};
 use crate::adapters::sql::Conn;
 use crate::domain::device::DeviceEvent;
-use crate::on_conn;
+use crate::execute;
 use serde_json::json;
 
 /// Keeps `rm_devices`.
@@ -32,59 +32,28 @@ impl Projection for DevicesProjection {
                 let sql = "INSERT INTO rm_devices (device_id, vin, kind, status, certificate_thumbprint, replaces, \
                      registered_at, updated_at, version) VALUES ($1, $2, $3, 'registered', $4, $5, $6, $6, $7) \
                      ON CONFLICT (device_id) DO NOTHING";
-                on_conn!(conn, |c| {
-                    sqlx::query(sql)
-                        .bind(device_id)
-                        .bind(vin)
-                        .bind(kind)
-                        .bind(certificate_thumbprint)
-                        .bind(replaces)
-                        .bind(at)
-                        .bind(version)
-                        .execute(c)
-                        .await
-                        .map(|r| r.rows_affected())
-                })?;
+                execute!(conn, sql, device_id, vin, kind, certificate_thumbprint, replaces, at, version)?;
             }
             DeviceEvent::DeviceProvisioned { client_id, allowed_topics, at } => {
                 let sql = "UPDATE rm_devices SET client_id = $2, allowed_topics = $3, \
                      status = CASE status WHEN 'registered' THEN 'provisioned' ELSE status END, \
                      updated_at = $4, version = $5 WHERE device_id = $1";
                 let topics = json!(allowed_topics);
-                on_conn!(conn, |c| {
-                    sqlx::query(sql)
-                        .bind(id)
-                        .bind(client_id)
-                        .bind(topics)
-                        .bind(at)
-                        .bind(version)
-                        .execute(c)
-                        .await
-                        .map(|r| r.rows_affected())
-                })?;
+                execute!(conn, sql, id, client_id, topics, at, version)?;
             }
             DeviceEvent::DeviceActivated { at } => status(conn, id, "active", at, version).await?,
             DeviceEvent::DeviceRevoked { at, .. } => status(conn, id, "revoked", at, version).await?,
             DeviceEvent::DeviceReplaced { replacement_device_id, at } => {
                 let sql = "UPDATE rm_devices SET status = 'replaced', replaced_by = $2, updated_at = $3, version = $4 \
                      WHERE device_id = $1";
-                on_conn!(conn, |c| {
-                    sqlx::query(sql)
-                        .bind(id)
-                        .bind(replacement_device_id)
-                        .bind(at)
-                        .bind(version)
-                        .execute(c)
-                        .await
-                        .map(|r| r.rows_affected())
-                })?;
+                execute!(conn, sql, id, replacement_device_id, at, version)?;
             }
         }
         Ok(())
     }
 
     async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        on_conn!(conn, |c| sqlx::query("DELETE FROM rm_devices").execute(c).await.map(|r| r.rows_affected()))?;
+        execute!(conn, "DELETE FROM rm_devices")?;
         Ok(())
     }
 }
@@ -97,13 +66,6 @@ async fn status(
     version: i64,
 ) -> Result<(), sqlx::Error> {
     let sql = "UPDATE rm_devices SET status = $2, updated_at = $3, version = $4 WHERE device_id = $1";
-    on_conn!(conn, |c| sqlx::query(sql)
-        .bind(id)
-        .bind(status)
-        .bind(at)
-        .bind(version)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+    execute!(conn, sql, id, status, at, version)?;
     Ok(())
 }

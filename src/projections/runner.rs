@@ -7,7 +7,7 @@
 use super::StoredEvent;
 use crate::adapters::log;
 use crate::adapters::sql::{Conn, Db};
-use crate::on_conn;
+use crate::{execute, on_conn};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -238,14 +238,7 @@ impl Subscriptions {
         let sql = "INSERT INTO subscription_checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3, updated_at = $4";
         let now = chrono::Utc::now();
-        on_conn!(conn, |c| sqlx::query(sql)
-            .bind(name)
-            .bind(at.tx_id)
-            .bind(at.position)
-            .bind(now)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        execute!(conn, sql, name, at.tx_id, at.position, now)?;
         Ok(())
     }
 
@@ -376,7 +369,7 @@ impl Subscriptions {
             let mut conn = tx.conn();
             Self::take_turn(&mut conn, name, true).await?;
             let sql = "DELETE FROM subscription_checkpoints WHERE name = $1";
-            on_conn!(&mut conn, |c| sqlx::query(sql).bind(name).execute(c).await.map(|r| r.rows_affected()))?;
+            execute!(&mut conn, sql, name)?;
             projection.reset(&mut conn).await?;
             tx.commit().await?;
         }

@@ -6,7 +6,7 @@
 use super::{Projection, ProjectionError, StoredEvent};
 use crate::adapters::sql::Conn;
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
-use crate::on_conn;
+use crate::execute;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::SqliteConnection;
@@ -148,7 +148,7 @@ impl Projection for StateProjection {
     async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
         for table in ["rm_vehicle_state", "rm_state_history", "rm_vehicle_events"] {
             let sql = format!("DELETE FROM {table}");
-            on_conn!(conn, |c| sqlx::query(&sql).execute(c).await.map(|r| r.rows_affected()))?;
+            execute!(conn, &sql)?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@ use super::{Projection, ProjectionError, StoredEvent};
 use crate::adapters::sql::Conn;
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
 use crate::domain::vehicle::VehicleEvent;
-use crate::on_conn;
+use crate::{execute, on_conn};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -77,13 +77,7 @@ impl Projection for VehiclesProjection {
             let sql = "UPDATE rm_vehicles SET connected = $2, \
                  connection_since = CASE WHEN connected = $2 AND connection_since IS NOT NULL THEN connection_since ELSE $3 END \
                  WHERE vin = $1";
-            on_conn!(conn, |c| sqlx::query(sql)
-                .bind(&vin)
-                .bind(online)
-                .bind(since)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected()))?;
+            execute!(conn, sql, &vin, online, since)?;
         }
         Ok(())
     }
@@ -100,20 +94,7 @@ impl Projection for VehiclesProjection {
                      registered_at, updated_at, version) VALUES ($1, 'registered', $2, $3, $4, $5, $6, $7, $7, $8) \
                      ON CONFLICT (vin) DO NOTHING";
                 let (options, data_collection) = (json!(options), json!(data_collection));
-                on_conn!(conn, |c| {
-                    sqlx::query(sql)
-                        .bind(&vin)
-                        .bind(&model)
-                        .bind(model_year)
-                        .bind(&market)
-                        .bind(&options)
-                        .bind(&data_collection)
-                        .bind(at)
-                        .bind(version)
-                        .execute(c)
-                        .await
-                        .map(|r| r.rows_affected())
-                })?;
+                execute!(conn, sql, &vin, &model, model_year, &market, &options, &data_collection, at, version)?;
             }
             VehicleEvent::VehicleActivated { at } => set_status(conn, vin, "active", at, version).await?,
             VehicleEvent::VehicleSuspended { at, .. } => set_status(conn, vin, "suspended", at, version).await?,
@@ -140,7 +121,7 @@ impl Projection for VehiclesProjection {
     }
 
     async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        on_conn!(conn, |c| sqlx::query("DELETE FROM rm_vehicles").execute(c).await.map(|r| r.rows_affected()))?;
+        execute!(conn, "DELETE FROM rm_vehicles")?;
         Ok(())
     }
 }
@@ -153,14 +134,7 @@ async fn set_status(
     version: i64,
 ) -> Result<(), sqlx::Error> {
     let sql = "UPDATE rm_vehicles SET status = $2, updated_at = $3, version = $4 WHERE vin = $1";
-    on_conn!(conn, |c| sqlx::query(sql)
-        .bind(vin)
-        .bind(status)
-        .bind(at)
-        .bind(version)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+    execute!(conn, sql, vin, status, at, version)?;
     Ok(())
 }
 
@@ -183,13 +157,6 @@ async fn set_devices(
 ) -> Result<(), sqlx::Error> {
     let sql = "UPDATE rm_vehicles SET devices = $2, updated_at = $3, version = $4 WHERE vin = $1";
     let devices = Value::Array(devices);
-    on_conn!(conn, |c| sqlx::query(sql)
-        .bind(vin)
-        .bind(&devices)
-        .bind(at)
-        .bind(version)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+    execute!(conn, sql, vin, &devices, at, version)?;
     Ok(())
 }

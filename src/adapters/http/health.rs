@@ -20,7 +20,7 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, description = "Ready", body = String), (status = 503, description = "Database unreachable", body = String)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match crate::on_db!(&state.db, |p| sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected())) {
+    match crate::execute_db!(&state.db, "SELECT 1") {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -8,8 +8,8 @@ use crate::adapters::Frameworks;
 use crate::domain::command::CommandCommand;
 use crate::domain::consent::{ConsentEvent, Purpose};
 use crate::domain::observation::VehicleFact;
-use crate::on_db;
 use crate::projections::{Process, ProjectionError, StoredEvent};
+use crate::{execute_db, on_db};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -190,10 +190,10 @@ pub async fn sweep_once(
 pub async fn prune(db: &Db, history_retention: chrono::Duration) -> Result<(), sqlx::Error> {
     let cutoff = Utc::now() - history_retention;
     let sql = "DELETE FROM rm_state_history WHERE received_at < $1";
-    on_db!(db, |p| sqlx::query(sql).bind(cutoff).execute(p).await.map(|r| r.rows_affected()))?;
+    execute_db!(db, sql, cutoff)?;
     // The dedupe window of vehicle message ids.
     let sql = "DELETE FROM inbound_seen WHERE received_at < $1";
     let window = Utc::now() - chrono::Duration::days(7);
-    on_db!(db, |p| sqlx::query(sql).bind(window).execute(p).await.map(|r| r.rows_affected()))?;
+    execute_db!(db, sql, window)?;
     Ok(())
 }
