@@ -1,5 +1,6 @@
 //! The composition root: pool, migrations, frameworks, subscribers, HTTP server, shutdown.
 
+use crate::adapters::facts::{self, Observed};
 use crate::adapters::http::{self, auth::AuthKeys, state::AppState};
 use crate::adapters::mqtt::broker::BrokerUrl;
 use crate::adapters::mqtt::dispatcher::Dispatcher;
@@ -9,6 +10,7 @@ use crate::adapters::mqtt::publisher::Publisher;
 use crate::adapters::sql::Db;
 use crate::adapters::{embedded_broker, postgres, sqlite, Frameworks};
 use crate::config::{Config, Mqtt};
+use crate::domain::observation::VehicleFact;
 use crate::metrics::Metrics;
 use crate::projections::commands::CommandsProjection;
 use crate::projections::consents::ConsentsProjection;
@@ -79,7 +81,7 @@ pub async fn database(config: &Config) -> anyhow::Result<Db> {
 }
 
 /// The broker of `config`, starting the embedded one when that is the choice.
-pub async fn broker(config: &Config) -> anyhow::Result<Option<BrokerUrl>> {
+pub async fn broker(config: &Config, db: &Db) -> anyhow::Result<Option<BrokerUrl>> {
     Ok(match config.mqtt()? {
         Mqtt::Off => None,
         Mqtt::External(url) => Some(url),
@@ -87,16 +89,38 @@ pub async fn broker(config: &Config) -> anyhow::Result<Option<BrokerUrl>> {
             let addr = tokio::task::spawn_blocking(move || embedded_broker::start(addr))
                 .await
                 .context("embedded broker start-up panicked")??;
+            disconnect_all(db).await.context("cannot record the vehicles' dropped connections")?;
             Some(BrokerUrl::local(addr))
         }
     })
+}
+
+/// A new embedded broker has no connections: every vehicle the registry still shows connected lost
+/// its connection when the last one stopped, and no Last Will could tell. Recorded as such, it
+/// interrupts their commands in flight, as a Last Will would.
+async fn disconnect_all(db: &Db) -> anyhow::Result<()> {
+    let sql = "SELECT vin FROM rm_vehicles WHERE connected";
+    let vins: Vec<String> = crate::on_db!(db, |p| sqlx::query_scalar(sql).fetch_all(p).await)?;
+    let now = chrono::Utc::now();
+    let dropped: Vec<Observed> = vins
+        .into_iter()
+        .map(|vin| Observed {
+            vin,
+            fact: VehicleFact::ConnectionChanged { online: false, vehicle_ts: None, received_at: now },
+        })
+        .collect();
+    if !dropped.is_empty() {
+        tracing::info!(vehicles = dropped.len(), "recorded as disconnected: the embedded broker restarted");
+        facts::store(db, &dropped, &[]).await?;
+    }
+    Ok(())
 }
 
 /// Starts tacho on `listener` (bind port 0 in tests).
 pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
     let secret = config.resolve_auth_secret()?;
     let db = database(config).await?;
-    let broker = broker(config).await?;
+    let broker = broker(config, &db).await?;
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let frameworks = Arc::new(Frameworks::new(&db));

@@ -66,7 +66,7 @@ async fn run() -> anyhow::Result<()> {
 fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rumqttd=warn")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rumqttd=off")),
         )
         .init();
 }
@@ -85,16 +85,17 @@ async fn serve(config: &tacho::config::Config, args: ServeArgs) -> anyhow::Resul
         false => None,
     };
     print!("{}", tacho::demo::banner(config, &running, demo.as_ref())?);
-    let shutdown = running.shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutting down: finishing requests and batches in flight");
-        shutdown.cancel();
-    });
-    running.join().await?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down: finishing requests and batches in flight"),
+        _ = running.shutdown.cancelled() => {}
+    }
+    // The demo vehicles say goodbye while tacho still listens, so the registry shows them offline.
     if let Some(demo) = demo {
         demo.stop().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
+    running.shutdown.cancel();
+    running.join().await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -99,3 +99,21 @@ async fn data_survives_a_restart_of_the_embedded_store() {
         app.get(&format!("/v1/vehicles/{VIN}/consents"), &app.owner("alice", &[VIN])).await.json().await.unwrap();
     assert_eq!(consents.as_array().map(Vec::len), Some(1), "{consents}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vehicles_connected_to_the_last_embedded_broker_are_disconnected_at_the_next_start() {
+    let mut config = embedded_config();
+    let app = start(config.clone()).await;
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let broker = app.running.broker.clone().expect("the embedded broker");
+    let sim = tacho::sim::SimVehicle::connect(&broker, &vin, Default::default()).await.unwrap();
+    app.wait_connected(&vin, true).await;
+    app.stop().await;
+    sim.drop_abruptly();
+
+    // rumqttd cannot be stopped inside a process: the restarted tacho gets a broker of its own.
+    config.embedded_mqtt_addr = free_port();
+    let app = start(config).await;
+    app.wait_connected(&vin, false).await;
+}
