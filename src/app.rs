@@ -15,6 +15,7 @@ use crate::metrics::Metrics;
 use crate::projections::commands::CommandsProjection;
 use crate::projections::consents::ConsentsProjection;
 use crate::projections::devices::DevicesProjection;
+use crate::projections::seal::SealProjection;
 use crate::projections::state::StateProjection;
 use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::{Projection, Subscriptions};
@@ -36,6 +37,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(ConsentsProjection),
         Arc::new(CommandsProjection),
         Arc::new(StateProjection),
+        Arc::new(SealProjection),
     ]
 }
 
@@ -67,11 +69,22 @@ impl Running {
     }
 }
 
-/// Connects and migrates the store of `config`: PostgreSQL for a `postgres://` URL, else SQLite.
+/// Connects and migrates the store of `config` for a running tacho: PostgreSQL for a `postgres://`
+/// URL, else SQLite (one tacho per file).
 pub async fn database(config: &Config) -> anyhow::Result<Db> {
+    open(config, sqlite::Access::Exclusive).await
+}
+
+/// The same for a maintenance command that may run beside a tacho (`audit verify`, `projections
+/// rebuild`).
+pub async fn database_for_maintenance(config: &Config) -> anyhow::Result<Db> {
+    open(config, sqlite::Access::Shared).await
+}
+
+async fn open(config: &Config, access: sqlite::Access) -> anyhow::Result<Db> {
     let url = config.database_url.expose_secret();
     if config.sqlite_path()?.is_some() {
-        let embedded = sqlite::connect(url, config.database_max_connections).await?;
+        let embedded = sqlite::connect(url, config.database_max_connections, access).await?;
         sqlite::migrate(&embedded).await?;
         return Ok(Db::Sqlite(embedded));
     }
@@ -151,6 +164,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         publisher = Some(lanes);
         dispatcher = Some(sender);
     }
+    subscriptions.find_new_read_models().await.context("cannot list the read models to fill")?;
     let subscriptions = Arc::new(subscriptions);
     tasks.extend(subscriptions.start(shutdown.clone()));
     let retention = chrono::Duration::hours(i64::from(config.history_retention_hours));

@@ -43,11 +43,46 @@ pub enum Subcommand_ {
         #[arg(long, default_value_t = 1000)]
         vehicles: u64,
     },
+    /// Audit the log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Manage the read models.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
     /// Print the OpenAPI document (or write it to a file).
     Openapi {
         /// Write here instead of stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+}
+
+/// `tacho audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check every stream against its seals and sequence, fold it through its aggregate and compare
+    /// with the read models; recompute the seal chain. Exits 1 on any mismatch.
+    Verify {
+        /// Only streams of this aggregate type.
+        #[arg(long)]
+        aggregate_type: Option<String>,
+        /// Only this stream (with --aggregate-type).
+        #[arg(long, requires = "aggregate_type")]
+        id: Option<String>,
+        /// A chain head recorded earlier, `SEAL_NO:HASH`: the chain must still pass through it.
+        #[arg(long)]
+        expect: Option<String>,
+    },
+}
+
+/// `tacho projections ...`
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Rebuild one read model (or all) from position 0 into fresh tables, then swap them in; the
+    /// API keeps answering from the old tables meanwhile.
+    Rebuild {
+        /// vehicles, devices, consents, commands or vehicle_state (default: all).
+        name: Option<String>,
     },
 }
 

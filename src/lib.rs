@@ -13,7 +13,7 @@
 //! - [`config`]: the only place that reads the environment.
 //! - [`app`]: the composition root: pools, frameworks, subscriptions, MQTT, HTTP, shutdown.
 //! - [`metrics`]: counters for `/metrics`. [`sim`]: simulated vehicles. [`bench`]: `tacho bench`.
-//!   [`demo`]: the start-up banner and `serve --demo`.
+//!   [`demo`]: the start-up banner and `serve --demo`. [`maintenance`]: `audit verify`, `projections rebuild`.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -23,6 +23,7 @@ pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod domain;
+pub mod maintenance;
 pub mod metrics;
 pub mod projections;
 pub mod sim;

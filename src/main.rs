@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use tacho::adapters::http::auth::AuthKeys;
 use tacho::adapters::mqtt::broker::BrokerUrl;
-use tacho::config::{Cli, Mqtt, ServeArgs, Subcommand_};
+use tacho::config::{AuditCommand, Cli, Mqtt, ProjectionsCommand, ServeArgs, Subcommand_};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -49,6 +49,17 @@ async fn run() -> anyhow::Result<()> {
         Subcommand_::Bench { seconds, rate, concurrency, vehicles } => {
             tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).init();
             tacho::bench::run(&config, tacho::bench::BenchOptions { seconds, rate, concurrency, vehicles }).await
+        }
+        Subcommand_::Audit(AuditCommand::Verify { aggregate_type, id, expect }) => {
+            let clean =
+                tacho::maintenance::audit_verify(&config, aggregate_type.as_deref(), id.as_deref(), expect.as_deref())
+                    .await?;
+            anyhow::ensure!(clean, "the log does not verify: see the mismatches above");
+            Ok(())
+        }
+        Subcommand_::Projections(ProjectionsCommand::Rebuild { name }) => {
+            tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).init();
+            tacho::maintenance::projections_rebuild(&config, name.as_deref()).await
         }
         Subcommand_::Openapi { output } => {
             let spec = tacho::adapters::http::openapi::spec_json();

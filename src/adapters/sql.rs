@@ -31,13 +31,13 @@ pub struct Embedded {
     /// The pool (WAL; writers queue on SQLite's lock).
     pub pool: SqlitePool,
     signals: broadcast::Sender<(&'static str, String)>,
-    _lock: Arc<std::fs::File>,
+    _lock: Option<Arc<std::fs::File>>,
 }
 
 impl Embedded {
-    /// Wraps `pool`, holding `lock` for as long as any clone lives.
-    pub fn new(pool: SqlitePool, lock: std::fs::File) -> Self {
-        Self { pool, signals: broadcast::channel(4096).0, _lock: Arc::new(lock) }
+    /// Wraps `pool`, holding `lock` (when given) for as long as any clone lives.
+    pub fn new(pool: SqlitePool, lock: Option<std::fs::File>) -> Self {
+        Self { pool, signals: broadcast::channel(4096).0, _lock: lock.map(Arc::new) }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Audit verification: replay each stream, check its sequence, fold it through its aggregate and
-//! compare the result with the read models that claim to reflect it.
+//! Audit verification: replay each stream, check it against its seals (tamper evidence) and its
+//! sequence, fold it through its aggregate and compare the result with the read models that claim
+//! to reflect it; then recompute the chain over all seals.
 
 use super::log;
 use super::sql::{Conn, Db};
@@ -8,6 +9,7 @@ use crate::domain::consent::Consent;
 use crate::domain::device::Device;
 use crate::domain::vehicle::Vehicle;
 use crate::on_conn;
+use crate::projections::seal::{self, Seal};
 use crate::projections::{ProjectionError, StoredEvent, Subscriptions};
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,33 @@ pub struct Mismatch {
     pub aggregate_id: String,
     /// What differs.
     pub problem: String,
+    /// The first event concerned, when one is.
+    pub sequence: Option<i64>,
+    /// Its position in the log.
+    pub position: Option<i64>,
+}
+
+/// The newest seal: record it outside tacho, and a later verification proves the log up to it was
+/// not rewritten (its chain must still pass through this hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChainHead {
+    /// Number of seals.
+    pub seal_no: i64,
+    /// Position of the last sealed event.
+    pub position: i64,
+    /// The running hash over every seal.
+    pub chain_hash: String,
+}
+
+/// How far a verification got (for a progress bar).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    /// Streams done.
+    pub streams: u64,
+    /// Streams in all.
+    pub total: u64,
+    /// Events replayed so far.
+    pub events: u64,
 }
 
 /// The outcome of a verification.
@@ -33,27 +62,71 @@ pub struct VerifyReport {
     pub events: u64,
     /// Streams whose read model had not caught up yet (not compared).
     pub lagging: u64,
+    /// Events checked against their seals.
+    pub sealed: u64,
+    /// Events not sealed yet (appended after the seals subscriber's last batch).
+    pub unsealed: u64,
+    /// The newest seal, when every stream was verified.
+    pub chain: Option<ChainHead>,
     /// Every difference found.
     pub mismatches: Vec<Mismatch>,
 }
 
-/// Verifies every stream, or only those of `aggregate_type` (and `id`).
-pub async fn verify(db: &Db, aggregate_type: Option<&str>, id: Option<&str>) -> Result<VerifyReport, ProjectionError> {
+/// Verifies every stream, or only those of `aggregate_type` (and `id`); `progress` hears after each
+/// stream.
+pub async fn verify(
+    db: &Db,
+    aggregate_type: Option<&str>,
+    id: Option<&str>,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<VerifyReport, ProjectionError> {
     let mut pooled = db.acquire().await?;
     let mut conn = pooled.conn();
-    let sql = "SELECT DISTINCT aggregate_type, aggregate_id FROM events \
+    // Streams whose events are all gone still have seals.
+    let sql = "SELECT aggregate_type, aggregate_id FROM events \
          WHERE ($1 IS NULL OR aggregate_type = $1) AND ($2 IS NULL OR aggregate_id = $2) \
-         ORDER BY aggregate_type, aggregate_id";
+         UNION SELECT aggregate_type, aggregate_id FROM event_seals \
+         WHERE ($1 IS NULL OR aggregate_type = $1) AND ($2 IS NULL OR aggregate_id = $2) \
+         ORDER BY 1, 2";
     let streams: Vec<(String, String)> =
         on_conn!(&mut conn, |c| sqlx::query_as(sql).bind(aggregate_type).bind(id).fetch_all(c).await)?;
     let mut report = VerifyReport::default();
+    let total = streams.len() as u64;
     for (kind, id) in streams {
         let events = log::read_stream(&mut conn, &kind, &id).await?;
         report.streams += 1;
         report.events += events.len() as u64;
-        let mismatch = |problem: String| Mismatch { aggregate_type: kind.clone(), aggregate_id: id.clone(), problem };
+        progress(Progress { streams: report.streams, total, events: report.events });
+        let mismatch = |problem: String| Mismatch {
+            aggregate_type: kind.clone(),
+            aggregate_id: id.clone(),
+            problem,
+            sequence: None,
+            position: None,
+        };
+        let sql = "SELECT sequence, global_position, stream_hash FROM event_seals \
+                   WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence";
+        let seals: Vec<Seal> = on_conn!(&mut conn, |c| sqlx::query_as(sql).bind(&kind).bind(&id).fetch_all(c).await)?;
+        match seal::check_stream(&events, &seals) {
+            Ok(sealed) => {
+                report.sealed += sealed;
+                report.unsealed += events.len() as u64 - sealed.min(events.len() as u64);
+            }
+            Err(broken) => {
+                report.mismatches.push(Mismatch {
+                    sequence: Some(broken.sequence),
+                    position: Some(broken.position),
+                    ..mismatch(broken.problem)
+                });
+                continue;
+            }
+        }
         if let Some((i, e)) = events.iter().enumerate().find(|(i, e)| e.sequence != *i as i64 + 1) {
-            report.mismatches.push(mismatch(format!("sequence {} found where {} was expected", e.sequence, i + 1)));
+            report.mismatches.push(Mismatch {
+                sequence: Some(i as i64 + 1),
+                position: Some(e.position),
+                ..mismatch(format!("sequence {} found where {} was expected", e.sequence, i + 1))
+            });
             continue;
         }
         let Some(head) = events.last().map(StoredEvent::checkpoint) else { continue };
@@ -81,7 +154,43 @@ pub async fn verify(db: &Db, aggregate_type: Option<&str>, id: Option<&str>) -> 
         };
         report.mismatches.extend(problems.into_iter().map(mismatch));
     }
+    if aggregate_type.is_none() {
+        report.chain = verify_chain(&mut conn, &mut report.mismatches).await?;
+    }
     Ok(report)
+}
+
+/// Recomputes the running hash over every seal; the first seal that breaks it is a mismatch.
+async fn verify_chain(
+    conn: &mut Conn<'_>,
+    mismatches: &mut Vec<Mismatch>,
+) -> Result<Option<ChainHead>, ProjectionError> {
+    let sql = "SELECT seal_no, global_position, stream_hash, chain_hash FROM event_seals ORDER BY seal_no";
+    let seals: Vec<(i64, i64, String, String)> = on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)?;
+    let mut chain = seal::GENESIS.to_owned();
+    let mut head = None;
+    for (i, (seal_no, position, stream_hash, stored)) in seals.into_iter().enumerate() {
+        chain = seal::chain_hash(&chain, position, &stream_hash);
+        let problem = if seal_no != i as i64 + 1 {
+            Some(format!("seal #{} is missing: the seals were edited", i + 1))
+        } else if chain != stored {
+            Some(format!("seal #{seal_no} (position {position}) breaks the chain: the seals were edited"))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            mismatches.push(Mismatch {
+                aggregate_type: "seals".into(),
+                aggregate_id: seal_no.to_string(),
+                problem,
+                sequence: None,
+                position: Some(position),
+            });
+            return Ok(None);
+        }
+        head = Some(ChainHead { seal_no, position, chain_hash: stored });
+    }
+    Ok(head)
 }
 
 fn fold<A: Aggregate>(events: &[StoredEvent]) -> Result<A, ProjectionError> {

@@ -30,6 +30,10 @@ impl Projection for CommandsProjection {
         &["Command"]
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_commands"]
+    }
+
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         let id = Uuid::parse_str(&event.aggregate_id)
             .map_err(|e| ProjectionError::Decode(format!("command id {}: {e}", event.aggregate_id)))?;
@@ -117,11 +121,6 @@ impl Projection for CommandsProjection {
 
     fn channel(&self) -> Option<&'static str> {
         Some(Self::CHANNEL)
-    }
-
-    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        execute!(conn, "DELETE FROM rm_commands")?;
-        Ok(())
     }
 }
 

@@ -23,6 +23,10 @@ impl Projection for ConsentsProjection {
         &["Consent"]
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_consents"]
+    }
+
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         match event.decode::<ConsentEvent>()? {
             ConsentEvent::ConsentGranted { vin, subject, purpose, version, legal_basis, expires_at, at } => {
@@ -38,11 +42,6 @@ impl Projection for ConsentsProjection {
                 execute!(conn, sql, &event.aggregate_id, subject, purpose.as_str(), i64::from(version), at)?;
             }
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        execute!(conn, "DELETE FROM rm_consents")?;
         Ok(())
     }
 }

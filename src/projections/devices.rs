@@ -24,6 +24,10 @@ impl Projection for DevicesProjection {
         &["Device"]
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_devices"]
+    }
+
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         let id = &event.aggregate_id;
         let version = event.sequence;
@@ -49,11 +53,6 @@ impl Projection for DevicesProjection {
                 execute!(conn, sql, id, replacement_device_id, at, version)?;
             }
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        execute!(conn, "DELETE FROM rm_devices")?;
         Ok(())
     }
 }

@@ -6,11 +6,14 @@
 pub mod commands;
 pub mod consents;
 pub mod devices;
+pub mod rebuild;
 mod runner;
+pub mod seal;
 pub mod state;
 pub mod vehicles;
 pub mod views;
 
+pub use rebuild::Rebuilt;
 pub use runner::{Checkpoint, Process, Projection, ProjectionError, Subscriptions, EVENTS_CHANNEL};
 
 use chrono::{DateTime, Utc};

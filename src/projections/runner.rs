@@ -4,6 +4,7 @@
 //! Woken by `tacho_events` (PostgreSQL: LISTEN/NOTIFY; SQLite: in-process signals), with polling
 //! as a fallback.
 
+use super::rebuild::{self, Rebuilt};
 use super::StoredEvent;
 use crate::adapters::log;
 use crate::adapters::sql::{Conn, Db};
@@ -43,8 +44,10 @@ pub enum ProjectionError {
 pub trait Projection: Send + Sync + 'static {
     /// Stable subscriber name (the checkpoint key).
     fn name(&self) -> &'static str;
-    /// Aggregate types it reads.
+    /// Aggregate types it reads (empty: all).
     fn aggregate_types(&self) -> &'static [&'static str];
+    /// The tables it keeps (what a rebuild replaces).
+    fn tables(&self) -> &'static [&'static str];
     /// Applies one event.
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError>;
     /// Applies a batch in log order; override for set-based writes.
@@ -54,8 +57,10 @@ pub trait Projection: Send + Sync + 'static {
         }
         Ok(())
     }
-    /// Empties its tables (for a rebuild from position 0).
-    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError>;
+    /// Whether `projections rebuild` may rebuild it (the seals may not).
+    fn rebuildable(&self) -> bool {
+        true
+    }
     /// A channel that hears, once committed, the stream id of every event applied (long polls
     /// listen to it); `None` for none.
     fn channel(&self) -> Option<&'static str> {
@@ -82,11 +87,13 @@ enum Kind {
 }
 
 impl Kind {
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        match self {
+    /// The aggregate types it reads; `None` for all (an empty list).
+    fn types(&self) -> Option<&'static [&'static str]> {
+        let types = match self {
             Self::Projection(p) => p.aggregate_types(),
             Self::Process(p) => p.aggregate_types(),
-        }
+        };
+        Some(types).filter(|t| !t.is_empty())
     }
 }
 
@@ -100,6 +107,8 @@ struct Subscriber {
 /// All subscribers of one tacho instance.
 pub struct Subscriptions {
     db: Db,
+    /// Read models new in this version, still to fill.
+    unfilled: std::sync::Mutex<std::collections::HashSet<&'static str>>,
     subscribers: HashMap<&'static str, Subscriber>,
     wake: watch::Sender<u64>,
     batch_size: i64,
@@ -117,8 +126,14 @@ impl Subscriptions {
     /// Subscribers for `projections`, not started.
     pub fn new(db: Db, projections: Vec<Arc<dyn Projection>>) -> Self {
         let (wake, _) = watch::channel(0);
-        let mut subscriptions =
-            Self { db, subscribers: HashMap::new(), wake, batch_size: 500, poll_interval: Duration::from_millis(500) };
+        let mut subscriptions = Self {
+            db,
+            unfilled: Default::default(),
+            subscribers: HashMap::new(),
+            wake,
+            batch_size: 500,
+            poll_interval: Duration::from_millis(500),
+        };
         for projection in projections {
             subscriptions.add(projection.name(), Kind::Projection(projection));
         }
@@ -175,6 +190,13 @@ impl Subscriptions {
             },
             false => None,
         };
+        while let Err(e) = self.fill_if_new(name).await {
+            tracing::error!(subscriber = name, error = %e, "filling a new read model failed; retrying");
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.poll_interval * 4) => {}
+            }
+        }
         let mut wake = self.wake.subscribe();
         let mut failures = 0u32;
         loop {
@@ -279,7 +301,7 @@ impl Subscriptions {
             return Ok(0);
         }
         let from = Self::checkpoint(&mut conn, name).await?;
-        let batch = log::read_after(&mut conn, from, Some(subscriber.kind.aggregate_types()), self.batch_size).await?;
+        let batch = log::read_after(&mut conn, from, subscriber.kind.types(), self.batch_size).await?;
         let to = self.advance(from, &batch);
         if !batch.events.is_empty() {
             projection.apply_batch(&mut conn, &batch.events).await?;
@@ -338,7 +360,8 @@ impl Subscriptions {
             let mut pooled = self.db.acquire().await?;
             let mut conn = pooled.conn();
             let from = Self::checkpoint(&mut conn, name).await?;
-            (from, log::read_after(&mut conn, from, Some(process.aggregate_types()), self.batch_size).await?)
+            let types = Some(process.aggregate_types()).filter(|t| !t.is_empty());
+            (from, log::read_after(&mut conn, from, types, self.batch_size).await?)
         };
         let to = self.advance(from, &batch);
         if !batch.events.is_empty() {
@@ -357,23 +380,77 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Empties a read model and its checkpoint, then replays the whole log into it.
-    pub async fn rebuild(&self, name: &str) -> Result<(), ProjectionError> {
+    /// Rebuilds read model `name` from position 0 into fresh tables and swaps them in (see
+    /// [`super::rebuild`]); the API answers from the old tables meanwhile.
+    pub async fn rebuild(&self, name: &str) -> Result<Rebuilt, ProjectionError> {
+        self.rebuild_with(name, &|_| {}).await
+    }
+
+    /// [`Self::rebuild`], telling `progress` after each batch.
+    pub async fn rebuild_with(
+        &self,
+        name: &str,
+        progress: &(dyn Fn(Rebuilt) + Send + Sync),
+    ) -> Result<Rebuilt, ProjectionError> {
         let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
         let Kind::Projection(projection) = &subscriber.kind else {
             return Err(ProjectionError::Decode(format!("{name} is a process, not a read model")));
         };
-        {
-            let _turn = subscriber.turn.lock().await;
-            let mut tx = self.db.begin().await?;
-            let mut conn = tx.conn();
-            Self::take_turn(&mut conn, name, true).await?;
-            let sql = "DELETE FROM subscription_checkpoints WHERE name = $1";
-            execute!(&mut conn, sql, name)?;
-            projection.reset(&mut conn).await?;
-            tx.commit().await?;
+        if !projection.rebuildable() {
+            return Err(ProjectionError::Decode(format!(
+                "{name} is never rebuilt: audit verify checks the log against it"
+            )));
         }
-        self.catch_up(name).await
+        self.fill(subscriber, projection.as_ref(), progress).await
+    }
+
+    async fn fill(
+        &self,
+        subscriber: &Subscriber,
+        projection: &dyn Projection,
+        progress: &(dyn Fn(Rebuilt) + Send + Sync),
+    ) -> Result<Rebuilt, ProjectionError> {
+        let rebuilt = rebuild::rebuild(&self.db, projection, &subscriber.turn, progress).await?;
+        let at = Self::checkpoint(&mut self.db.acquire().await?.conn(), projection.name()).await?;
+        subscriber.progress.send_if_modified(|p| std::mem::replace(p, at) != at);
+        Ok(rebuilt)
+    }
+
+    /// Finds the read models new in this version: no checkpoint yet over a log that has events.
+    /// Call before the API takes writes; [`Self::start`] fills them (fresh tables, then a swap)
+    /// before they follow the log.
+    pub async fn find_new_read_models(&self) -> Result<Vec<&'static str>, ProjectionError> {
+        let mut pooled = self.db.acquire().await?;
+        let mut conn = pooled.conn();
+        let any: bool =
+            on_conn!(&mut conn, |c| sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events)").fetch_one(c).await)?;
+        let mut new = Vec::new();
+        for name in self.names() {
+            let is_projection = self.subscribers.get(name).is_some_and(|s| matches!(s.kind, Kind::Projection(_)));
+            let sql = "SELECT EXISTS (SELECT 1 FROM subscription_checkpoints WHERE name = $1)";
+            let known: bool = on_conn!(&mut conn, |c| sqlx::query_scalar(sql).bind(name).fetch_one(c).await)?;
+            if any && is_projection && !known {
+                new.push(name);
+            }
+        }
+        if let Ok(mut unfilled) = self.unfilled.lock() {
+            unfilled.extend(new.iter().copied());
+        }
+        Ok(new)
+    }
+
+    /// Fills `name` when [`Self::find_new_read_models`] found it new.
+    async fn fill_if_new(&self, name: &str) -> Result<(), ProjectionError> {
+        let new = self.unfilled.lock().is_ok_and(|u| u.contains(name));
+        let Some(subscriber) = self.subscribers.get(name).filter(|_| new) else { return Ok(()) };
+        let Kind::Projection(projection) = &subscriber.kind else { return Ok(()) };
+        tracing::info!(subscriber = name, "new read model: filling it from the log");
+        let rebuilt = self.fill(subscriber, projection.as_ref(), &|_| {}).await?;
+        tracing::info!(subscriber = name, events = rebuilt.events, per_s = rebuilt.rate() as u64, "read model filled");
+        if let Ok(mut unfilled) = self.unfilled.lock() {
+            unfilled.remove(name);
+        }
+        Ok(())
     }
 
     /// Waits until subscriber `name` has handled the event at `target`; false on timeout.

@@ -6,7 +6,6 @@
 use super::{Projection, ProjectionError, StoredEvent};
 use crate::adapters::sql::Conn;
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
-use crate::execute;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::SqliteConnection;
@@ -52,6 +51,10 @@ impl Projection for StateProjection {
 
     fn aggregate_types(&self) -> &'static [&'static str] {
         &[STREAM_TYPE]
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_vehicle_state", "rm_state_history", "rm_vehicle_events"]
     }
 
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
@@ -141,14 +144,6 @@ impl Projection for StateProjection {
             .bind(&reported.6)
             .execute(&mut **c)
             .await?;
-        }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        for table in ["rm_vehicle_state", "rm_state_history", "rm_vehicle_events"] {
-            let sql = format!("DELETE FROM {table}");
-            execute!(conn, &sql)?;
         }
         Ok(())
     }

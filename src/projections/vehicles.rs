@@ -27,6 +27,10 @@ impl Projection for VehiclesProjection {
         &["Vehicle", STREAM_TYPE]
     }
 
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_vehicles"]
+    }
+
     /// Registry events one by one; vehicle facts folded per vehicle (last connection change, latest
     /// contact), so a batch of thousands of state reports costs one statement. `last_seen` moves in
     /// steps of a second at least: a row rewritten per report would cost more than the report.
@@ -117,11 +121,6 @@ impl Projection for VehiclesProjection {
                 set_devices(conn, vin, devices, at, version).await?;
             }
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut Conn<'_>) -> Result<(), ProjectionError> {
-        execute!(conn, "DELETE FROM rm_vehicles")?;
         Ok(())
     }
 }

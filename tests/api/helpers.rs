@@ -134,6 +134,8 @@ pub fn config(database_url: &str) -> Config {
 
 pub struct TestApp {
     pub base: String,
+    /// What it was started with (to restart it on the same store).
+    pub config: Config,
     pub client: Client,
     pub running: Running,
     keys: AuthKeys,
@@ -190,6 +192,7 @@ pub async fn start(config: Config) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let running = tacho::app::start(&config, listener).await.expect("tacho starts");
     TestApp {
+        config,
         base: format!("http://{}", running.addr),
         client: Client::new(),
         running,

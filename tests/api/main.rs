@@ -13,4 +13,5 @@ mod embedded;
 mod log;
 mod mqtt;
 mod openapi;
+mod replay;
 mod vehicles;

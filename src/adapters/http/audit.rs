@@ -159,7 +159,7 @@ async fn verify(
     } else if body.id.is_some() {
         return Err(ApiError::new(ErrorCode::ValidationFailed, "id needs aggregate_type"));
     }
-    let report = verification::verify(&state.db, body.aggregate_type.as_deref(), body.id.as_deref())
+    let report = verification::verify(&state.db, body.aggregate_type.as_deref(), body.id.as_deref(), &|_| {})
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(report))

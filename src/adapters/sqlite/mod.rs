@@ -18,14 +18,27 @@ pub fn path_of(url: &str) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-/// Opens (creating it and its folder when missing) the SQLite file of `url`. Refuses when another
-/// tacho holds it: the embedded store has exactly one writer process.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Embedded> {
+/// Who opens the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A running tacho: one at a time (a lock file), as it owns the subscribers and the broker.
+    Exclusive,
+    /// A maintenance command (`audit verify`, `projections rebuild`), which may run beside it:
+    /// SQLite's own locking keeps their transactions apart.
+    Shared,
+}
+
+/// Opens (creating it and its folder when missing) the SQLite file of `url`. With
+/// [`Access::Exclusive`], refuses when another tacho holds it.
+pub async fn connect(url: &str, max_connections: u32, access: Access) -> anyhow::Result<Embedded> {
     let path = path_of(url)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data folder {}", dir.display()))?;
     }
-    let lock = lock(&path)?;
+    let lock = match access {
+        Access::Exclusive => Some(lock(&path)?),
+        Access::Shared => None,
+    };
     let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
         .context("TACHO_DATABASE_URL is not a valid sqlite:// URL")?
         .create_if_missing(true)

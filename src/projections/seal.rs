@@ -1,0 +1,282 @@
+//! Tamper evidence (`event_seals`): every event, once committed, gets a SHA-256 hash chained to the
+//! previous event of its stream, and a running hash chained over all seals in the order they were
+//! made (commit order). `tacho audit verify` recomputes both from the log: an edited payload, a
+//! deleted event or a reordered one no longer matches its seal, and the first bad one is named.
+//!
+//! Whoever can write the database could rewrite the seals too: the chain head (`seal_no`,
+//! `chain_hash`) that `audit verify` prints is what an auditor records outside; a later chain that
+//! does not pass through it has been rewritten. Seals are the reference, so they are never rebuilt.
+
+use super::{Projection, ProjectionError, StoredEvent};
+use crate::adapters::sql::Conn;
+use crate::{execute, on_conn};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// Keeps `event_seals`.
+pub struct SealProjection;
+
+impl SealProjection {
+    /// Subscriber name.
+    pub const NAME: &'static str = "seals";
+}
+
+/// The hash of a stream before its first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// `value` as JSON with object keys sorted, at every depth: the same bytes however the store or the
+/// serializer ordered them.
+pub fn canonical(value: &Value) -> String {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            let fields: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&map[k.as_str()])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        scalar => scalar.to_string(),
+    }
+}
+
+/// The hash of `event` chained to `previous`, the hash of the event before it in its stream.
+pub fn stream_hash(previous: &str, event: &StoredEvent) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        previous,
+        &event.aggregate_type,
+        &event.aggregate_id,
+        &event.sequence.to_string(),
+        &event.event_type,
+        &event.event_version,
+        &canonical(&event.payload),
+        &canonical(&event.metadata),
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The running hash after the seal of the event at `position` with `stream_hash`.
+pub fn chain_hash(previous: &str, position: i64, stream_hash: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(previous.as_bytes());
+    hasher.update(position.to_be_bytes());
+    hasher.update(stream_hash.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// The seal of one event, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Seal {
+    /// Sequence in the stream.
+    pub sequence: i64,
+    /// Where the event was when sealed.
+    pub global_position: i64,
+    /// Its hash, chained to the previous event of the stream.
+    pub stream_hash: String,
+}
+
+/// The first event of a stream that does not match its seal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// Its sequence.
+    pub sequence: i64,
+    /// Its position (where it was sealed, when it is gone).
+    pub position: i64,
+    /// What is wrong, for a human.
+    pub problem: String,
+}
+
+/// Checks `events` (one stream, in sequence order) against their `seals` (in sequence order):
+/// the number of events sealed, or the first one that is missing, moved or changed. Each event is
+/// checked against the stored hash of its predecessor, so one edit names one event.
+pub fn check_stream(events: &[StoredEvent], seals: &[Seal]) -> Result<u64, Broken> {
+    let by_sequence: HashMap<i64, &StoredEvent> = events.iter().map(|e| (e.sequence, e)).collect();
+    let mut previous = GENESIS;
+    for seal in seals {
+        let broken = |position, problem: String| Broken { sequence: seal.sequence, position, problem };
+        let Some(event) = by_sequence.get(&seal.sequence) else {
+            return Err(broken(
+                seal.global_position,
+                format!("event #{} (sealed at position {}) is missing: deleted", seal.sequence, seal.global_position),
+            ));
+        };
+        if event.position != seal.global_position {
+            return Err(broken(
+                event.position,
+                format!(
+                    "event #{} is the event at position {}, but the one sealed as #{} was at position {}: reordered or replaced",
+                    seal.sequence, event.position, seal.sequence, seal.global_position
+                ),
+            ));
+        }
+        if stream_hash(previous, event) != seal.stream_hash {
+            return Err(broken(
+                event.position,
+                format!(
+                    "event #{} at position {} does not match its seal: its payload, metadata or type was changed",
+                    seal.sequence, event.position
+                ),
+            ));
+        }
+        previous = &seal.stream_hash;
+    }
+    Ok(seals.len() as u64)
+}
+
+#[async_trait::async_trait]
+impl Projection for SealProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    /// Every stream.
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["event_seals"]
+    }
+
+    fn rebuildable(&self) -> bool {
+        false
+    }
+
+    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    async fn apply_batch(&self, conn: &mut Conn<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let sql = "SELECT seal_no, chain_hash FROM event_seals ORDER BY seal_no DESC LIMIT 1";
+        let last: Option<(i64, String)> = on_conn!(conn, |c| sqlx::query_as(sql).fetch_optional(c).await)?;
+        let (mut seal_no, mut chain) = last.unwrap_or((0, GENESIS.to_owned()));
+        let mut heads: HashMap<(String, String), String> = HashMap::new();
+        for event in events {
+            let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+            let previous = match heads.get(&key) {
+                Some(hash) => hash.clone(),
+                None => {
+                    let sql = "SELECT stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                               ORDER BY sequence DESC LIMIT 1";
+                    let head: Option<String> = on_conn!(conn, |c| {
+                        sqlx::query_scalar(sql).bind(&key.0).bind(&key.1).fetch_optional(c).await
+                    })?;
+                    head.unwrap_or_else(|| GENESIS.to_owned())
+                }
+            };
+            let hash = stream_hash(&previous, event);
+            seal_no += 1;
+            chain = chain_hash(&chain, event.position, &hash);
+            let sql = "INSERT INTO event_seals (seal_no, global_position, aggregate_type, aggregate_id, sequence, \
+                       stream_hash, chain_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+            execute!(conn, sql, seal_no, event.position, &key.0, &key.1, event.sequence, &hash, &chain)?;
+            heads.insert(key, hash);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(sequence: i64, payload: Value) -> StoredEvent {
+        StoredEvent {
+            position: sequence,
+            tx_id: 0,
+            aggregate_type: "Vehicle".into(),
+            aggregate_id: "1HGCM82633A004352".into(),
+            sequence,
+            event_type: "VehicleActivated".into(),
+            event_version: "1".into(),
+            payload,
+            metadata: json!({"actor": "plant-1"}),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[{"d":2,"c":1}],"x":null}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[{"c":1,"d":2}]},"b":1}"#).unwrap();
+        assert_eq!(canonical(&a), canonical(&b));
+        assert_eq!(canonical(&a), r#"{"a":{"x":null,"y":[{"c":1,"d":2}]},"b":1}"#);
+    }
+
+    #[test]
+    fn a_changed_payload_or_a_different_predecessor_changes_the_hash() {
+        let original = stream_hash(GENESIS, &event(1, json!({"VehicleActivated": {"at": "2026-01-01T00:00:00Z"}})));
+        let edited = stream_hash(GENESIS, &event(1, json!({"VehicleActivated": {"at": "2026-01-02T00:00:00Z"}})));
+        let moved = stream_hash(&original, &event(1, json!({"VehicleActivated": {"at": "2026-01-01T00:00:00Z"}})));
+        assert_ne!(original, edited);
+        assert_ne!(original, moved);
+        assert_eq!(original.len(), 64);
+    }
+
+    fn sealed(events: &[StoredEvent]) -> Vec<Seal> {
+        let mut previous = GENESIS.to_owned();
+        events
+            .iter()
+            .map(|e| {
+                previous = stream_hash(&previous, e);
+                Seal { sequence: e.sequence, global_position: e.position, stream_hash: previous.clone() }
+            })
+            .collect()
+    }
+
+    fn stream() -> Vec<StoredEvent> {
+        (1..=4).map(|i| event(i, json!({"VehicleActivated": {"at": format!("2026-01-0{i}T00:00:00Z")}}))).collect()
+    }
+
+    #[test]
+    fn an_untouched_stream_matches_its_seals_and_unsealed_events_are_not_checked() {
+        let events = stream();
+        assert_eq!(check_stream(&events, &sealed(&events[..3])), Ok(3));
+    }
+
+    #[test]
+    fn an_edited_payload_is_named() {
+        let mut events = stream();
+        let seals = sealed(&events);
+        events[1].payload = json!({"VehicleActivated": {"at": "2030-01-01T00:00:00Z"}});
+        let broken = check_stream(&events, &seals).unwrap_err();
+        assert_eq!((broken.sequence, broken.position), (2, 2));
+        assert!(broken.problem.contains("does not match its seal"), "{}", broken.problem);
+    }
+
+    #[test]
+    fn a_deleted_event_is_named() {
+        let mut events = stream();
+        let seals = sealed(&events);
+        events.remove(2);
+        let broken = check_stream(&events, &seals).unwrap_err();
+        assert_eq!((broken.sequence, broken.position), (3, 3));
+        assert!(broken.problem.contains("missing: deleted"), "{}", broken.problem);
+    }
+
+    #[test]
+    fn a_reordered_event_is_named() {
+        let mut events = stream();
+        let seals = sealed(&events);
+        events[1].sequence = 3;
+        events[2].sequence = 2;
+        events.swap(1, 2);
+        let broken = check_stream(&events, &seals).unwrap_err();
+        assert_eq!((broken.sequence, broken.position), (2, 3));
+        assert!(broken.problem.contains("reordered"), "{}", broken.problem);
+    }
+
+    #[test]
+    fn the_chain_depends_on_every_seal_before() {
+        let one = chain_hash(GENESIS, 1, "a");
+        assert_ne!(chain_hash(&one, 2, "b"), chain_hash(&chain_hash(GENESIS, 1, "x"), 2, "b"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Audit and replay: tampering made evident, read models rebuilt and swapped in under load.
+
+use crate::contract;
+use crate::helpers::*;
+use futures::StreamExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tacho::adapters::sql::Db;
+use tacho::adapters::verify::{self, VerifyReport};
+
+/// A vehicle (registered, activated, consent) and a command, all sealed.
+async fn sealed_app(store: Store) -> Option<TestApp> {
+    let app = spawn_app(store).await?;
+    app.ready_vehicle(VIN, "alice").await;
+    assert_eq!(app.command(VIN, "alice", json!({"name": "lock_doors"})).await.status(), StatusCode::ACCEPTED);
+    app.running.state.subscriptions.catch_up("seals").await.unwrap();
+    Some(app)
+}
+
+async fn report(app: &TestApp) -> VerifyReport {
+    verify::verify(app.db(), None, None, &|_| {}).await.unwrap()
+}
+
+/// Runs `sql` (written for both stores) straight on the database, as someone with its password could.
+async fn tamper(db: &Db, sql: &str) {
+    tacho::on_db!(db, |p| sqlx::query(sql).execute(p).await.map(|_| ())).unwrap();
+}
+
+contract!(a_healthy_log_verifies_and_names_its_chain_head);
+async fn a_healthy_log_verifies_and_names_its_chain_head(store: Store) {
+    let Some(app) = sealed_app(store).await else { return };
+    let report = report(&app).await;
+    assert_eq!(report.mismatches, vec![], "{report:?}");
+    assert_eq!((report.events, report.sealed, report.unsealed), (4, 4, 0));
+    let head = report.chain.expect("a chain head");
+    assert_eq!(head.seal_no, 4);
+    assert_eq!(head.chain_hash.len(), 64);
+    let over_http: Value = app.post("/v1/audit/verify", &app.auditor(), json!({})).await.json().await.unwrap();
+    assert_eq!(over_http["chain"]["chain_hash"], head.chain_hash.as_str());
+}
+
+contract!(an_edited_payload_is_named);
+async fn an_edited_payload_is_named(store: Store) {
+    let Some(app) = sealed_app(store).await else { return };
+    let cast = if store == Store::Postgres { "::text" } else { "" };
+    let back = if store == Store::Postgres { "::json" } else { "" };
+    let sql = format!(
+        "UPDATE events SET payload = replace(payload{cast}, 'T', 'X'){back} \
+         WHERE aggregate_type = 'Vehicle' AND aggregate_id = '{VIN}' AND sequence = 2"
+    );
+    tamper(app.db(), &sql).await;
+    let report = report(&app).await;
+    assert_eq!(report.mismatches.len(), 1, "{report:?}");
+    let bad = &report.mismatches[0];
+    assert_eq!((bad.aggregate_type.as_str(), bad.aggregate_id.as_str(), bad.sequence), ("Vehicle", VIN, Some(2)));
+    assert!(bad.problem.contains("does not match its seal"), "{}", bad.problem);
+}
+
+contract!(a_deleted_event_is_named);
+async fn a_deleted_event_is_named(store: Store) {
+    let Some(app) = sealed_app(store).await else { return };
+    let sql =
+        format!("DELETE FROM events WHERE aggregate_type = 'Vehicle' AND aggregate_id = '{VIN}' AND sequence = 1");
+    tamper(app.db(), &sql).await;
+    let report = report(&app).await;
+    let bad = &report.mismatches[0];
+    assert_eq!((bad.aggregate_type.as_str(), bad.sequence), ("Vehicle", Some(1)));
+    assert!(bad.problem.contains("missing: deleted"), "{}", bad.problem);
+}
+
+contract!(a_reordered_event_is_named);
+async fn a_reordered_event_is_named(store: Store) {
+    let Some(app) = sealed_app(store).await else { return };
+    for (from, to) in [(1, 1000), (2, 1), (1000, 2)] {
+        let sql = format!(
+            "UPDATE events SET sequence = {to} WHERE aggregate_type = 'Vehicle' AND aggregate_id = '{VIN}' AND sequence = {from}"
+        );
+        tamper(app.db(), &sql).await;
+    }
+    let report = report(&app).await;
+    let bad = &report.mismatches[0];
+    assert_eq!((bad.aggregate_type.as_str(), bad.sequence), ("Vehicle", Some(1)));
+    assert!(bad.problem.contains("reordered"), "{}", bad.problem);
+}
+
+contract!(edited_seals_break_the_chain_and_the_recorded_head_catches_a_rewrite);
+async fn edited_seals_break_the_chain_and_the_recorded_head_catches_a_rewrite(store: Store) {
+    let Some(app) = sealed_app(store).await else { return };
+    let head = report(&app).await.chain.unwrap();
+    let expect = format!("{}:{}", head.seal_no, head.chain_hash);
+    let config = app.config.clone();
+    assert!(tacho::maintenance::audit_verify(&config, None, None, Some(&expect)).await.unwrap());
+
+    tamper(app.db(), "UPDATE event_seals SET chain_hash = 'f' || substr(chain_hash, 2) WHERE seal_no = 3").await;
+    let report = report(&app).await;
+    let bad = &report.mismatches[0];
+    assert_eq!((bad.aggregate_type.as_str(), bad.aggregate_id.as_str()), ("seals", "3"));
+    assert!(bad.problem.contains("breaks the chain"), "{}", bad.problem);
+    assert!(!tacho::maintenance::audit_verify(&config, None, None, Some(&expect)).await.unwrap());
+}
+
+contract!(a_rebuild_under_concurrent_writes_equals_the_live_read_models, flavor = "multi_thread", worker_threads = 4);
+async fn a_rebuild_under_concurrent_writes_equals_the_live_read_models(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let vins: Vec<String> = (0..10).map(|i| format!("WVWZZZ1JZXW{i:06}")).collect();
+    for vin in &vins {
+        app.ready_vehicle(vin, "alice").await;
+    }
+    let writes = futures::stream::iter(0..300)
+        .map(|i| {
+            let (app, vin) = (&app, vins[i % vins.len()].clone());
+            async move { app.command(&vin, "alice", json!({"name": "honk"})).await.status() }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>();
+    let subscriptions = &app.running.state.subscriptions;
+    let rebuilds = async {
+        let mut rebuilt = Vec::new();
+        for name in ["commands", "vehicles", "consents", "commands"] {
+            rebuilt.push(subscriptions.rebuild(name).await.expect("rebuild under load").events);
+        }
+        rebuilt
+    };
+    let (statuses, rebuilt) = tokio::join!(writes, rebuilds);
+    assert!(statuses.iter().all(|s| *s == StatusCode::ACCEPTED));
+    assert!(rebuilt.iter().all(|n| *n > 0), "{rebuilt:?}");
+
+    subscriptions.catch_up("commands").await.unwrap();
+    let live = snapshot(app.db(), "rm_commands", "command_id").await;
+    assert_eq!(live.len(), 300);
+    subscriptions.rebuild("commands").await.unwrap();
+    assert_eq!(snapshot(app.db(), "rm_commands", "command_id").await, live);
+    let report = report(&app).await;
+    assert_eq!(report.mismatches, vec![], "{report:?}");
+    let refused = subscriptions.rebuild("seals").await.unwrap_err().to_string();
+    assert!(refused.contains("never rebuilt"), "{refused}");
+}
+
+contract!(a_read_model_new_in_this_version_is_filled_at_start);
+async fn a_read_model_new_in_this_version_is_filled_at_start(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    app.ready_vehicle(VIN, "alice").await;
+    let config = app.config.clone();
+    app.stop().await;
+    // As if `consents` had not existed in the version that wrote this log.
+    let db = tacho::app::database_for_maintenance(&config).await.unwrap();
+    tamper(&db, "DELETE FROM rm_consents").await;
+    tamper(&db, "DELETE FROM subscription_checkpoints WHERE name = 'consents'").await;
+    db.close().await;
+
+    let app = start(config).await;
+    let mut consents = Value::Null;
+    for _ in 0..100 {
+        let path = format!("/v1/vehicles/{VIN}/consents");
+        consents = app.get(&path, &app.owner("alice", &[VIN])).await.json().await.unwrap();
+        if consents.as_array().is_some_and(|c| !c.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(consents.as_array().map(Vec::len), Some(1), "{consents}");
+}
