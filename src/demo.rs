@@ -60,6 +60,7 @@ pub async fn start(running: &Running, count: u64) -> anyhow::Result<Demo> {
                     purpose: Purpose::parse(purpose)?,
                     legal_basis: "consent".into(),
                     expires_at: None,
+                    granted_by: DEV_SUBJECT.into(),
                     at,
                 };
                 frameworks.execute(&frameworks.consents, vin, grant, &meta).await?;

@@ -114,7 +114,8 @@ pub async fn device_by_id(db: &Db, device_id: &str) -> Result<Option<DeviceView>
 
 /// Every consent recorded on a vehicle, granted or revoked.
 pub async fn consents(db: &Db, vin: &str) -> Result<Vec<ConsentView>, QueryError> {
-    let sql = "SELECT vin, subject, purpose, status, version, legal_basis, expires_at, granted_at, revoked_at \
+    let sql =
+        "SELECT vin, subject, purpose, status, version, legal_basis, expires_at, granted_at, revoked_at, granted_by \
          FROM rm_consents WHERE vin = $1 ORDER BY subject, purpose";
     Ok(on_db!(db, |p| sqlx::query_as(sql).bind(vin).fetch_all(p).await)?)
 }

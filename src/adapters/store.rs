@@ -85,7 +85,7 @@ impl PersistedEventRepository for Repository {
 }
 
 fn store<A: Aggregate>(db: &Db) -> Store<A> {
-    PersistedEventStore::new_event_store(Repository::of(db))
+    PersistedEventStore::new_event_store(Repository::of(db)).with_upcasters(crate::domain::upcasters())
 }
 
 fn framework<A: Aggregate>(db: &Db, services: A::Services) -> Framework<A> {

@@ -199,6 +199,7 @@ async fn setup(frameworks: &Frameworks, vins: &[String], telemetry: bool) -> any
                         purpose: Purpose::parse(purpose)?,
                         legal_basis: "consent".into(),
                         expires_at: None,
+                        granted_by: "bench".into(),
                         at,
                     };
                     frameworks.execute(&frameworks.consents, vin, grant, meta).await?;

@@ -29,12 +29,22 @@ impl Projection for ConsentsProjection {
 
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         match event.decode::<ConsentEvent>()? {
-            ConsentEvent::ConsentGranted { vin, subject, purpose, version, legal_basis, expires_at, at } => {
+            ConsentEvent::ConsentGranted {
+                vin,
+                subject,
+                purpose,
+                version,
+                legal_basis,
+                expires_at,
+                granted_by,
+                at,
+            } => {
                 let sql = "INSERT INTO rm_consents (vin, subject, purpose, status, version, legal_basis, expires_at, \
-                     granted_at) VALUES ($1, $2, $3, 'granted', $4, $5, $6, $7) \
+                     granted_at, granted_by) VALUES ($1, $2, $3, 'granted', $4, $5, $6, $7, $8) \
                      ON CONFLICT (vin, subject, purpose) DO UPDATE SET status = 'granted', version = $4, \
-                     legal_basis = $5, expires_at = $6, granted_at = $7, revoked_at = NULL";
-                execute!(conn, sql, vin, subject, purpose.as_str(), i64::from(version), legal_basis, expires_at, at)?;
+                     legal_basis = $5, expires_at = $6, granted_at = $7, granted_by = $8, revoked_at = NULL";
+                let version = i64::from(version);
+                execute!(conn, sql, vin, subject, purpose.as_str(), version, legal_basis, expires_at, at, granted_by)?;
             }
             ConsentEvent::ConsentRevoked { subject, purpose, version, at } => {
                 let sql = "UPDATE rm_consents SET status = 'revoked', version = $4, revoked_at = $5 \

@@ -52,9 +52,11 @@ impl StoredEvent {
         Checkpoint { tx_id: self.tx_id, position: self.position }
     }
 
-    /// Deserializes the payload into an aggregate's event enum.
+    /// Deserializes the payload, upcast to the current version, into an aggregate's event enum.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, ProjectionError> {
-        serde_json::from_value(self.payload.clone()).map_err(|e| {
+        let payload = crate::domain::upcast(&self.event_type, &self.event_version, &self.payload, &self.metadata)
+            .unwrap_or_else(|| self.payload.clone());
+        serde_json::from_value(payload).map_err(|e| {
             ProjectionError::Decode(format!(
                 "{} {}#{} ({}): {e}",
                 self.aggregate_type, self.aggregate_id, self.sequence, self.event_type

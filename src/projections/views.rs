@@ -110,6 +110,9 @@ pub struct ConsentView {
     pub granted_at: DateTime<Utc>,
     /// When revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Who gave it (the subject, or an owner for a service); null for grants recorded before tacho
+    /// kept it and not yet refilled.
+    pub granted_by: Option<String>,
 }
 
 /// One step of a command's lifecycle.

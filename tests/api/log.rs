@@ -64,6 +64,7 @@ async fn fifty_concurrent_commands_on_one_aggregate_lose_no_read_model_update(st
                         purpose: Purpose::parse("telemetry").unwrap(),
                         legal_basis: "consent".into(),
                         expires_at: None,
+                        granted_by: "tester".into(),
                         at: chrono::Utc::now(),
                     };
                     other.execute(&other.consents, VIN, grant, &HashMap::new()).await.is_ok()
@@ -136,6 +137,7 @@ async fn written_log(store: Store, commands: usize) -> Option<(Db, Frameworks)> 
         purpose: Purpose::parse("remote_commands").unwrap(),
         legal_basis: "consent".into(),
         expires_at: None,
+        granted_by: "alice".into(),
         at,
     };
     frameworks.execute(&frameworks.consents, VIN, grant, &meta).await.unwrap();

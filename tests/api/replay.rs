@@ -12,8 +12,11 @@ use tacho::adapters::verify::{self, VerifyReport};
 async fn sealed_app(store: Store) -> Option<TestApp> {
     let app = spawn_app(store).await?;
     app.ready_vehicle(VIN, "alice").await;
-    assert_eq!(app.command(VIN, "alice", json!({"name": "lock_doors"})).await.status(), StatusCode::ACCEPTED);
-    app.running.state.subscriptions.catch_up("seals").await.unwrap();
+    let response = app.command(VIN, "alice", json!({"name": "lock_doors"})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let created: Value = response.json().await.unwrap();
+    let id = created["command_id"].as_str().unwrap();
+    assert!(app.running.state.settle("seals", "Command", id).await.unwrap(), "sealed within 2 s");
     Some(app)
 }
 
@@ -105,6 +108,7 @@ async fn a_rebuild_under_concurrent_writes_equals_the_live_read_models(store: St
     let vins: Vec<String> = (0..10).map(|i| format!("WVWZZZ1JZXW{i:06}")).collect();
     for vin in &vins {
         app.ready_vehicle(vin, "alice").await;
+        assert_eq!(app.command(vin, "alice", json!({"name": "honk"})).await.status(), StatusCode::ACCEPTED);
     }
     let writes = futures::stream::iter(0..300)
         .map(|i| {
@@ -127,7 +131,7 @@ async fn a_rebuild_under_concurrent_writes_equals_the_live_read_models(store: St
 
     subscriptions.catch_up("commands").await.unwrap();
     let live = snapshot(app.db(), "rm_commands", "command_id").await;
-    assert_eq!(live.len(), 300);
+    assert_eq!(live.len(), 310);
     subscriptions.rebuild("commands").await.unwrap();
     assert_eq!(snapshot(app.db(), "rm_commands", "command_id").await, live);
     let report = report(&app).await;
@@ -159,4 +163,41 @@ async fn a_read_model_new_in_this_version_is_filled_at_start(store: Store) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(consents.as_array().map(Vec::len), Some(1), "{consents}");
+}
+
+contract!(a_version_1_consent_still_loads_replays_and_verifies);
+async fn a_version_1_consent_still_loads_replays_and_verifies(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    assert_eq!(app.register(VIN).await.status(), StatusCode::CREATED);
+    let path = format!("/v1/vehicles/{VIN}/activate");
+    assert_eq!(app.call(reqwest::Method::POST, &path, &app.factory(), None).await.status(), StatusCode::OK);
+    // As an earlier tacho wrote it: payload version 1, no `granted_by`.
+    let v1 = json!({"ConsentGranted": {"vin": VIN, "subject": "alice", "purpose": "remote_commands", "version": 1,
+                    "legal_basis": "consent", "expires_at": null, "at": "2026-01-01T00:00:00Z"}});
+    let mut pooled = app.db().acquire().await.unwrap();
+    let metadata = json!({"actor": "owner-7", "request_id": "r-1"});
+    tacho::adapters::log::append(&mut pooled.conn(), "Consent", VIN, 1, "ConsentGranted", &v1, &metadata)
+        .await
+        .unwrap();
+    drop(pooled);
+    let subscriptions = &app.running.state.subscriptions;
+    assert!(app.running.state.settle("consents", "Consent", VIN).await.unwrap());
+
+    let consents: Value =
+        app.get(&format!("/v1/vehicles/{VIN}/consents"), &app.owner("alice", &[VIN])).await.json().await.unwrap();
+    assert_eq!(consents[0]["granted_by"], "owner-7", "{consents}");
+    // The aggregate loads it (cqrs-es upcaster): the consent allows alice's command.
+    let created: Value = app.command(VIN, "alice", json!({"name": "lock_doors"})).await.json().await.unwrap();
+    assert_eq!(created["consent_version"], 1, "{created}");
+    // A rebuild replays it; verify folds it and checks its seal.
+    subscriptions.rebuild("consents").await.unwrap();
+    let rebuilt: Value =
+        app.get(&format!("/v1/vehicles/{VIN}/consents"), &app.owner("alice", &[VIN])).await.json().await.unwrap();
+    assert_eq!(rebuilt, consents);
+    assert!(app.running.state.settle("seals", "Consent", VIN).await.unwrap());
+    let report = report(&app).await;
+    assert_eq!(report.mismatches, vec![], "{report:?}");
+    let stream: Value =
+        app.get(&format!("/v1/audit/streams/Consent/{VIN}"), &app.auditor()).await.json().await.unwrap();
+    assert_eq!(stream[0]["event_version"], "1", "the log keeps what was written");
 }

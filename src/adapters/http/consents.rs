@@ -78,6 +78,7 @@ async fn grant(
         purpose: purpose.clone(),
         legal_basis: body.legal_basis.unwrap_or_else(|| "consent".to_owned()),
         expires_at: body.expires_at,
+        granted_by: principal.sub().to_owned(),
         at: Utc::now(),
     };
     state.frameworks.execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;

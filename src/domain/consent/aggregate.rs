@@ -75,6 +75,8 @@ pub enum ConsentCommand {
         legal_basis: String,
         /// Optional end of validity.
         expires_at: Option<DateTime<Utc>>,
+        /// Who gave it: the subject itself, or an owner for a service.
+        granted_by: String,
         /// When.
         at: DateTime<Utc>,
     },
@@ -92,7 +94,8 @@ pub enum ConsentCommand {
 /// Events of the Consent aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ConsentEvent {
-    /// Consent given; `version` is what events it allows record.
+    /// Consent given; `version` is what events it allows record. Payload version 2 added
+    /// `granted_by` (see [`super::upcast`]).
     ConsentGranted {
         /// VIN.
         vin: String,
@@ -106,6 +109,8 @@ pub enum ConsentEvent {
         legal_basis: String,
         /// End of validity.
         expires_at: Option<DateTime<Utc>>,
+        /// Who gave it.
+        granted_by: String,
         /// When.
         at: DateTime<Utc>,
     },
@@ -132,7 +137,11 @@ impl DomainEvent for ConsentEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        match self {
+            Self::ConsentGranted { .. } => super::upcast::CONSENT_GRANTED_VERSION,
+            Self::ConsentRevoked { .. } => "1",
+        }
+        .to_owned()
     }
 }
 
@@ -194,7 +203,7 @@ impl Consent {
     fn decide(&self, command: ConsentCommand) -> Result<Vec<ConsentEvent>, ConsentError> {
         let version = self.version + 1;
         Ok(match command {
-            ConsentCommand::Grant { vin, subject, purpose, legal_basis, expires_at, at } => {
+            ConsentCommand::Grant { vin, subject, purpose, legal_basis, expires_at, granted_by, at } => {
                 if subject.trim().is_empty() || subject.len() > 200 {
                     return Err(ConsentError::Invalid("subject must be 1 to 200 characters".into()));
                 }
@@ -208,7 +217,16 @@ impl Consent {
                 if current.is_some_and(|g| g.legal_basis == legal_basis && g.expires_at == expires_at) {
                     return Ok(vec![]);
                 }
-                vec![ConsentEvent::ConsentGranted { vin, subject, purpose, version, legal_basis, expires_at, at }]
+                vec![ConsentEvent::ConsentGranted {
+                    vin,
+                    subject,
+                    purpose,
+                    version,
+                    legal_basis,
+                    expires_at,
+                    granted_by,
+                    at,
+                }]
             }
             ConsentCommand::Revoke { subject, purpose, at } => {
                 if self.grants.get(&subject).is_some_and(|g| g.contains_key(&purpose)) {

@@ -3,5 +3,6 @@
 mod aggregate;
 #[cfg(test)]
 mod tests;
+pub mod upcast;
 
 pub use aggregate::{Consent, ConsentCommand, ConsentError, ConsentEvent, Grant, Purpose};

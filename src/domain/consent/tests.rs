@@ -22,6 +22,7 @@ fn grant(expires_at: Option<DateTime<Utc>>) -> ConsentCommand {
         purpose: remote(),
         legal_basis: "consent".into(),
         expires_at,
+        granted_by: "alice".into(),
         at: at(),
     }
 }
@@ -34,6 +35,7 @@ fn granted(version: u32, expires_at: Option<DateTime<Utc>>) -> ConsentEvent {
         version,
         legal_basis: "consent".into(),
         expires_at,
+        granted_by: "alice".into(),
         at: at(),
     }
 }
@@ -113,14 +115,22 @@ fn a_grant_without_a_subject_or_legal_basis_is_refused() {
         purpose: purpose.clone(),
         legal_basis: "consent".into(),
         expires_at,
+        granted_by: "alice".into(),
         at,
     };
     assert!(matches!(
         Given::with(()).given_no_previous_events().when(no_subject).inspect_result(),
         Err(ConsentError::Invalid(_))
     ));
-    let no_basis =
-        ConsentCommand::Grant { vin, subject: "alice".into(), purpose, legal_basis: String::new(), expires_at, at };
+    let no_basis = ConsentCommand::Grant {
+        vin,
+        subject: "alice".into(),
+        purpose,
+        legal_basis: String::new(),
+        expires_at,
+        granted_by: "alice".into(),
+        at,
+    };
     assert!(matches!(
         Given::with(()).given_no_previous_events().when(no_basis).inspect_result(),
         Err(ConsentError::Invalid(_))
