@@ -201,3 +201,51 @@ async fn a_version_1_consent_still_loads_replays_and_verifies(store: Store) {
         app.get(&format!("/v1/audit/streams/Consent/{VIN}"), &app.auditor()).await.json().await.unwrap();
     assert_eq!(stream[0]["event_version"], "1", "the log keeps what was written");
 }
+
+contract!(a_stream_exports_as_json_lines_whose_seals_recompute_offline);
+async fn a_stream_exports_as_json_lines_whose_seals_recompute_offline(store: Store) {
+    let Some(app) = sealed_app(store).await else { return };
+    let response = app.get(&format!("/v1/audit/streams/Vehicle/{VIN}?format=jsonl"), &app.auditor()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    assert!(response.headers()["content-disposition"].to_str().unwrap().contains(&format!("Vehicle-{VIN}.jsonl")));
+    let body = response.text().await.unwrap();
+    let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    let mut previous = tacho::projections::seal::GENESIS.to_owned();
+    for line in &lines {
+        assert_eq!(line["actor"], "plant-1");
+        assert!(line["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{line}");
+        assert!(line["received_at"].is_string());
+        let event = tacho::projections::StoredEvent {
+            position: line["position"].as_i64().unwrap(),
+            tx_id: 0,
+            aggregate_type: line["aggregate_type"].as_str().unwrap().into(),
+            aggregate_id: line["aggregate_id"].as_str().unwrap().into(),
+            sequence: line["sequence"].as_i64().unwrap(),
+            event_type: line["event_type"].as_str().unwrap().into(),
+            event_version: line["event_version"].as_str().unwrap().into(),
+            payload: line["payload"].clone(),
+            metadata: line["metadata"].clone(),
+            recorded_at: chrono::Utc::now(),
+        };
+        previous = tacho::projections::seal::stream_hash(&previous, &event);
+        assert_eq!(line["seal"], previous.as_str(), "the export alone proves its seals");
+    }
+    let accept = app
+        .client
+        .get(format!("{}/v1/audit/streams/Vehicle/{VIN}", app.base))
+        .bearer_auth(app.auditor())
+        .header("accept", "application/x-ndjson")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accept.text().await.unwrap(), body);
+    let commands: Value = app.get("/v1/audit/events?limit=10", &app.auditor()).await.json().await.unwrap();
+    let requested =
+        commands["items"].as_array().unwrap().iter().find(|e| e["event_type"] == "CommandRequested").unwrap();
+    assert_eq!(requested["consent_version"], 1);
+    assert_eq!(requested["actor"], "alice");
+    let bad = app.get(&format!("/v1/audit/streams/Vehicle/{VIN}?format=xml"), &app.auditor()).await;
+    assert_problem(bad, StatusCode::BAD_REQUEST, "invalid_query").await;
+}

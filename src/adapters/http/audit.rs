@@ -4,12 +4,18 @@ use super::auth::{Principal, Role};
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use crate::adapters::log;
+use crate::adapters::sql::Conn;
 use crate::adapters::verify::{self as verification, VerifyReport};
+use crate::on_conn;
 use crate::projections::{Checkpoint, StoredEvent};
 use axum::extract::State;
+use axum::http::header::{ACCEPT, CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -41,11 +47,30 @@ pub struct LogEvent {
     pub metadata: Value,
     /// When the database recorded it.
     pub recorded_at: DateTime<Utc>,
+    /// Who caused it: the token subject of the request, `vehicle:<VIN>` for what a vehicle
+    /// reported, `tacho:<process>` for tacho's own decisions.
+    pub actor: Option<String>,
+    /// The `x-request-id` of the HTTP request that recorded it.
+    pub request_id: Option<String>,
+    /// Version of the consent that allowed it, when one did.
+    pub consent_version: Option<i64>,
+    /// When tacho received what it records (a vehicle's message), else when it was recorded.
+    pub received_at: DateTime<Utc>,
+    /// Its seal: SHA-256 chained through its stream (null until sealed), which `audit verify`
+    /// recomputes.
+    pub seal: Option<String>,
 }
 
-impl From<StoredEvent> for LogEvent {
-    fn from(e: StoredEvent) -> Self {
+impl LogEvent {
+    fn new(e: StoredEvent, seal: Option<String>) -> Self {
+        let inner = e.payload.as_object().and_then(|o| o.values().next()).cloned().unwrap_or_default();
+        let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
         Self {
+            actor: text(&e.metadata, "actor"),
+            request_id: text(&e.metadata, "request_id"),
+            consent_version: inner.get("consent_version").and_then(Value::as_i64),
+            received_at: text(&inner, "received_at").and_then(|t| t.parse().ok()).unwrap_or(e.recorded_at),
+            seal,
             position: e.position,
             aggregate_type: e.aggregate_type,
             aggregate_id: e.aggregate_id,
@@ -59,6 +84,24 @@ impl From<StoredEvent> for LogEvent {
     }
 }
 
+/// `events` with their seals.
+async fn sealed(conn: &mut Conn<'_>, events: Vec<StoredEvent>) -> Result<Vec<LogEvent>, ApiError> {
+    let (Some(first), Some(last)) = (events.iter().map(|e| e.position).min(), events.iter().map(|e| e.position).max())
+    else {
+        return Ok(Vec::new());
+    };
+    let sql = "SELECT global_position, stream_hash FROM event_seals WHERE global_position BETWEEN $1 AND $2";
+    let seals: HashMap<i64, String> =
+        on_conn!(conn, |c| sqlx::query_as(sql).bind(first).bind(last).fetch_all(c).await)?.into_iter().collect();
+    Ok(events
+        .into_iter()
+        .map(|e| {
+            let seal = seals.get(&e.position).cloned();
+            LogEvent::new(e, seal)
+        })
+        .collect())
+}
+
 /// A page of the global feed.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Feed {
@@ -70,25 +113,61 @@ pub struct Feed {
 
 const AGGREGATE_TYPES: [&str; 6] = ["Vehicle", "Device", "Consent", "Command", "VehicleState", "Broadcast"];
 
-/// Every event of one stream, in sequence order (auditor).
+/// How to return a stream.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// `jsonl`: an export to keep, one event per line (also chosen by `Accept: application/x-ndjson`).
+    pub format: Option<String>,
+}
+
+/// Every event of one stream, in sequence order, with its seal (auditor). As JSON lines
+/// (`?format=jsonl` or `Accept: application/x-ndjson`) it is a file to keep: `audit verify`'s
+/// hashes can be recomputed from it alone.
 #[utoipa::path(get, path = "/v1/audit/streams/{aggregate_type}/{id}", tag = "audit",
-    params(("aggregate_type" = String, Path, description = "Vehicle, Device, Consent, Command, VehicleState or Broadcast"), ("id" = String, Path, description = "Stream id")),
-    responses((status = 200, description = "The stream", body = Vec<LogEvent>),
+    params(("aggregate_type" = String, Path, description = "Vehicle, Device, Consent, Command, VehicleState or Broadcast"), ("id" = String, Path, description = "Stream id"), StreamQuery),
+    responses((status = 200, description = "The stream", content((Vec<LogEvent> = "application/json"), (String = "application/x-ndjson"))),
+              (status = 400, description = "Unknown format", body = Problem),
               (status = 404, description = "No such stream", body = Problem)))]
 async fn stream(
     State(state): State<AppState>,
     principal: Principal,
+    headers: HeaderMap,
     Path((aggregate_type, id)): Path<(String, String)>,
-) -> Result<Json<Vec<LogEvent>>, ApiError> {
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ApiError> {
     principal.require(&[Role::Auditor])?;
     if !AGGREGATE_TYPES.contains(&aggregate_type.as_str()) {
         return Err(ApiError::new(ErrorCode::NotFound, format!("unknown aggregate type '{aggregate_type}'")));
     }
-    let events = log::read_stream(&mut state.db.acquire().await?.conn(), &aggregate_type, &id).await?;
+    let accepts_lines =
+        headers.get(ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("application/x-ndjson"));
+    let lines = match q.format.as_deref() {
+        None => accepts_lines,
+        Some("jsonl") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ApiError::new(ErrorCode::InvalidQuery, format!("unknown format '{other}': json or jsonl")))
+        }
+    };
+    let mut pooled = state.db.acquire().await?;
+    let mut conn = pooled.conn();
+    let events = log::read_stream(&mut conn, &aggregate_type, &id).await?;
     if events.is_empty() {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no stream {aggregate_type}/{id}")));
     }
-    Ok(Json(events.into_iter().map(LogEvent::from).collect()))
+    let events = sealed(&mut conn, events).await?;
+    if !lines {
+        return Ok(Json(events).into_response());
+    }
+    let mut body = String::new();
+    for event in &events {
+        body += &serde_json::to_string(event).map_err(ApiError::internal)?;
+        body.push('\n');
+    }
+    let file = format!("attachment; filename=\"{aggregate_type}-{}.jsonl\"", id.replace(['"', '/', '\\'], "_"));
+    Ok(([(CONTENT_TYPE, "application/x-ndjson".to_owned()), (CONTENT_DISPOSITION, file)], body).into_response())
 }
 
 /// Where to read the feed from.
@@ -125,8 +204,8 @@ async fn feed(
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("no event at position {position}")))?,
     };
-    let items: Vec<LogEvent> =
-        log::read_after(&mut conn, after, None, limit).await?.events.into_iter().map(Into::into).collect();
+    let events = log::read_after(&mut conn, after, None, limit).await?.events;
+    let items = sealed(&mut conn, events).await?;
     let next_after = items.last().map(|e| e.position).or(q.after);
     Ok(Json(Feed { items, next_after }))
 }
