@@ -158,6 +158,11 @@ pub async fn checkpoint_of(conn: &mut Conn<'_>, position: i64) -> Result<Option<
     Ok(event.map(|e| e.checkpoint()))
 }
 
+/// `SELECT <the event columns> FROM events` for `conn`'s dialect (add a `WHERE`).
+pub fn select_events(conn: &Conn<'_>) -> String {
+    format!("SELECT {} FROM events", columns(conn))
+}
+
 fn columns(conn: &Conn<'_>) -> &'static str {
     match conn {
         Conn::Postgres(_) => PG_COLUMNS,
