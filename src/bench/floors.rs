@@ -99,3 +99,15 @@ pub async fn postgres_insert(pool: &PgPool, rows: usize) -> anyhow::Result<f64> 
     sqlx::query("DROP TABLE bench_events").execute(pool).await?;
     Ok(rate)
 }
+
+/// Rows per second of a plain read of the whole log (every column, streamed).
+pub async fn log_read(pool: &PgPool) -> anyhow::Result<(u64, f64)> {
+    use futures::TryStreamExt;
+    let started = Instant::now();
+    let mut rows = sqlx::query("SELECT * FROM events ORDER BY aggregate_type, aggregate_id, sequence").fetch(pool);
+    let mut n = 0u64;
+    while rows.try_next().await?.is_some() {
+        n += 1;
+    }
+    Ok((n, n as f64 / started.elapsed().as_secs_f64()))
+}

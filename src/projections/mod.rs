@@ -54,9 +54,8 @@ impl StoredEvent {
 
     /// Deserializes the payload, upcast to the current version, into an aggregate's event enum.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, ProjectionError> {
-        let payload = crate::domain::upcast(&self.event_type, &self.event_version, &self.payload, &self.metadata)
-            .unwrap_or_else(|| self.payload.clone());
-        serde_json::from_value(payload).map_err(|e| {
+        let upcast = crate::domain::upcast(&self.event_type, &self.event_version, &self.payload, &self.metadata);
+        E::deserialize(upcast.as_ref().unwrap_or(&self.payload)).map_err(|e| {
             ProjectionError::Decode(format!(
                 "{} {}#{} ({}): {e}",
                 self.aggregate_type, self.aggregate_id, self.sequence, self.event_type

@@ -28,38 +28,62 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// `value` as JSON with object keys sorted, at every depth: the same bytes however the store or the
 /// serializer ordered them.
 pub fn canonical(value: &Value) -> String {
+    let mut out = Vec::new();
+    write_canonical(value, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
             let mut keys: Vec<&String> = map.keys().collect();
             keys.sort_unstable();
-            let fields: Vec<String> = keys
-                .into_iter()
-                .map(|k| format!("{}:{}", Value::String(k.clone()), canonical(&map[k.as_str()])))
-                .collect();
-            format!("{{{}}}", fields.join(","))
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Writing JSON into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, key);
+                out.push(b':');
+                write_canonical(&map[key.as_str()], out);
+            }
+            out.push(b'}');
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
-        scalar => scalar.to_string(),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 
 /// The hash of `event` chained to `previous`, the hash of the event before it in its stream.
 pub fn stream_hash(previous: &str, event: &StoredEvent) -> String {
-    let mut hasher = Sha256::new();
-    for part in [
-        previous,
-        &event.aggregate_type,
-        &event.aggregate_id,
-        &event.sequence.to_string(),
-        &event.event_type,
-        &event.event_version,
-        &canonical(&event.payload),
-        &canonical(&event.metadata),
-    ] {
-        hasher.update(part.as_bytes());
-        hasher.update([0x1f]);
+    let mut out = Vec::with_capacity(512);
+    for part in [previous, &event.aggregate_type, &event.aggregate_id] {
+        out.extend_from_slice(part.as_bytes());
+        out.push(0x1f);
     }
-    hex::encode(hasher.finalize())
+    out.extend_from_slice(event.sequence.to_string().as_bytes());
+    out.push(0x1f);
+    for part in [&event.event_type, &event.event_version] {
+        out.extend_from_slice(part.as_bytes());
+        out.push(0x1f);
+    }
+    write_canonical(&event.payload, &mut out);
+    out.push(0x1f);
+    write_canonical(&event.metadata, &mut out);
+    out.push(0x1f);
+    hex::encode(Sha256::digest(&out))
 }
 
 /// The running hash after the seal of the event at `position` with `stream_hash`.
