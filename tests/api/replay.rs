@@ -94,7 +94,8 @@ async fn edited_seals_break_the_chain_and_the_recorded_head_catches_a_rewrite(st
     let config = app.config.clone();
     assert!(tacho::maintenance::audit_verify(&config, None, None, Some(&expect)).await.unwrap());
 
-    tamper(app.db(), "UPDATE event_seals SET chain_hash = 'f' || substr(chain_hash, 2) WHERE seal_no = 3").await;
+    let forged = "0".repeat(64);
+    tamper(app.db(), &format!("UPDATE event_seals SET chain_hash = '{forged}' WHERE seal_no = 3")).await;
     let report = report(&app).await;
     let bad = &report.mismatches[0];
     assert_eq!((bad.aggregate_type.as_str(), bad.aggregate_id.as_str()), ("seals", "3"));
