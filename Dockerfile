@@ -11,9 +11,11 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 tacho
+    && useradd --system --uid 10001 --home-dir /var/lib/tacho --create-home tacho
 COPY --from=build /src/target/release/tacho /usr/local/bin/tacho
 USER tacho
+# Run alone (no TACHO_DATABASE_URL), the image keeps its embedded store here: mount a volume.
+WORKDIR /var/lib/tacho
 ENV TACHO_HTTP_ADDR=0.0.0.0:8080
 EXPOSE 8080
 ENTRYPOINT ["tacho"]

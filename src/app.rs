@@ -108,12 +108,21 @@ pub async fn broker(config: &Config, db: &Db) -> anyhow::Result<Option<BrokerUrl
     })
 }
 
-/// A new embedded broker has no connections: every vehicle the registry still shows connected lost
+/// A new embedded broker has no connections: every vehicle the log last saw connected lost
 /// its connection when the last one stopped, and no Last Will could tell. Recorded as such, it
 /// interrupts their commands in flight, as a Last Will would.
 async fn disconnect_all(db: &Db) -> anyhow::Result<()> {
-    let sql = "SELECT vin FROM rm_vehicles WHERE connected";
-    let vins: Vec<String> = crate::on_db!(db, |p| sqlx::query_scalar(sql).fetch_all(p).await)?;
+    // From the log, not the registry, which may not have applied the last connection changes yet.
+    let sql = "SELECT aggregate_id, payload FROM events e WHERE aggregate_type = 'VehicleState' \
+               AND event_type = 'ConnectionChanged' AND sequence = (SELECT max(sequence) FROM events l \
+               WHERE l.aggregate_type = 'VehicleState' AND l.aggregate_id = e.aggregate_id \
+               AND l.event_type = 'ConnectionChanged')";
+    let last: Vec<(String, serde_json::Value)> = crate::on_db!(db, |p| sqlx::query_as(sql).fetch_all(p).await)?;
+    let vins: Vec<String> = last
+        .into_iter()
+        .filter(|(_, payload)| payload["ConnectionChanged"]["online"] == true)
+        .map(|(vin, _)| vin)
+        .collect();
     let now = chrono::Utc::now();
     let dropped: Vec<Observed> = vins
         .into_iter()

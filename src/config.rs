@@ -63,14 +63,14 @@ pub enum AuditCommand {
     /// Check every stream against its seals and sequence, fold it through its aggregate and compare
     /// with the read models; recompute the seal chain. Exits 1 on any mismatch.
     Verify {
-        /// Only streams of this aggregate type.
-        #[arg(long)]
+        /// Only streams of this aggregate type: Vehicle, Device, Consent, Command, VehicleState, Broadcast.
+        #[arg(long, value_parser = ["Vehicle", "Device", "Consent", "Command", "VehicleState", "Broadcast"])]
         aggregate_type: Option<String>,
         /// Only this stream (with --aggregate-type).
         #[arg(long, requires = "aggregate_type")]
         id: Option<String>,
         /// A chain head recorded earlier, `SEAL_NO:HASH`: the chain must still pass through it.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "aggregate_type")]
         expect: Option<String>,
     },
 }
@@ -254,29 +254,41 @@ impl Config {
 }
 
 /// The secret kept in `auth-secret` beside the embedded database, created (owner-only) when missing.
+/// It is written to a temporary file and linked into place, so no reader ever sees it half-written.
 fn embedded_secret(database: &std::path::Path) -> anyhow::Result<SecretString> {
     use anyhow::Context;
     let dir = database.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
     let path = dir.join("auth-secret");
-    if let Ok(existing) = std::fs::read_to_string(&path) {
+    let read = |path: &std::path::Path| -> anyhow::Result<SecretString> {
+        let existing = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let existing = existing.trim().to_owned();
         anyhow::ensure!(existing.len() >= 32, "{} is damaged: delete it to make a new secret", path.display());
-        return Ok(SecretString::from(existing));
+        Ok(SecretString::from(existing))
+    };
+    match std::fs::metadata(&path) {
+        Ok(_) => return read(&path),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot read {}", path.display()))
+        }
+        Err(_) => {}
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data folder {}", dir.display()))?;
     let secret = hex::encode(rand::random::<[u8; 32]>());
+    let temporary = dir.join(format!(".auth-secret.{}", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(&path) {
-        Ok(mut file) => {
-            std::io::Write::write_all(&mut file, secret.as_bytes())
-                .with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(SecretString::from(secret))
-        }
+    let mut file = options.open(&temporary).with_context(|| format!("cannot create {}", temporary.display()))?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    let linked = std::fs::hard_link(&temporary, &path);
+    let _ = std::fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(SecretString::from(secret)),
         // Another process made it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => embedded_secret(database),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
 }

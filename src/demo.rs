@@ -108,7 +108,11 @@ pub fn banner(config: &Config, running: &Running, demo: Option<&Demo>) -> anyhow
     writeln!(out, "  HTTP API   {http}   (docs: {http}/docs)")?;
     writeln!(out, "  MQTT       {mqtt}")?;
     writeln!(out, "  data       {store}")?;
-    if config.sqlite_path()?.is_none() {
+    // A ready token only for the development set-up: the secret tacho generated itself, HTTP on
+    // this machine only. Anywhere else a token in the log would be a credential leak.
+    let development =
+        config.sqlite_path()?.is_some() && config.auth_secret.is_none() && running.addr.ip().is_loopback();
+    if !development {
         writeln!(out, "  a token    tacho token --role admin --sub you   (same TACHO_AUTH_SECRET)")?;
         writeln!(out, "Ctrl-C stops tacho.")?;
         return Ok(out);

@@ -42,6 +42,9 @@ fn config(listen: SocketAddr) -> Config {
 /// Starts the broker on `addr` and waits until it accepts connections. Fails with advice when the
 /// port is taken.
 pub fn start(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the embedded broker has no authentication: any client reaching it can act as any vehicle");
+    }
     match TcpListener::bind(addr) {
         Ok(probe) => drop(probe),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => anyhow::bail!(

@@ -141,21 +141,28 @@ pub async fn stream_head(
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let columns = columns(conn);
     let sql = format!(
-        "SELECT {columns} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1"
+        "SELECT {} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence DESC LIMIT 1",
+        place(conn)
     );
-    let last: Option<StoredEvent> =
+    let row: Option<(i64, i64)> =
         on_conn!(conn, |c| sqlx::query_as(&sql).bind(aggregate_type).bind(aggregate_id).fetch_optional(c).await)?;
-    Ok(last.map(|e| e.checkpoint()))
+    Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }))
 }
 
 /// The commit-order place of the event at `position`, if it exists.
 pub async fn checkpoint_of(conn: &mut Conn<'_>, position: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
-    let columns = columns(conn);
-    let sql = format!("SELECT {columns} FROM events WHERE global_position = $1");
-    let event: Option<StoredEvent> = on_conn!(conn, |c| sqlx::query_as(&sql).bind(position).fetch_optional(c).await)?;
-    Ok(event.map(|e| e.checkpoint()))
+    let sql = format!("SELECT {} FROM events WHERE global_position = $1", place(conn));
+    let row: Option<(i64, i64)> = on_conn!(conn, |c| sqlx::query_as(&sql).bind(position).fetch_optional(c).await)?;
+    Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }))
+}
+
+/// The columns of an event's place in commit order: `tx_id, global_position`.
+fn place(conn: &Conn<'_>) -> &'static str {
+    match conn {
+        Conn::Postgres(_) => "tx_id::text::bigint, global_position",
+        Conn::Sqlite(_) => "0, global_position",
+    }
 }
 
 /// `SELECT <the event columns> FROM events` for `conn`'s dialect (add a `WHERE`).

@@ -48,19 +48,47 @@ impl Own {
     }
 }
 
+/// What to rebuild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Always (`projections rebuild`).
+    Always,
+    /// Only while it has no checkpoint (a read model new in this version, filled at start: another
+    /// instance may have filled it meanwhile).
+    New,
+}
+
 /// Rebuilds `projection` into fresh tables and swaps them in; `turn` is the live subscriber's
 /// in-process turn. `progress` hears after each batch.
 pub async fn rebuild(
     db: &Db,
     projection: &dyn Projection,
     turn: &tokio::sync::Mutex<()>,
+    when: When,
     progress: &(dyn Fn(Rebuilt) + Send + Sync),
 ) -> Result<Rebuilt, ProjectionError> {
     let started = Instant::now();
     let mut own = match db {
-        Db::Postgres(pool) => Own::Postgres(pool.connect_options().connect().await?),
+        Db::Postgres(pool) => {
+            let mut conn: PgConnection = pool.connect_options().connect().await?;
+            // One rebuild of a read model at a time across instances: they share `tacho_rebuild`.
+            // Held until this connection closes.
+            sqlx::query("SELECT pg_advisory_lock(hashtext('tacho-rebuild:' || $1))")
+                .bind(projection.name())
+                .execute(&mut conn)
+                .await?;
+            Own::Postgres(conn)
+        }
         Db::Sqlite(embedded) => Own::Sqlite(embedded.pool.connect_options().connect().await?),
     };
+    if when == When::New {
+        let sql = "SELECT EXISTS (SELECT 1 FROM subscription_checkpoints WHERE name = $1)";
+        let known: bool =
+            crate::on_conn!(&mut own.conn(), |c| sqlx::query_scalar(sql).bind(projection.name()).fetch_one(c).await)?;
+        if known {
+            return Ok(Rebuilt::default());
+        }
+    }
     fresh_tables(&mut own, projection.tables()).await?;
     let types = Some(projection.aggregate_types()).filter(|t| !t.is_empty());
     let mut at = Checkpoint::default();

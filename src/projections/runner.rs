@@ -401,16 +401,17 @@ impl Subscriptions {
                 "{name} is never rebuilt: audit verify checks the log against it"
             )));
         }
-        self.fill(subscriber, projection.as_ref(), progress).await
+        self.fill(subscriber, projection.as_ref(), rebuild::When::Always, progress).await
     }
 
     async fn fill(
         &self,
         subscriber: &Subscriber,
         projection: &dyn Projection,
+        when: rebuild::When,
         progress: &(dyn Fn(Rebuilt) + Send + Sync),
     ) -> Result<Rebuilt, ProjectionError> {
-        let rebuilt = rebuild::rebuild(&self.db, projection, &subscriber.turn, progress).await?;
+        let rebuilt = rebuild::rebuild(&self.db, projection, &subscriber.turn, when, progress).await?;
         let at = Self::checkpoint(&mut self.db.acquire().await?.conn(), projection.name()).await?;
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, at) != at);
         Ok(rebuilt)
@@ -430,6 +431,19 @@ impl Subscriptions {
             let sql = "SELECT EXISTS (SELECT 1 FROM subscription_checkpoints WHERE name = $1)";
             let known: bool = on_conn!(&mut conn, |c| sqlx::query_scalar(sql).bind(name).fetch_one(c).await)?;
             if any && is_projection && !known {
+                if let Some(Kind::Projection(p)) = self.subscribers.get(name).map(|s| &s.kind) {
+                    // A reference (the seals) with rows but no checkpoint was tampered with or
+                    // damaged: it is never refilled from the log, which would bless the log as is.
+                    let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", p.tables()[0]);
+                    let filled: bool = on_conn!(&mut conn, |c| sqlx::query_scalar(&sql).fetch_one(c).await)?;
+                    if !p.rebuildable() && filled {
+                        tracing::error!(
+                            subscriber = name,
+                            "has rows but no checkpoint: not refilled; run tacho audit verify"
+                        );
+                        continue;
+                    }
+                }
                 new.push(name);
             }
         }
@@ -445,7 +459,7 @@ impl Subscriptions {
         let Some(subscriber) = self.subscribers.get(name).filter(|_| new) else { return Ok(()) };
         let Kind::Projection(projection) = &subscriber.kind else { return Ok(()) };
         tracing::info!(subscriber = name, "new read model: filling it from the log");
-        let rebuilt = self.fill(subscriber, projection.as_ref(), &|_| {}).await?;
+        let rebuilt = self.fill(subscriber, projection.as_ref(), rebuild::When::New, &|_| {}).await?;
         tracing::info!(subscriber = name, events = rebuilt.events, per_s = rebuilt.rate() as u64, "read model filled");
         if let Ok(mut unfilled) = self.unfilled.lock() {
             unfilled.remove(name);

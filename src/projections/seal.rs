@@ -66,7 +66,8 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// The hash of `event` chained to `previous`, the hash of the event before it in its stream.
+/// The hash of `event` chained to `previous`, the hash of the event before it in its stream: over its
+/// stream, id, sequence, type, payload version, canonical payload and metadata, and recorded time.
 pub fn stream_hash(previous: &str, event: &StoredEvent) -> String {
     let mut out = Vec::with_capacity(512);
     for part in [previous, &event.aggregate_type, &event.aggregate_id] {
@@ -82,6 +83,9 @@ pub fn stream_hash(previous: &str, event: &StoredEvent) -> String {
     write_canonical(&event.payload, &mut out);
     out.push(0x1f);
     write_canonical(&event.metadata, &mut out);
+    out.push(0x1f);
+    // Microseconds, as both stores keep at least that (SQLite: milliseconds).
+    out.extend_from_slice(event.recorded_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes());
     out.push(0x1f);
     hex::encode(Sha256::digest(&out))
 }

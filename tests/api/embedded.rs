@@ -9,6 +9,7 @@ use tacho::config::Config;
 /// tacho as `cargo run --release` runs it: SQLite and the embedded broker (on a free port).
 fn embedded_config() -> Config {
     let mut config = config(&fresh_sqlite());
+    config.auth_secret = None;
     config.mqtt_url = "embedded".to_owned();
     config.embedded_mqtt_addr = free_port();
     config
@@ -24,6 +25,11 @@ async fn serve_demo_prints_a_working_token_and_its_vehicles_answer_commands() {
     assert!(banner.contains(&format!("mqtt://{} (embedded broker, MQTT v5)", config.embedded_mqtt_addr)), "{banner}");
     assert!(banner.contains("tacho.db (SQLite"), "{banner}");
     let token = banner.lines().find_map(|l| l.trim().strip_prefix("export TOKEN=")).expect("a token line").to_owned();
+
+    let mut explicit = config.clone();
+    explicit.auth_secret = Some(secrecy::SecretString::from(SECRET));
+    let without = tacho::demo::banner(&explicit, &app.running, Some(&demo)).expect("banner");
+    assert!(!without.contains("export TOKEN="), "no token in the log when the secret is the operator's: {without}");
 
     let vin = demo.vins[0].clone();
     let path = format!("/v1/vehicles/{vin}/commands");
@@ -103,6 +109,7 @@ async fn data_survives_a_restart_of_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vehicles_connected_to_the_last_embedded_broker_are_disconnected_at_the_next_start() {
     let mut config = embedded_config();
+    config.auth_secret = Some(secrecy::SecretString::from(SECRET));
     let app = start(config.clone()).await;
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;

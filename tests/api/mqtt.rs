@@ -234,7 +234,9 @@ async fn state_reports_and_events_are_visible_through_the_api_with_consent(store
     let vin = sim.vin().to_owned();
     let owner = app.owner("alice", &[&vin]);
     let signals = |speed: i64| {
-        let Value::Object(map) = json!({"Vehicle.Speed": speed, "Vehicle.CurrentLocation.Latitude": 48.1}) else {
+        let Value::Object(map) = json!({"Vehicle.Speed": speed, "Vehicle.CurrentLocation.Latitude": 48.1,
+            "Vehicle.Cabin.Door.Row1.DriverSide.IsOpen": speed > 10, "Vehicle.Cabin.Infotainment.Media.Played.Source": "FM"})
+        else {
             unreachable!()
         };
         map
@@ -256,10 +258,16 @@ async fn state_reports_and_events_are_visible_through_the_api_with_consent(store
     assert_eq!(state["signals"]["Vehicle.Speed"]["value"], 20, "{state}");
     assert!(state["signals"].get("Vehicle.CurrentLocation.Latitude").is_none(), "no location consent: dropped");
     assert_eq!(state["connection"]["connected"], true);
-    let history: Vec<Value> =
+    let history: Value =
         app.get(&format!("/v1/vehicles/{vin}/state/history?signal=Vehicle.Speed"), &owner).await.json().await.unwrap();
+    let history = history.as_array().unwrap_or_else(|| panic!("history: {history}"));
     let speeds: Vec<i64> = history.iter().map(|h| h["value"].as_i64().unwrap()).collect();
     assert_eq!(speeds, [20, 10], "the duplicate m-2 and the report before consent are not stored");
+    let all: Value = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
+    let all = all.as_array().unwrap_or_else(|| panic!("history: {all}"));
+    let value = |signal: &str| all.iter().find(|h| h["signal"] == signal).map(|h| h["value"].clone());
+    assert_eq!(value("Vehicle.Cabin.Door.Row1.DriverSide.IsOpen"), Some(json!(true)), "booleans stay booleans");
+    assert_eq!(value("Vehicle.Cabin.Infotainment.Media.Played.Source"), Some(json!("FM")), "strings stay strings");
     let events: Value = app.get(&format!("/v1/vehicles/{vin}/events"), &owner).await.json().await.unwrap();
     assert_eq!(events["items"][0]["kind"], "breakdown");
     assert_eq!(events["items"][0]["data"], json!({"dtc": "P0300"}));

@@ -228,7 +228,7 @@ async fn a_stream_exports_as_json_lines_whose_seals_recompute_offline(store: Sto
             event_version: line["event_version"].as_str().unwrap().into(),
             payload: line["payload"].clone(),
             metadata: line["metadata"].clone(),
-            recorded_at: chrono::Utc::now(),
+            recorded_at: line["recorded_at"].as_str().unwrap().parse().unwrap(),
         };
         previous = tacho::projections::seal::stream_hash(&previous, &event);
         assert_eq!(line["seal"], previous.as_str(), "the export alone proves its seals");
@@ -249,4 +249,15 @@ async fn a_stream_exports_as_json_lines_whose_seals_recompute_offline(store: Sto
     assert_eq!(requested["actor"], "alice");
     let bad = app.get(&format!("/v1/audit/streams/Vehicle/{VIN}?format=xml"), &app.auditor()).await;
     assert_problem(bad, StatusCode::BAD_REQUEST, "invalid_query").await;
+}
+
+contract!(an_event_the_seals_passed_without_a_seal_is_named);
+async fn an_event_the_seals_passed_without_a_seal_is_named(store: Store) {
+    let Some(app) = sealed_app(store).await else { return };
+    // The last seal deleted (its event could then be edited unseen): the seals had passed it.
+    tamper(app.db(), "DELETE FROM event_seals WHERE seal_no = (SELECT max(seal_no) FROM event_seals)").await;
+    let report = report(&app).await;
+    let bad = &report.mismatches[0];
+    assert_eq!(bad.aggregate_type, "Command");
+    assert!(bad.problem.contains("has no seal, though the seals passed it"), "{}", bad.problem);
 }

@@ -84,15 +84,30 @@ impl LogEvent {
     }
 }
 
+/// Where the seals of some events are: one stream's, or a range of positions (a feed page).
+enum Seals<'a> {
+    Stream(&'a str, &'a str),
+    Page,
+}
+
 /// `events` with their seals.
-async fn sealed(conn: &mut Conn<'_>, events: Vec<StoredEvent>) -> Result<Vec<LogEvent>, ApiError> {
+async fn sealed(conn: &mut Conn<'_>, events: Vec<StoredEvent>, of: Seals<'_>) -> Result<Vec<LogEvent>, ApiError> {
     let (Some(first), Some(last)) = (events.iter().map(|e| e.position).min(), events.iter().map(|e| e.position).max())
     else {
         return Ok(Vec::new());
     };
-    let sql = "SELECT global_position, stream_hash FROM event_seals WHERE global_position BETWEEN $1 AND $2";
-    let seals: HashMap<i64, String> =
-        on_conn!(conn, |c| sqlx::query_as(sql).bind(first).bind(last).fetch_all(c).await)?.into_iter().collect();
+    let rows: Vec<(i64, String)> = match of {
+        Seals::Stream(kind, id) => {
+            let sql =
+                "SELECT global_position, stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2";
+            on_conn!(conn, |c| sqlx::query_as(sql).bind(kind).bind(id).fetch_all(c).await)?
+        }
+        Seals::Page => {
+            let sql = "SELECT global_position, stream_hash FROM event_seals WHERE global_position BETWEEN $1 AND $2";
+            on_conn!(conn, |c| sqlx::query_as(sql).bind(first).bind(last).fetch_all(c).await)?
+        }
+    };
+    let seals: HashMap<i64, String> = rows.into_iter().collect();
     Ok(events
         .into_iter()
         .map(|e| {
@@ -157,7 +172,7 @@ async fn stream(
     if events.is_empty() {
         return Err(ApiError::new(ErrorCode::NotFound, format!("no stream {aggregate_type}/{id}")));
     }
-    let events = sealed(&mut conn, events).await?;
+    let events = sealed(&mut conn, events, Seals::Stream(&aggregate_type, &id)).await?;
     if !lines {
         return Ok(Json(events).into_response());
     }
@@ -166,7 +181,9 @@ async fn stream(
         body += &serde_json::to_string(event).map_err(ApiError::internal)?;
         body.push('\n');
     }
-    let file = format!("attachment; filename=\"{aggregate_type}-{}.jsonl\"", id.replace(['"', '/', '\\'], "_"));
+    let safe: String =
+        id.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let file = format!("attachment; filename=\"{aggregate_type}-{safe}.jsonl\"");
     Ok(([(CONTENT_TYPE, "application/x-ndjson".to_owned()), (CONTENT_DISPOSITION, file)], body).into_response())
 }
 
@@ -205,7 +222,7 @@ async fn feed(
             .ok_or_else(|| ApiError::new(ErrorCode::InvalidQuery, format!("no event at position {position}")))?,
     };
     let events = log::read_after(&mut conn, after, None, limit).await?.events;
-    let items = sealed(&mut conn, events).await?;
+    let items = sealed(&mut conn, events, Seals::Page).await?;
     let next_after = items.last().map(|e| e.position).or(q.after);
     Ok(Json(Feed { items, next_after }))
 }

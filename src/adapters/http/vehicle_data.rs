@@ -131,13 +131,14 @@ async fn history(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::new(ErrorCode::InvalidQuery, "limit must be from 1 to 1000"));
     }
-    // One row per signal of each report; SQLite's json_each gives scalars unquoted, so they are
-    // quoted back into JSON.
+    // One row per signal of each report; SQLite's json_each gives strings unquoted and booleans as
+    // 1/0, so they are turned back into JSON.
     let (signals, value) = match state.db {
         Db::Postgres(_) => ("jsonb_each(h.signals)", "s.value"),
         Db::Sqlite(_) => (
             "json_each(h.signals)",
-            "CASE WHEN s.type IN ('object', 'array') THEN s.value ELSE json_quote(s.value) END",
+            "CASE s.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'object' THEN s.value \
+             WHEN 'array' THEN s.value ELSE json_quote(s.value) END",
         ),
     };
     let sql = format!(

@@ -35,6 +35,11 @@ pub async fn connect(url: &str, max_connections: u32, access: Access) -> anyhow:
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data folder {}", dir.display()))?;
     }
+    anyhow::ensure!(
+        access == Access::Exclusive || path.exists(),
+        "there is no tacho data at {} (check TACHO_DATABASE_URL and the working folder)",
+        path.display()
+    );
     let lock = match access {
         Access::Exclusive => Some(lock(&path)?),
         Access::Shared => None,

@@ -21,6 +21,8 @@ pub struct Models {
     consents: HashMap<String, BTreeSet<(String, String, i64)>>,
     commands: HashMap<Uuid, (String, String, Value)>,
     checkpoints: HashMap<&'static str, Checkpoint>,
+    /// How far the seals subscriber has gone: every event up to here must have a seal.
+    pub sealed_up_to: Checkpoint,
 }
 
 /// The read model that reflects streams of `aggregate_type`; `None` for fact streams, which have no
@@ -37,9 +39,13 @@ pub fn projection_of(aggregate_type: &str) -> Option<&'static str> {
 
 impl Models {
     /// Loads the read models of `aggregate_type` (all when `None`) and their checkpoints.
-    pub async fn load(conn: &mut Conn<'_>, aggregate_type: Option<&str>) -> Result<Self, ProjectionError> {
+    pub async fn load(
+        conn: &mut Conn<'_>,
+        aggregate_type: Option<&str>,
+        sealed_up_to: Checkpoint,
+    ) -> Result<Self, ProjectionError> {
         let wanted = |kind: &str| aggregate_type.is_none_or(|t| t == kind);
-        let mut models = Self::default();
+        let mut models = Self { sealed_up_to, ..Self::default() };
         if wanted("Vehicle") {
             let rows: Vec<(String, String, Value)> =
                 on_conn!(conn, |c| sqlx::query_as("SELECT vin, status, devices FROM rm_vehicles").fetch_all(c).await)?;
