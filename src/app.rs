@@ -99,6 +99,12 @@ pub async fn broker(config: &Config, db: &Db) -> anyhow::Result<Option<BrokerUrl
         Mqtt::Off => None,
         Mqtt::External(url) => Some(url),
         Mqtt::Embedded(addr) => {
+            if !db.is_embedded() {
+                tracing::warn!(
+                    "PostgreSQL with the embedded MQTT broker: each instance runs a broker of its own; \
+                     set TACHO_MQTT_URL to the vehicles' broker in production"
+                );
+            }
             let addr = tokio::task::spawn_blocking(move || embedded_broker::start(addr))
                 .await
                 .context("embedded broker start-up panicked")??;

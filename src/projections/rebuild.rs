@@ -194,8 +194,24 @@ async fn swap(conn: &mut Conn<'_>, tables: &[&str]) -> Result<(), sqlx::Error> {
     for table in tables {
         match conn {
             Conn::Postgres(c) => {
+                // `LIKE ... INCLUDING ALL` names the copies' indexes itself: give them back the
+                // names migrations know, matching each by its definition.
+                let sql = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = $2";
+                let old: Vec<(String, String)> =
+                    sqlx::query_as(sql).bind("public").bind(table).fetch_all(&mut **c).await?;
+                let new: Vec<(String, String)> =
+                    sqlx::query_as(sql).bind("tacho_rebuild").bind(table).fetch_all(&mut **c).await?;
                 sqlx::query(&format!("DROP TABLE public.{table}")).execute(&mut **c).await?;
                 sqlx::query(&format!("ALTER TABLE tacho_rebuild.{table} SET SCHEMA public")).execute(&mut **c).await?;
+                for (name, definition) in &new {
+                    let shape = index_shape(definition);
+                    let Some((wanted, _)) = old.iter().find(|(_, d)| index_shape(d) == shape) else { continue };
+                    if wanted != name {
+                        sqlx::query(&format!("ALTER INDEX public.\"{name}\" RENAME TO \"{wanted}\""))
+                            .execute(&mut **c)
+                            .await?;
+                    }
+                }
             }
             Conn::Sqlite(c) => {
                 sqlx::query(&format!("DELETE FROM main.{table}")).execute(&mut **c).await?;
@@ -205,6 +221,11 @@ async fn swap(conn: &mut Conn<'_>, tables: &[&str]) -> Result<(), sqlx::Error> {
         }
     }
     Ok(())
+}
+
+/// An index definition without its name and table: `USING btree (vin, status) WHERE ...`.
+fn index_shape(definition: &str) -> &str {
+    definition.find(" USING ").map_or(definition, |at| &definition[at..])
 }
 
 async fn begin(own: &mut Own, write: bool) -> Result<Conn<'_>, sqlx::Error> {

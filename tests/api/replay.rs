@@ -131,6 +131,12 @@ async fn a_rebuild_under_concurrent_writes_equals_the_live_read_models(store: St
     assert!(rebuilt.iter().all(|n| *n > 0), "{rebuilt:?}");
 
     subscriptions.catch_up("commands").await.unwrap();
+    if let Db::Postgres(pool) = app.db() {
+        let sql =
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'rm_commands' ORDER BY 1";
+        let names: Vec<String> = sqlx::query_scalar(sql).fetch_all(pool).await.unwrap();
+        assert_eq!(names, ["rm_commands_open", "rm_commands_pkey", "rm_commands_vin"], "the migrations' index names");
+    }
     let live = snapshot(app.db(), "rm_commands", "command_id").await;
     assert_eq!(live.len(), 310);
     subscriptions.rebuild("commands").await.unwrap();
