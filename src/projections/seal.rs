@@ -127,7 +127,16 @@ pub struct Broken {
 pub fn check_stream(events: &[StoredEvent], seals: &[Seal]) -> Result<u64, Broken> {
     let by_sequence: HashMap<i64, &StoredEvent> = events.iter().map(|e| (e.sequence, e)).collect();
     let mut previous = GENESIS;
-    for seal in seals {
+    for (i, seal) in seals.iter().enumerate() {
+        let expected = i as i64 + 1;
+        if seal.sequence != expected {
+            let position = by_sequence.get(&expected).map_or(seal.global_position, |e| e.position);
+            return Err(Broken {
+                sequence: expected,
+                position,
+                problem: format!("the seal of event #{expected} is missing: deleted"),
+            });
+        }
         let broken = |position, problem: String| Broken { sequence: seal.sequence, position, problem };
         let Some(event) = by_sequence.get(&seal.sequence) else {
             return Err(broken(
@@ -300,6 +309,16 @@ mod tests {
         let broken = check_stream(&events, &seals).unwrap_err();
         assert_eq!((broken.sequence, broken.position), (2, 3));
         assert!(broken.problem.contains("reordered"), "{}", broken.problem);
+    }
+
+    #[test]
+    fn a_deleted_seal_is_named() {
+        let events = stream();
+        let mut seals = sealed(&events);
+        seals.remove(1);
+        let broken = check_stream(&events, &seals).unwrap_err();
+        assert_eq!((broken.sequence, broken.position), (2, 2));
+        assert!(broken.problem.contains("seal of event #2 is missing"), "{}", broken.problem);
     }
 
     #[test]
