@@ -29,6 +29,18 @@ pub struct Batch {
     pub frontier: Option<Checkpoint>,
 }
 
+impl Batch {
+    /// Where a batch read after `from` with `limit` leaves a reader's checkpoint: its last event, or
+    /// the snapshot's frontier when the batch was not full (nothing of interest lies before it).
+    pub fn next_checkpoint(&self, from: Checkpoint, limit: i64) -> Checkpoint {
+        let last = self.events.last().map(StoredEvent::checkpoint).unwrap_or(from);
+        match self.frontier {
+            Some(frontier) if (self.events.len() as i64) < limit => last.max(frontier),
+            _ => last,
+        }
+    }
+}
+
 /// Reads up to `limit` events after `after` in commit order, only of `aggregate_types` when given.
 pub async fn read_after(
     conn: &mut Conn<'_>,

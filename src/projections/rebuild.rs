@@ -7,8 +7,8 @@
 //! `main`). Once caught up, one transaction holding the subscriber's lock catches up the rest,
 //! replaces the live tables and moves the live checkpoint to where the rebuild stopped.
 
-use super::{Checkpoint, Projection, ProjectionError, StoredEvent};
-use crate::adapters::log::{self, Batch};
+use super::{Checkpoint, Projection, ProjectionError};
+use crate::adapters::log;
 use crate::adapters::sql::{Conn, Db};
 use crate::execute;
 use sqlx::{ConnectOptions, PgConnection, SqliteConnection};
@@ -138,16 +138,11 @@ async fn step(
     at: Checkpoint,
     types: Option<&[&str]>,
 ) -> Result<(u64, Checkpoint), ProjectionError> {
-    let Batch { events, frontier } = log::read_after(conn, at, types, BATCH).await?;
-    if !events.is_empty() {
-        projection.apply_batch(conn, &events).await?;
+    let batch = log::read_after(conn, at, types, BATCH).await?;
+    if !batch.events.is_empty() {
+        projection.apply_batch(conn, &batch.events).await?;
     }
-    let last = events.last().map(StoredEvent::checkpoint).unwrap_or(at);
-    let to = match frontier {
-        Some(frontier) if (events.len() as i64) < BATCH => last.max(frontier),
-        _ => last,
-    };
-    Ok((events.len() as u64, to))
+    Ok((batch.events.len() as u64, batch.next_checkpoint(at, BATCH)))
 }
 
 /// Empty copies of `tables` (columns, keys, indexes) where the projection's SQL will find them.

@@ -265,16 +265,6 @@ impl Subscriptions {
         Ok(())
     }
 
-    /// Where a batch leaves the checkpoint: its last event, or the snapshot's frontier when the
-    /// batch was not full (nothing of interest lies before it).
-    fn advance(&self, from: Checkpoint, batch: &log::Batch) -> Checkpoint {
-        let last = batch.events.last().map(StoredEvent::checkpoint).unwrap_or(from);
-        match batch.frontier {
-            Some(frontier) if (batch.events.len() as i64) < self.batch_size => last.max(frontier),
-            _ => last,
-        }
-    }
-
     /// Handles at most one batch for subscriber `name` (waiting for another instance's batch to
     /// finish first); returns how many events it handled.
     pub async fn step(&self, name: &str) -> Result<usize, ProjectionError> {
@@ -303,7 +293,7 @@ impl Subscriptions {
         }
         let from = Self::checkpoint(&mut conn, name).await?;
         let batch = log::read_after(&mut conn, from, subscriber.kind.types(), self.batch_size).await?;
-        let to = self.advance(from, &batch);
+        let to = batch.next_checkpoint(from, self.batch_size);
         if !batch.events.is_empty() {
             projection.apply_batch(&mut conn, &batch.events).await?;
         }
@@ -364,7 +354,7 @@ impl Subscriptions {
             let types = Some(process.aggregate_types()).filter(|t| !t.is_empty());
             (from, log::read_after(&mut conn, from, types, self.batch_size).await?)
         };
-        let to = self.advance(from, &batch);
+        let to = batch.next_checkpoint(from, self.batch_size);
         if !batch.events.is_empty() {
             process.handle(&batch.events).await?;
         }
