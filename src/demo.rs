@@ -69,8 +69,7 @@ pub async fn start(running: &Running, count: u64) -> anyhow::Result<Demo> {
     }
     // Vehicles are admitted by the registry and consent read models: let them catch up first.
     for vin in &vins {
-        running.state.settle("vehicles", "Vehicle", vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        running.state.settle("consents", "Consent", vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        running.state.settle_admission(vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     let behaviour = Behaviour { state_every: Some(Duration::from_secs(5)), ..Behaviour::default() };
     let mut vehicles = Vec::new();

@@ -76,7 +76,7 @@ pub async fn store(db: &Db, facts: &[Observed], dead: &[DeadLetter]) -> Result<u
         let stored = match db {
             Db::Postgres(pool) => store_once(pool, facts, dead).await,
             Db::Sqlite(embedded) => {
-                let mut tx = embedded.pool.begin_with("BEGIN IMMEDIATE").await?;
+                let mut tx = embedded.begin().await?;
                 let stored = store_sqlite(&mut tx, facts, dead).await?;
                 tx.commit().await?;
                 if stored > 0 {

@@ -142,8 +142,7 @@ pub async fn read_stream(
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let columns = columns(conn);
-    let sql = format!("SELECT {columns} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence");
+    let sql = format!("{} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence", select_events(conn));
     on_conn!(conn, |c| sqlx::query_as(&sql).bind(aggregate_type).bind(aggregate_id).fetch_all(c).await)
 }
 
@@ -179,14 +178,11 @@ fn place(conn: &Conn<'_>) -> &'static str {
 
 /// `SELECT <the event columns> FROM events` for `conn`'s dialect (add a `WHERE`).
 pub fn select_events(conn: &Conn<'_>) -> String {
-    format!("SELECT {} FROM events", columns(conn))
-}
-
-fn columns(conn: &Conn<'_>) -> &'static str {
-    match conn {
+    let columns = match conn {
         Conn::Postgres(_) => PG_COLUMNS,
         Conn::Sqlite(_) => SQLITE_COLUMNS,
-    }
+    };
+    format!("SELECT {columns} FROM events")
 }
 
 /// Appends one event to a stream tacho writes without an aggregate (broadcasts); fails with a

@@ -39,6 +39,12 @@ impl Embedded {
     pub fn new(pool: SqlitePool, lock: Option<std::fs::File>) -> Self {
         Self { pool, signals: broadcast::channel(4096).0, _lock: lock.map(Arc::new) }
     }
+
+    /// A write transaction: `BEGIN IMMEDIATE` takes the write lock up front, so a transaction that
+    /// reads before it writes never fails to upgrade.
+    pub async fn begin(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
 /// A connection of either backend, borrowed from a pool or a transaction.
@@ -131,7 +137,7 @@ impl Db {
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         Ok(match self {
             Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
-            Self::Sqlite(embedded) => Tx::Sqlite(embedded.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Sqlite(embedded) => Tx::Sqlite(embedded.begin().await?),
         })
     }
 

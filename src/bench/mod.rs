@@ -107,8 +107,7 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     // Reports are admitted by the registry and consent read models: let them catch up first, or the
     // first reports are refused (consent_missing) and the count below is off.
     for vin in &vehicles {
-        running.state.settle("vehicles", "Vehicle", vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        running.state.settle("consents", "Consent", vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        running.state.settle_admission(vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     eprintln!("    {} vehicles registered in {:.0?}", vehicles.len(), clock.elapsed());
     let ingestion = ingest(&broker, &pool, &vehicles, options.seconds).await?;

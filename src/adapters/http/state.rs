@@ -46,4 +46,11 @@ impl AppState {
         }
         Ok(settled)
     }
+
+    /// Waits until the registry and consent read models have `vin`'s last changes: they are what
+    /// admits its MQTT messages. `false` when either lags more than 2 s.
+    pub async fn settle_admission(&self, vin: &str) -> Result<bool, ApiError> {
+        let registered = self.settle("vehicles", "Vehicle", vin).await?;
+        Ok(self.settle("consents", "Consent", vin).await? && registered)
+    }
 }

@@ -158,6 +158,13 @@ impl Pass {
         let Some(first) = events.first() else { return Ok(()) };
         let (kind, id) = (first.aggregate_type.clone(), first.aggregate_id.clone());
         self.report.streams += 1;
+        let mismatch = |problem: String, at: Option<(i64, i64)>| Mismatch {
+            aggregate_type: kind.clone(),
+            aggregate_id: id.clone(),
+            problem,
+            sequence: at.map(|a| a.0),
+            position: at.map(|a| a.1),
+        };
         let seals = self.seals.remove(&(kind.clone(), id.clone())).unwrap_or_default();
         match seal::check_stream(&events, &seals) {
             Ok(sealed) => {
@@ -165,7 +172,7 @@ impl Pass {
                 self.report.unsealed += (events.len() as u64).saturating_sub(sealed);
             }
             Err(broken) => {
-                self.report.mismatches.push(broken_mismatch(&kind, &id, broken));
+                self.report.mismatches.push(mismatch(broken.problem, Some((broken.sequence, broken.position))));
                 return Ok(());
             }
         }
@@ -179,22 +186,9 @@ impl Pass {
                 "event #{} at position {} has no seal, though the seals passed it: inserted behind their back, or its seal deleted",
                 e.sequence, e.position
             );
-            self.report.mismatches.push(Mismatch {
-                aggregate_type: kind.clone(),
-                aggregate_id: id.clone(),
-                problem,
-                sequence: Some(e.sequence),
-                position: Some(e.position),
-            });
+            self.report.mismatches.push(mismatch(problem, Some((e.sequence, e.position))));
             return Ok(());
         }
-        let mismatch = |problem: String, at: Option<(i64, i64)>| Mismatch {
-            aggregate_type: kind.clone(),
-            aggregate_id: id.clone(),
-            problem,
-            sequence: at.map(|a| a.0),
-            position: at.map(|a| a.1),
-        };
         if let Some((i, e)) = events.iter().enumerate().find(|(i, e)| e.sequence != *i as i64 + 1) {
             let problem = format!("sequence {} found where {} was expected", e.sequence, i + 1);
             self.report.mismatches.push(mismatch(problem, Some((i as i64 + 1, e.position))));
