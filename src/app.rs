@@ -1,24 +1,27 @@
 //! The composition root: pool, migrations, frameworks, subscribers, HTTP server, shutdown.
 
-use crate::adapters::facts::{self, Observed};
-use crate::adapters::http::{self, auth::AuthKeys, state::AppState};
+use crate::adapters::http::{self, state::AppState};
 use crate::adapters::mqtt::broker::BrokerUrl;
-use crate::adapters::mqtt::dispatcher::Dispatcher;
+use crate::adapters::mqtt::embedded as embedded_broker;
 use crate::adapters::mqtt::inbound::{self, InboundOptions};
-use crate::adapters::mqtt::lifecycle::{self, VehicleProcesses};
+use crate::adapters::mqtt::link::MqttLink;
 use crate::adapters::mqtt::publisher::Publisher;
-use crate::adapters::sql::Db;
-use crate::adapters::{embedded_broker, postgres, sqlite, Frameworks};
+use crate::auth::AuthKeys;
 use crate::config::{Config, Mqtt};
 use crate::domain::observation::VehicleFact;
 use crate::metrics::Metrics;
+use crate::processes::dispatcher::Dispatcher;
+use crate::processes::sweep;
+use crate::processes::vehicle::VehicleProcesses;
 use crate::projections::commands::CommandsProjection;
 use crate::projections::consents::ConsentsProjection;
 use crate::projections::devices::DevicesProjection;
-use crate::projections::seal::SealProjection;
+use crate::projections::seals::SealProjection;
 use crate::projections::state::StateProjection;
 use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::{Projection, Subscriptions};
+use crate::store::facts::{self, Observed};
+use crate::store::{postgres, sqlite, Db, Frameworks};
 use anyhow::Context;
 use secrecy::ExposeSecret;
 use std::sync::Arc;
@@ -119,16 +122,7 @@ pub async fn broker(config: &Config, db: &Db) -> anyhow::Result<Option<BrokerUrl
 /// interrupts their commands in flight, as a Last Will would.
 async fn disconnect_all(db: &Db) -> anyhow::Result<()> {
     // From the log, not the registry, which may not have applied the last connection changes yet.
-    let sql = "SELECT aggregate_id, payload FROM events e WHERE aggregate_type = 'VehicleState' \
-               AND event_type = 'ConnectionChanged' AND sequence = (SELECT max(sequence) FROM events l \
-               WHERE l.aggregate_type = 'VehicleState' AND l.aggregate_id = e.aggregate_id \
-               AND l.event_type = 'ConnectionChanged')";
-    let last: Vec<(String, serde_json::Value)> = crate::on_db!(db, |p| sqlx::query_as(sql).fetch_all(p).await)?;
-    let vins: Vec<String> = last
-        .into_iter()
-        .filter(|(_, payload)| payload["ConnectionChanged"]["online"] == true)
-        .map(|(vin, _)| vin)
-        .collect();
+    let vins = facts::online_in_log(db).await?;
     let now = chrono::Utc::now();
     let dropped: Vec<Observed> = vins
         .into_iter()
@@ -158,12 +152,8 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let mut dispatcher = None;
     if let Some(broker) = &broker {
         let lanes = Publisher::start(broker, &config.mqtt_client_id, config.mqtt_publish_lanes, shutdown.clone());
-        let sender = Arc::new(Dispatcher {
-            db: db.clone(),
-            frameworks: Arc::clone(&frameworks),
-            publisher: lanes.clone(),
-            metrics: Arc::clone(&metrics),
-        });
+        let link = MqttLink { publisher: lanes.clone(), metrics: Arc::clone(&metrics) };
+        let sender = Arc::new(Dispatcher { db: db.clone(), frameworks: Arc::clone(&frameworks), link: Arc::new(link) });
         let processes =
             VehicleProcesses { db: db.clone(), frameworks: Arc::clone(&frameworks), dispatcher: Arc::clone(&sender) };
         subscriptions = subscriptions
@@ -183,7 +173,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let subscriptions = Arc::new(subscriptions);
     tasks.extend(subscriptions.start(shutdown.clone()));
     let retention = chrono::Duration::hours(i64::from(config.history_retention_hours));
-    tasks.push(tokio::spawn(lifecycle::sweep(
+    tasks.push(tokio::spawn(sweep::sweep(
         db.clone(),
         Arc::clone(&frameworks),
         dispatcher,

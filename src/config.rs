@@ -102,7 +102,7 @@ pub struct ServeArgs {
 pub struct TokenArgs {
     /// Role (repeatable): factory, dealer, owner, service, auditor, admin.
     #[arg(long = "role", required = true)]
-    pub roles: Vec<crate::adapters::http::auth::Role>,
+    pub roles: Vec<crate::auth::Role>,
     /// Subject (user or service id).
     #[arg(long)]
     pub sub: String,
@@ -221,7 +221,7 @@ impl Config {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(None);
         }
-        crate::adapters::sqlite::path_of(url).map(Some)
+        crate::store::sqlite::path_of(url).map(Some)
     }
 
     /// The auth secret, read from its file when it names one; an error when it is missing or short.

@@ -1,7 +1,7 @@
 //! What `tacho serve` prints at start, and the simulated vehicles of `tacho serve --demo`.
 
-use crate::adapters::http::auth::{AuthKeys, Role};
 use crate::app::Running;
+use crate::auth::{AuthKeys, Role};
 use crate::config::{Config, Mqtt};
 use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::{VehicleCommand, VehicleStatus};
@@ -79,7 +79,7 @@ pub async fn start(running: &Running, count: u64) -> anyhow::Result<Demo> {
     // The first request should find them online: wait (a few seconds at most) for the registry.
     for vin in &vins {
         for _ in 0..100 {
-            let view = crate::adapters::queries::vehicle_by_vin(&running.state.db, vin).await?;
+            let view = crate::store::queries::vehicle_by_vin(&running.state.db, vin).await?;
             if view.is_some_and(|v| v.connection.connected) {
                 break;
             }

@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use tacho::adapters::http::auth::AuthKeys;
 use tacho::adapters::mqtt::broker::BrokerUrl;
+use tacho::auth::AuthKeys;
 use tacho::config::{AuditCommand, Cli, Mqtt, ProjectionsCommand, ServeArgs, Subcommand_};
 use tracing_subscriber::EnvFilter;
 

@@ -1,7 +1,7 @@
 //! `tacho audit verify` and `tacho projections rebuild`: commands an operator or auditor runs beside
 //! a running tacho, with progress on stderr and the outcome on stdout.
 
-use crate::adapters::verify::{self, Progress, VerifyReport};
+use crate::audit::{self, Progress, VerifyReport};
 use crate::config::Config;
 use crate::projections::{Rebuilt, Subscriptions};
 use anyhow::Context;
@@ -68,7 +68,7 @@ pub async fn audit_verify(
             )
         })
     };
-    let report = verify::verify(&db, aggregate_type, id, &show).await.context("verification failed")?;
+    let report = audit::verify(&db, aggregate_type, id, &show).await.context("verification failed")?;
     meter.done();
     let seconds = started.elapsed().as_secs_f64();
     print!("{}", summary(&report, seconds));
@@ -84,7 +84,7 @@ pub async fn audit_verify(
         let seal_no: i64 = seal_no.parse().context("--expect takes SEAL_NO:HASH")?;
         let sql = "SELECT chain_hash FROM event_seals WHERE seal_no = $1";
         let stored: Option<String> =
-            crate::on_db!(&db, |p| sqlx::query_scalar(sql).bind(seal_no).fetch_optional(p).await)?;
+            crate::store::on_db!(&db, |p| sqlx::query_scalar(sql).bind(seal_no).fetch_optional(p).await)?;
         // Only a seal within the chain just recomputed (intact up to its head) counts.
         let verified = report.chain.as_ref().is_some_and(|head| seal_no <= head.seal_no);
         match stored {

@@ -1,19 +1,5 @@
-//! Adapters: the technologies behind the ports (PostgreSQL or SQLite, MQTT, HTTP).
-//!
-//! `sql`, `log`, `store`, `queries`, `facts`, `idempotency` and `verify` work on either store;
-//! `postgres` and `sqlite` hold what only one of them needs (connecting, migrations, wake-ups).
+//! Adapters: the transports (HTTP for clients, MQTT for vehicles). They hold no SQL: handlers and
+//! consumers call named functions of the store, and processes through their ports.
 
-pub mod embedded_broker;
-pub mod facts;
 pub mod http;
-pub mod idempotency;
-pub mod log;
 pub mod mqtt;
-pub mod postgres;
-pub mod queries;
-pub mod sql;
-pub mod sqlite;
-mod store;
-pub mod verify;
-
-pub use store::{EventStores, Frameworks};

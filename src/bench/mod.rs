@@ -8,16 +8,16 @@
 
 mod floors;
 
-use crate::adapters::http::auth::{AuthKeys, Role};
 use crate::adapters::mqtt::broker::BrokerUrl;
-use crate::adapters::sql::Db;
-use crate::adapters::Frameworks;
+use crate::auth::{AuthKeys, Role};
 use crate::config::Config;
 use crate::config::Mqtt;
 use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::VehicleCommand;
 use crate::domain::Vin;
 use crate::sim::{sim_vin, Behaviour, SimVehicle};
+use crate::store::Db;
+use crate::store::Frameworks;
 use anyhow::Context;
 use futures::StreamExt;
 use rumqttc::v5::mqttbytes::QoS;
@@ -118,7 +118,7 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     subscriptions.catch_up("seals").await?;
     let (log_rows, log_read_rate) = floors::log_read(&pool).await?;
     let started = Instant::now();
-    let verified = crate::adapters::verify::verify(&running.state.db, None, None, &|_| {}).await?;
+    let verified = crate::audit::verify(&running.state.db, None, None, &|_| {}).await?;
     let verify_rate = verified.events as f64 / started.elapsed().as_secs_f64();
     anyhow::ensure!(verified.mismatches.is_empty(), "the bench log does not verify: {:?}", verified.mismatches);
     let rebuilt_state = subscriptions.rebuild("vehicle_state").await?;

@@ -11,6 +11,9 @@ use serde_json::{Map, Value};
 /// The aggregate type of the fact streams (stream id = VIN).
 pub const STREAM_TYPE: &str = "VehicleState";
 
+/// The event type of a [`VehicleFact::ConnectionChanged`].
+pub const CONNECTION_CHANGED: &str = "ConnectionChanged";
+
 /// VSS branch whose signals need the `location` consent.
 pub const LOCATION_BRANCH: &str = "Vehicle.CurrentLocation";
 
@@ -62,7 +65,7 @@ impl VehicleFact {
         match self {
             Self::StateReported { .. } => "StateReported",
             Self::VehicleEventReported { .. } => "VehicleEventReported",
-            Self::ConnectionChanged { .. } => "ConnectionChanged",
+            Self::ConnectionChanged { .. } => CONNECTION_CHANGED,
         }
     }
 

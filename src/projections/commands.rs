@@ -3,10 +3,11 @@
 //! `pg_notify` in the same transaction, so every instance hears about every change once it is
 //! committed).
 
-use super::{Projection, ProjectionError, StoredEvent};
-use crate::adapters::sql::Conn;
+use super::{Projection, ProjectionError};
 use crate::domain::command::{CommandEvent, RejectedBy};
-use crate::execute;
+use crate::store::execute;
+use crate::store::log::StoredEvent;
+use crate::store::Conn;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -35,8 +36,7 @@ impl Projection for CommandsProjection {
     }
 
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
-        let id = Uuid::parse_str(&event.aggregate_id)
-            .map_err(|e| ProjectionError::Decode(format!("command id {}: {e}", event.aggregate_id)))?;
+        let id = Uuid::parse_str(&event.aggregate_id).map_err(|e| event.undecodable(format!("command id: {e}")))?;
         let decoded = event.decode::<CommandEvent>()?;
         let at = decoded.at();
         let version = event.sequence;

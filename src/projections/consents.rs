@@ -1,9 +1,10 @@
 //! The consents read model (`rm_consents`): one row per (vin, subject, purpose), granted or revoked.
 
-use super::{Projection, ProjectionError, StoredEvent};
-use crate::adapters::sql::Conn;
+use super::{Projection, ProjectionError};
 use crate::domain::consent::ConsentEvent;
-use crate::execute;
+use crate::store::execute;
+use crate::store::log::StoredEvent;
+use crate::store::Conn;
 
 /// Keeps `rm_consents`.
 pub struct ConsentsProjection;

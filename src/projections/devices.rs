@@ -1,9 +1,10 @@
 //! The device registry read model (`rm_devices`).
 
-use super::{Projection, ProjectionError, StoredEvent};
-use crate::adapters::sql::Conn;
+use super::{Projection, ProjectionError};
 use crate::domain::device::DeviceEvent;
-use crate::execute;
+use crate::store::execute;
+use crate::store::log::StoredEvent;
+use crate::store::Conn;
 use serde_json::json;
 
 /// Keeps `rm_devices`.

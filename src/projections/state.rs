@@ -3,9 +3,10 @@
 //! (`rm_state_history`, one row per report, pruned after the retention period) and the events vehicles reported
 //! (`rm_vehicle_events`). Set-based writes: thousands of reports per batch.
 
-use super::{Projection, ProjectionError, StoredEvent};
-use crate::adapters::sql::Conn;
+use super::{Projection, ProjectionError};
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
+use crate::store::log::StoredEvent;
+use crate::store::Conn;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::SqliteConnection;

@@ -1,10 +1,11 @@
 //! The fleet registry read model (`rm_vehicles`): one row per vehicle, for the fleet list.
 
-use super::{Projection, ProjectionError, StoredEvent};
-use crate::adapters::sql::Conn;
+use super::{Projection, ProjectionError};
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
 use crate::domain::vehicle::VehicleEvent;
-use crate::{execute, on_conn};
+use crate::store::log::StoredEvent;
+use crate::store::Conn;
+use crate::store::{execute, on_conn};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -70,9 +70,9 @@ async fn verify_finds_nothing_on_a_healthy_log_and_names_a_tampered_read_model(s
 
     let uuid = uuid::Uuid::parse_str(&id).unwrap();
     let sql = "UPDATE rm_commands SET status = 'succeeded' WHERE command_id = $1";
-    tacho::on_db!(app.db(), |p| sqlx::query(sql).bind(uuid).execute(p).await.map(|_| ())).unwrap();
+    on_db!(app.db(), |p| sqlx::query(sql).bind(uuid).execute(p).await.map(|_| ())).unwrap();
     let sql = "UPDATE rm_vehicles SET status = 'suspended'";
-    tacho::on_db!(app.db(), |p| sqlx::query(sql).execute(p).await.map(|_| ())).unwrap();
+    on_db!(app.db(), |p| sqlx::query(sql).execute(p).await.map(|_| ())).unwrap();
     let report: Value = app.post("/v1/audit/verify", &app.auditor(), json!({})).await.json().await.unwrap();
     let mismatches = report["mismatches"].as_array().unwrap();
     assert_eq!(mismatches.len(), 2, "{report}");

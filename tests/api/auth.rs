@@ -4,7 +4,7 @@ use crate::contract;
 use crate::helpers::*;
 use reqwest::StatusCode;
 use secrecy::SecretString;
-use tacho::adapters::http::auth::{AuthKeys, Role};
+use tacho::auth::{AuthKeys, Role};
 
 contract!(a_missing_malformed_forged_or_expired_token_is_401);
 async fn a_missing_malformed_forged_or_expired_token_is_401(store: Store) {

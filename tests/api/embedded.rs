@@ -56,7 +56,7 @@ async fn serve_demo_prints_a_working_token_and_its_vehicles_answer_commands() {
 fn a_taken_mqtt_port_is_refused_with_advice() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let error = tacho::adapters::embedded_broker::start(addr).expect_err("the port is taken").to_string();
+    let error = tacho::adapters::mqtt::embedded::start(addr).expect_err("the port is taken").to_string();
     assert!(error.contains(&format!("port {} is taken", addr.port())), "{error}");
     assert!(error.contains("TACHO_EMBEDDED_MQTT_ADDR="), "{error}");
     assert!(error.contains("TACHO_MQTT_URL="), "{error}");

@@ -10,11 +10,11 @@ use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use std::sync::atomic::{AtomicU32, Ordering};
-use tacho::adapters::http::auth::{AuthKeys, Role};
 use tacho::adapters::mqtt::broker::BrokerUrl;
-use tacho::adapters::sql::Db;
 use tacho::app::Running;
+use tacho::auth::{AuthKeys, Role};
 use tacho::config::Config;
+use tacho::store::Db;
 
 pub const SECRET: &str = "test-secret-0123456789abcdef";
 pub const VIN: &str = "1HGCM82633A004352";
@@ -154,7 +154,7 @@ pub async fn spawn_app(store: Store) -> Option<TestApp> {
 pub async fn test_broker(store: Store) -> Option<BrokerUrl> {
     if store == Store::Sqlite {
         let addr = free_port();
-        let addr = tokio::task::spawn_blocking(move || tacho::adapters::embedded_broker::start(addr))
+        let addr = tokio::task::spawn_blocking(move || tacho::adapters::mqtt::embedded::start(addr))
             .await
             .expect("broker start-up")
             .expect("embedded broker starts");
@@ -223,7 +223,7 @@ impl TestApp {
 
     /// The single number `sql` selects (portable SQL).
     pub async fn scalar(&self, sql: &str) -> i64 {
-        tacho::on_db!(self.db(), |p| sqlx::query_scalar(sql).fetch_one(p).await).expect("scalar query")
+        on_db!(self.db(), |p| sqlx::query_scalar(sql).fetch_one(p).await).expect("scalar query")
     }
 
     pub fn token(&self, sub: &str, roles: &[Role], vins: Option<&[&str]>) -> String {

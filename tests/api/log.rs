@@ -6,13 +6,13 @@ use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use tacho::adapters::sql::Db;
-use tacho::adapters::Frameworks;
 use tacho::domain::command::{Command, CommandCommand, RequestCommand};
 use tacho::domain::consent::{ConsentCommand, Purpose};
 use tacho::domain::vehicle::VehicleCommand;
 use tacho::domain::Vin;
 use tacho::projections::Subscriptions;
+use tacho::store::Db;
+use tacho::store::Frameworks;
 
 const READ_MODELS: [(&str, &str, &str); 4] = [
     ("vehicles", "rm_vehicles", "vin"),
@@ -171,7 +171,7 @@ async fn a_subscriber_stopped_mid_stream_and_restarted_equals_a_rebuild(store: S
     assert_eq!(first.step("commands").await.unwrap(), 7);
     assert_eq!(first.step("commands").await.unwrap(), 7);
     let sql = "SELECT count(*) FROM rm_commands";
-    let partial: i64 = tacho::on_db!(&db, |p| sqlx::query_scalar(sql).fetch_one(p).await).unwrap();
+    let partial: i64 = on_db!(&db, |p| sqlx::query_scalar(sql).fetch_one(p).await).unwrap();
     assert!(partial < 20, "stopped mid-stream after {partial} commands");
     drop(first);
 

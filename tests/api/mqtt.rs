@@ -41,7 +41,7 @@ async fn request(app: &TestApp, vin: &str, body: Value) -> String {
 
 async fn dead_letters(app: &TestApp, vin: &str) -> Vec<String> {
     let sql = "SELECT reason FROM dead_letters WHERE topic LIKE '%' || $1 || '%' ORDER BY id";
-    tacho::on_db!(app.db(), |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await).unwrap()
+    on_db!(app.db(), |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await).unwrap()
 }
 
 contract!(a_command_reaches_the_vehicle_and_succeeds);
@@ -322,7 +322,7 @@ contract!(a_broadcast_is_published_and_recorded);
 async fn a_broadcast_is_published_and_recorded(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
-    let service = app.token("weather-service", &[tacho::adapters::http::auth::Role::Service], None);
+    let service = app.token("weather-service", &[tacho::auth::Role::Service], None);
     let body = json!({"topic": "weather/warning", "payload": {"level": "storm"}, "expiry_s": 600});
     let response = app.post("/v1/broadcasts", &service, body).await;
     assert_eq!(response.status(), StatusCode::ACCEPTED);
@@ -345,12 +345,13 @@ async fn a_broadcast_is_published_and_recorded(store: Store) {
 contract!(a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent_later_with_its_id);
 async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent_later_with_its_id(store: Store) {
     use std::sync::Arc;
-    use tacho::adapters::facts::{self, Observed};
     use tacho::adapters::mqtt::broker::BrokerUrl;
-    use tacho::adapters::mqtt::dispatcher::Dispatcher;
+    use tacho::adapters::mqtt::link::MqttLink;
     use tacho::adapters::mqtt::publisher::Publisher;
     use tacho::domain::command::{Command, CommandCommand, CommandStatus, RequestCommand};
     use tacho::domain::observation::VehicleFact;
+    use tacho::processes::dispatcher::Dispatcher;
+    use tacho::store::facts::{self, Observed};
     // No MQTT in the app: the dispatchers under test are the only ones.
     let Some(broker) = test_broker(store).await else { return };
     let Some(app) = spawn_app(store).await else { return };
@@ -384,8 +385,10 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
     let dispatcher = |broker: &BrokerUrl, name: &str| Dispatcher {
         db: app.db().clone(),
         frameworks: Arc::clone(frameworks),
-        publisher: Publisher::start(broker, &format!("test-{name}-{id}"), 1, shutdown.clone()),
-        metrics: Arc::default(),
+        link: Arc::new(MqttLink {
+            publisher: Publisher::start(broker, &format!("test-{name}-{id}"), 1, shutdown.clone()),
+            metrics: Arc::default(),
+        }),
     };
     let broken = dispatcher(&BrokerUrl::parse("mqtt://127.0.0.1:9").unwrap(), "broken");
     assert!(broken.dispatch(&id.to_string()).await.is_err(), "no PUBACK, no success");
@@ -408,8 +411,8 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
 
 contract!(state_history_older_than_the_retention_is_pruned);
 async fn state_history_older_than_the_retention_is_pruned(store: Store) {
-    use tacho::adapters::facts::{self, Observed};
     use tacho::domain::observation::VehicleFact;
+    use tacho::store::facts::{self, Observed};
     let Some(app) = spawn_app(store).await else { return };
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
@@ -432,7 +435,7 @@ async fn state_history_older_than_the_retention_is_pruned(store: Store) {
     let owner = app.owner("alice", &[&vin]);
     let before: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
     assert_eq!(before.len(), 2);
-    tacho::adapters::mqtt::lifecycle::prune(app.db(), chrono::Duration::hours(24)).await.unwrap();
+    tacho::processes::sweep::prune(app.db(), chrono::Duration::hours(24)).await.unwrap();
     let after: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0]["value"], 2);

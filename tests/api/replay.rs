@@ -5,8 +5,8 @@ use crate::helpers::*;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use tacho::adapters::sql::Db;
-use tacho::adapters::verify::{self, VerifyReport};
+use tacho::audit::{self, VerifyReport};
+use tacho::store::Db;
 
 /// A vehicle (registered, activated, consent) and a command, all sealed.
 async fn sealed_app(store: Store) -> Option<TestApp> {
@@ -21,12 +21,12 @@ async fn sealed_app(store: Store) -> Option<TestApp> {
 }
 
 async fn report(app: &TestApp) -> VerifyReport {
-    verify::verify(app.db(), None, None, &|_| {}).await.unwrap()
+    audit::verify(app.db(), None, None, &|_| {}).await.unwrap()
 }
 
 /// Runs `sql` (written for both stores) straight on the database, as someone with its password could.
 async fn tamper(db: &Db, sql: &str) {
-    tacho::on_db!(db, |p| sqlx::query(sql).execute(p).await.map(|_| ())).unwrap();
+    on_db!(db, |p| sqlx::query(sql).execute(p).await.map(|_| ())).unwrap();
 }
 
 contract!(a_healthy_log_verifies_and_names_its_chain_head);
@@ -183,9 +183,7 @@ async fn a_version_1_consent_still_loads_replays_and_verifies(store: Store) {
                     "legal_basis": "consent", "expires_at": null, "at": "2026-01-01T00:00:00Z"}});
     let mut pooled = app.db().acquire().await.unwrap();
     let metadata = json!({"actor": "owner-7", "request_id": "r-1"});
-    tacho::adapters::log::append(&mut pooled.conn(), "Consent", VIN, 1, "ConsentGranted", &v1, &metadata)
-        .await
-        .unwrap();
+    tacho::store::log::append(&mut pooled.conn(), "Consent", VIN, 1, "ConsentGranted", &v1, &metadata).await.unwrap();
     drop(pooled);
     let subscriptions = &app.running.state.subscriptions;
     assert!(app.running.state.settle("consents", "Consent", VIN).await.unwrap());
@@ -219,12 +217,12 @@ async fn a_stream_exports_as_json_lines_whose_seals_recompute_offline(store: Sto
     let body = response.text().await.unwrap();
     let lines: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
-    let mut previous = tacho::projections::seal::GENESIS.to_owned();
+    let mut previous = tacho::store::seal::GENESIS.to_owned();
     for line in &lines {
         assert_eq!(line["actor"], "plant-1");
         assert!(line["request_id"].as_str().is_some_and(|r| !r.is_empty()), "{line}");
         assert!(line["received_at"].is_string());
-        let event = tacho::projections::StoredEvent {
+        let event = tacho::store::log::StoredEvent {
             position: line["position"].as_i64().unwrap(),
             tx_id: 0,
             aggregate_type: line["aggregate_type"].as_str().unwrap().into(),
@@ -236,7 +234,7 @@ async fn a_stream_exports_as_json_lines_whose_seals_recompute_offline(store: Sto
             metadata: line["metadata"].clone(),
             recorded_at: line["recorded_at"].as_str().unwrap().parse().unwrap(),
         };
-        previous = tacho::projections::seal::stream_hash(&previous, &event);
+        previous = tacho::store::seal::stream_hash(&previous, &event);
         assert_eq!(line["seal"], previous.as_str(), "the export alone proves its seals");
     }
     let accept = app

@@ -1,13 +1,12 @@
 //! The raw log for auditors: one stream, or the global feed in commit order.
 
-use super::auth::{Principal, Role};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
-use crate::adapters::log;
-use crate::adapters::sql::Conn;
-use crate::adapters::verify::{self as verification, VerifyReport};
-use crate::on_conn;
-use crate::projections::{Checkpoint, StoredEvent};
+use crate::audit::{self as verification, VerifyReport};
+use crate::auth::Role;
+use crate::store::log::{self, Checkpoint, StoredEvent};
+use crate::store::{seal, Conn};
 use axum::extract::State;
 use axum::http::header::{ACCEPT, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::HeaderMap;
@@ -15,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -96,18 +94,10 @@ async fn sealed(conn: &mut Conn<'_>, events: Vec<StoredEvent>, of: Seals<'_>) ->
     else {
         return Ok(Vec::new());
     };
-    let rows: Vec<(i64, String)> = match of {
-        Seals::Stream(kind, id) => {
-            let sql =
-                "SELECT global_position, stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2";
-            on_conn!(conn, |c| sqlx::query_as(sql).bind(kind).bind(id).fetch_all(c).await)?
-        }
-        Seals::Page => {
-            let sql = "SELECT global_position, stream_hash FROM event_seals WHERE global_position BETWEEN $1 AND $2";
-            on_conn!(conn, |c| sqlx::query_as(sql).bind(first).bind(last).fetch_all(c).await)?
-        }
+    let seals = match of {
+        Seals::Stream(kind, id) => seal::hashes_of_stream(conn, kind, id).await?,
+        Seals::Page => seal::hashes_between(conn, first, last).await?,
     };
-    let seals: HashMap<i64, String> = rows.into_iter().collect();
     Ok(events
         .into_iter()
         .map(|e| {

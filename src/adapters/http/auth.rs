@@ -1,81 +1,13 @@
-//! Bearer JWT (HS256) authentication: claims, roles, VIN scope, and minting for `tacho token`.
+//! The bearer-token extractor: the authenticated [`Principal`] of a request, its roles and VIN
+//! scope (the tokens themselves are [`crate::auth`]'s).
 
 use super::error::{ApiError, ErrorCode};
 use super::state::AppState;
+use crate::auth::{Claims, Role, TokenError};
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use jsonwebtoken::{decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-
-/// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Registers vehicles and devices.
-    Factory,
-    /// Queries the fleet, replaces parts.
-    Dealer,
-    /// A vehicle owner's companion app.
-    Owner,
-    /// A digital service (commands, broadcasts).
-    Service,
-    /// Reads the raw log.
-    Auditor,
-    /// Everything.
-    Admin,
-}
-
-/// The claims tacho reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    /// Subject: user or service id.
-    pub sub: String,
-    /// Roles.
-    #[serde(default)]
-    pub roles: Vec<Role>,
-    /// VIN scope of an owner or dealer; absent = unscoped (dealers), nothing (owners).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vins: Option<Vec<String>>,
-    /// Expiry (seconds since the epoch).
-    pub exp: i64,
-    /// Issued at.
-    pub iat: i64,
-}
-
-/// Signs and checks tokens with one HS256 secret.
-pub struct AuthKeys {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
-}
-
-impl AuthKeys {
-    /// Keys from the shared secret.
-    pub fn new(secret: &SecretString) -> Self {
-        let bytes = secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        Self { encoding: EncodingKey::from_secret(bytes), decoding: DecodingKey::from_secret(bytes), validation }
-    }
-
-    /// Mints a token valid for `ttl_s` seconds from `now` (unix seconds).
-    pub fn mint(&self, sub: &str, roles: Vec<Role>, vins: Option<Vec<String>>, now: i64, ttl_s: i64) -> String {
-        let claims = Claims { sub: sub.to_owned(), roles, vins, exp: now + ttl_s, iat: now };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 encoding of plain claims cannot fail")
-    }
-
-    fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims).map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => ApiError::new(ErrorCode::TokenExpired, "the bearer token has expired"),
-            _ => ApiError::new(ErrorCode::Unauthorized, "the bearer token is not valid"),
-        })
-    }
-}
 
 /// The authenticated caller of a request, with its request id for the log's metadata.
 #[derive(Debug, Clone)]
@@ -157,7 +89,10 @@ impl FromRequestParts<AppState> for Principal {
             .ok()
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the Authorization header is not 'Bearer <jwt>'"))?;
-        let claims = state.auth.verify(token.trim())?;
+        let claims = state.auth.verify(token.trim()).map_err(|e| match e {
+            TokenError::Expired => ApiError::new(ErrorCode::TokenExpired, e.to_string()),
+            TokenError::Invalid => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+        })?;
         let request_id =
             parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_default();
         Ok(Self { claims, request_id })

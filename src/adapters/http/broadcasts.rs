@@ -1,13 +1,14 @@
 //! `POST /v1/broadcasts`: one message to every vehicle subscribed to a topic, recorded in the log.
 
-use super::auth::{Principal, Role};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Problem};
 use super::state::AppState;
-use crate::adapters::log;
 use crate::adapters::mqtt::codec::BroadcastMessage;
 use crate::adapters::mqtt::publisher::Message;
 use crate::adapters::mqtt::topics;
-use crate::projections::EVENTS_CHANNEL;
+use crate::auth::Role;
+use crate::store::log;
+use crate::store::log::EVENTS_CHANNEL;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};

@@ -1,14 +1,15 @@
 //! Remote commands: request (idempotent), read with long poll, SSE of transitions, cancel, list.
 
-use super::auth::{Principal, Role};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use super::vehicles::page_size;
-use crate::adapters::idempotency::{self, Claim};
-use crate::adapters::queries;
+use crate::auth::Role;
 use crate::domain::command::{catalogue, Command, CommandCommand, CommandError, CommandStatus, RequestCommand};
 use crate::projections::commands::CommandsProjection;
 use crate::projections::views::{CommandErrorView, CommandView, Page, Transition};
+use crate::store::idempotency::{self, Claim};
+use crate::store::queries;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};

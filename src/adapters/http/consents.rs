@@ -1,13 +1,14 @@
 //! `/v1/vehicles/{vin}/consents`: an owner grants, revokes and lists consents.
 
-use super::auth::{Principal, Role};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
-use crate::adapters::queries;
+use crate::auth::Role;
 use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::projections::consents::ConsentsProjection;
 use crate::projections::views::ConsentView;
+use crate::store::queries;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};

@@ -1,16 +1,17 @@
 //! Devices: registration on a vehicle, part replacement, broker connection info.
 
-use super::auth::{Principal, Role};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Path, Problem};
 use super::state::AppState;
 use super::vehicles::parse_vin;
 use crate::adapters::mqtt::topics;
-use crate::adapters::queries;
+use crate::auth::Role;
 use crate::domain::device::{normalize_thumbprint, validate_device_id, Device, DeviceCommand, DeviceStatus};
 use crate::domain::vehicle::{Vehicle, VehicleCommand, VehicleStatus};
 use crate::projections::devices::DevicesProjection;
 use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::views::DeviceView;
+use crate::store::queries;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -1,8 +1,8 @@
 //! One error type for the API: RFC 9457 problem+json with a stable `code` from a closed enum.
 //! 5xx details are logged, never sent.
 
-use crate::adapters::queries::QueryError;
 use crate::domain::DomainError;
+use crate::store::queries::QueryError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};

@@ -20,7 +20,7 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, description = "Ready", body = String), (status = 503, description = "Database unreachable", body = String)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match crate::execute_db!(&state.db, "SELECT 1") {
+    match crate::store::execute_db!(&state.db, "SELECT 1") {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

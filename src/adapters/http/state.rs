@@ -1,10 +1,10 @@
 //! What every handler shares.
 
-use super::auth::AuthKeys;
 use super::error::ApiError;
-use crate::adapters::sql::Db;
-use crate::adapters::{log, Frameworks};
+use crate::auth::AuthKeys;
 use crate::projections::Subscriptions;
+use crate::store::Db;
+use crate::store::{log, Frameworks};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;

@@ -1,13 +1,12 @@
 //! What vehicles report: last-known state, its short history, reported events.
 
-use super::auth::{Principal, Role};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use super::vehicles::page_size;
-use crate::adapters::queries;
-use crate::adapters::sql::Db;
-use crate::on_db;
+use crate::auth::Role;
 use crate::projections::views::{ConnectionView, Page};
+use crate::store::queries::{self, HistoryFilter, ReportedRow, SignalRow};
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -89,12 +88,12 @@ async fn state(
     Path(vin): Path<String>,
 ) -> Result<Json<VehicleState>, ApiError> {
     let connection = visible(&state, &principal, &vin).await?;
-    let sql = "SELECT signal, value, vehicle_ts, received_at FROM rm_vehicle_state WHERE vin = $1";
-    let rows: Vec<(String, Value, DateTime<Utc>, DateTime<Utc>)> =
-        on_db!(&state.db, |p| sqlx::query_as(sql).bind(&vin).fetch_all(p).await)?;
-    let signals = rows
+    let signals = queries::vehicle_state(&state.db, &vin)
+        .await?
         .into_iter()
-        .map(|(signal, value, vehicle_ts, received_at)| (signal, SignalValue { value, vehicle_ts, received_at }))
+        .map(|SignalRow { signal, value, vehicle_ts, received_at }| {
+            (signal, SignalValue { value, vehicle_ts, received_at })
+        })
         .collect();
     Ok(Json(VehicleState { vin, connection, signals }))
 }
@@ -131,33 +130,19 @@ async fn history(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::new(ErrorCode::InvalidQuery, "limit must be from 1 to 1000"));
     }
-    // One row per signal of each report; SQLite's json_each gives strings unquoted and booleans as
-    // 1/0, so they are turned back into JSON.
-    let (signals, value) = match state.db {
-        Db::Postgres(_) => ("jsonb_each(h.signals)", "s.value"),
-        Db::Sqlite(_) => (
-            "json_each(h.signals)",
-            "CASE s.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'object' THEN s.value \
-             WHEN 'array' THEN s.value ELSE json_quote(s.value) END",
-        ),
-    };
-    let sql = format!(
-        "SELECT s.key, {value} AS value, h.vehicle_ts, h.received_at FROM rm_state_history h, {signals} s \
-         WHERE h.vin = $1 AND ($2 IS NULL OR s.key = $2) \
-         AND ($3 IS NULL OR h.vehicle_ts >= $3) AND ($4 IS NULL OR h.vehicle_ts < $4) \
-         ORDER BY h.vehicle_ts DESC, h.position DESC, s.key LIMIT $5"
-    );
-    let rows: Vec<(String, Value, DateTime<Utc>, DateTime<Utc>)> = on_db!(&state.db, |p| {
-        sqlx::query_as(&sql).bind(&vin).bind(&q.signal).bind(q.from).bind(q.to).bind(limit).fetch_all(p).await
-    })?;
+    let filter = HistoryFilter { signal: q.signal, from: q.from, to: q.to, limit };
+    let rows = queries::state_history(&state.db, &vin, &filter).await?;
     Ok(Json(
         rows.into_iter()
-            .map(|(signal, value, vehicle_ts, received_at)| HistoryEntry { signal, value, vehicle_ts, received_at })
+            .map(|SignalRow { signal, value, vehicle_ts, received_at }| HistoryEntry {
+                signal,
+                value,
+                vehicle_ts,
+                received_at,
+            })
             .collect(),
     ))
 }
-
-type EventRow = (String, String, Value, DateTime<Utc>, DateTime<Utc>, i64);
 
 /// Paging of reported events.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -186,19 +171,11 @@ async fn events(
 ) -> Result<Json<Page<ReportedEvent>>, ApiError> {
     visible(&state, &principal, &vin).await?;
     let size = page_size(q.page_size)?;
-    let after: Option<i64> = queries::decode_token(q.page_token.as_deref())?;
-    let sql = "SELECT msg_id, kind, data, vehicle_ts, received_at, position FROM rm_vehicle_events WHERE vin = $1 \
-         AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR position < $3) \
-         ORDER BY position DESC LIMIT $4";
-    let rows: Vec<EventRow> = on_db!(&state.db, |p| {
-        sqlx::query_as(sql).bind(&vin).bind(&q.kind).bind(after).bind(size + 1).fetch_all(p).await
-    })?;
-    let more = rows.len() as i64 > size;
-    let rows: Vec<_> = rows.into_iter().take(size as usize).collect();
-    let next_page_token = if more { rows.last().map(|r| queries::encode_token(&r.5)) } else { None };
-    let items = rows
+    let page = queries::reported_events(&state.db, &vin, q.kind.as_deref(), size, q.page_token.as_deref()).await?;
+    let items = page
+        .items
         .into_iter()
-        .map(|(msg_id, kind, data, vehicle_ts, received_at, _)| ReportedEvent {
+        .map(|ReportedRow { msg_id, kind, data, vehicle_ts, received_at, .. }| ReportedEvent {
             msg_id,
             kind,
             data,
@@ -206,5 +183,6 @@ async fn events(
             received_at,
         })
         .collect();
+    let next_page_token = page.next_page_token;
     Ok(Json(Page { items, next_page_token }))
 }

@@ -1,13 +1,14 @@
 //! `/v1/vehicles`: registration, fleet list, registry view, lifecycle.
 
-use super::auth::{Principal, Role};
+use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
-use crate::adapters::queries;
+use crate::auth::Role;
 use crate::domain::vehicle::VehicleCommand;
 use crate::domain::Vin;
 use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::views::{Page, VehicleView};
+use crate::store::queries;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};

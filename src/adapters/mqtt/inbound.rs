@@ -7,12 +7,12 @@
 use super::broker::{backoff, BrokerUrl};
 use super::codec::{self, CommandResponse, ConnectionReport, ConnectionState, StateReport, VehicleEventReport};
 use super::topics::{self, Inbound};
-use crate::adapters::facts::{self, DeadLetter, Observed};
-use crate::adapters::sql::Db;
-use crate::adapters::Frameworks;
 use crate::domain::command::{CommandCommand, CommandError, VehicleAnswer};
 use crate::domain::observation::{without_location, VehicleFact};
 use crate::metrics::Metrics;
+use crate::store::facts::{self, DeadLetter, Observed};
+use crate::store::Db;
+use crate::store::Frameworks;
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use futures::StreamExt;

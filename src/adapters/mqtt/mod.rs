@@ -1,10 +1,10 @@
 //! MQTT (v5, QoS 1): publishing with PUBACK confirmation, the inbound consumer, the topic contract
-//! and payload codec, and the dispatcher that turns command events into requests to vehicles.
+//! and payload codec, the link commands leave through, and the embedded broker.
 
 pub mod broker;
 pub mod codec;
-pub mod dispatcher;
+pub mod embedded;
 pub mod inbound;
-pub mod lifecycle;
+pub mod link;
 pub mod publisher;
 pub mod topics;

@@ -2,9 +2,9 @@
 //! at start (both into fresh tables, then swapped in; see [`crate::projections::rebuild`]).
 
 use super::{unknown, Kind, Subscriber, Subscriptions};
-use crate::on_conn;
 use crate::projections::rebuild::{self, Rebuilt};
 use crate::projections::{Projection, ProjectionError};
+use crate::store::{checkpoints, log, queries};
 
 impl Subscriptions {
     /// Rebuilds read model `name` from position 0 into fresh tables and swaps them in (see
@@ -21,12 +21,10 @@ impl Subscriptions {
     ) -> Result<Rebuilt, ProjectionError> {
         let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
         let Kind::Projection(projection) = &subscriber.kind else {
-            return Err(ProjectionError::Decode(format!("{name} is a process, not a read model")));
+            return Err(ProjectionError::NotReadModel(name.to_owned()));
         };
         if !projection.rebuildable() {
-            return Err(ProjectionError::Decode(format!(
-                "{name} is never rebuilt: audit verify checks the log against it"
-            )));
+            return Err(ProjectionError::NotRebuildable(name.to_owned()));
         }
         self.fill(subscriber, projection.as_ref(), rebuild::When::Always, progress).await
     }
@@ -39,7 +37,7 @@ impl Subscriptions {
         progress: &(dyn Fn(Rebuilt) + Send + Sync),
     ) -> Result<Rebuilt, ProjectionError> {
         let rebuilt = rebuild::rebuild(&self.db, projection, &subscriber.turn, when, progress).await?;
-        let at = Self::checkpoint(&mut self.db.acquire().await?.conn(), projection.name()).await?;
+        let at = checkpoints::load(&mut self.db.acquire().await?.conn(), projection.name()).await?;
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, at) != at);
         Ok(rebuilt)
     }
@@ -50,19 +48,16 @@ impl Subscriptions {
     pub async fn find_new_read_models(&self) -> Result<Vec<&'static str>, ProjectionError> {
         let mut pooled = self.db.acquire().await?;
         let mut conn = pooled.conn();
-        let any: bool =
-            on_conn!(&mut conn, |c| sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events)").fetch_one(c).await)?;
+        let any = log::has_events(&mut conn).await?;
         let mut new = Vec::new();
         for name in self.names() {
             let is_projection = self.subscribers.get(name).is_some_and(|s| matches!(s.kind, Kind::Projection(_)));
-            let sql = "SELECT EXISTS (SELECT 1 FROM subscription_checkpoints WHERE name = $1)";
-            let known: bool = on_conn!(&mut conn, |c| sqlx::query_scalar(sql).bind(name).fetch_one(c).await)?;
+            let known = checkpoints::exists(&mut conn, name).await?;
             if any && is_projection && !known {
                 if let Some(Kind::Projection(p)) = self.subscribers.get(name).map(|s| &s.kind) {
                     // A reference (the seals) with rows but no checkpoint was tampered with or
                     // damaged: it is never refilled from the log, which would bless the log as is.
-                    let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", p.tables()[0]);
-                    let filled: bool = on_conn!(&mut conn, |c| sqlx::query_scalar(&sql).fetch_one(c).await)?;
+                    let filled = queries::table_has_rows(&mut conn, p.tables()[0]).await?;
                     if !p.rebuildable() && filled {
                         tracing::error!(
                             subscriber = name,

@@ -6,37 +6,36 @@
 
 mod fill;
 
-use super::StoredEvent;
-use crate::adapters::log;
-use crate::adapters::sql::{Conn, Db};
-use crate::{execute, on_conn};
+use crate::store::log::{self, Checkpoint, StoredEvent, Undecodable, EVENTS_CHANNEL};
+use crate::store::{checkpoints, Conn, Db};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// A place in the log's commit order. Ordered by transaction id, then position.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Checkpoint {
-    /// Transaction id of the event (`xid8` as bigint).
-    pub tx_id: i64,
-    /// Global position of the event.
-    pub position: i64,
-}
-
-/// Why a subscriber could not handle a batch; it retries from its checkpoint.
+/// Why a subscriber could not handle a batch (it retries from its checkpoint), or why a request to
+/// the runner was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
     /// The database failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// An event in the log does not decode.
-    #[error("undecodable event {0}")]
-    Decode(String),
+    #[error(transparent)]
+    Undecodable(#[from] Undecodable),
     /// A side effect failed (broker unavailable ...).
     #[error("{0}")]
     Effect(String),
+    /// No subscriber has this name.
+    #[error("no subscriber {0}")]
+    UnknownSubscriber(String),
+    /// The subscriber is a process, which has no tables to rebuild.
+    #[error("{0} is a process, not a read model")]
+    NotReadModel(String),
+    /// The read model is a reference that is never rebuilt (the seals).
+    #[error("{0} is never rebuilt: audit verify checks the log against it")]
+    NotRebuildable(String),
 }
 
 /// A read model fed by the log. Implementations MUST write only through `conn` (the transaction
@@ -116,11 +115,8 @@ pub struct Subscriptions {
     poll_interval: Duration,
 }
 
-/// The channel woken after events were appended.
-pub const EVENTS_CHANNEL: &str = "tacho_events";
-
 fn unknown(name: &str) -> ProjectionError {
-    ProjectionError::Decode(format!("no subscriber {name}"))
+    ProjectionError::UnknownSubscriber(name.to_owned())
 }
 
 impl Subscriptions {
@@ -221,25 +217,16 @@ impl Subscriptions {
         }
     }
 
-    /// Waits until this instance holds subscriber `name`'s advisory lock; `None` on shutdown. The
-    /// embedded store has one instance (a file lock guards it), so it needs none.
+    /// Waits until this instance holds subscriber `name`'s lock (see [`checkpoints::try_hold`]);
+    /// `None` on shutdown.
     async fn lock(
         &self,
         name: &str,
         shutdown: &CancellationToken,
     ) -> Option<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>> {
-        let Db::Postgres(pool) = &self.db else { return Some(None) };
         loop {
-            let attempt = async {
-                let mut conn = pool.acquire().await?;
-                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('tacho:' || $1))")
-                    .bind(name)
-                    .fetch_one(&mut *conn)
-                    .await?;
-                Ok::<_, sqlx::Error>(locked.then_some(conn))
-            };
-            match attempt.await {
-                Ok(Some(conn)) => return Some(Some(conn)),
+            match checkpoints::try_hold(&self.db, name).await {
+                Ok(Some(held)) => return Some(held),
                 Ok(None) => tracing::debug!(subscriber = name, "another instance runs this subscriber; standing by"),
                 Err(e) => tracing::warn!(subscriber = name, error = %e, "cannot take the subscriber lock"),
             }
@@ -248,21 +235,6 @@ impl Subscriptions {
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
         }
-    }
-
-    /// Subscriber `name`'s stored checkpoint (the start of the log when it has none yet).
-    pub async fn checkpoint(conn: &mut Conn<'_>, name: &str) -> Result<Checkpoint, sqlx::Error> {
-        let sql = "SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1";
-        let row: Option<(i64, i64)> = on_conn!(conn, |c| sqlx::query_as(sql).bind(name).fetch_optional(c).await)?;
-        Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }).unwrap_or_default())
-    }
-
-    async fn save(conn: &mut Conn<'_>, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
-        let sql = "INSERT INTO subscription_checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3, updated_at = $4";
-        let now = chrono::Utc::now();
-        execute!(conn, sql, name, at.tx_id, at.position, now)?;
-        Ok(())
     }
 
     /// Handles at most one batch for subscriber `name` (waiting for another instance's batch to
@@ -288,23 +260,21 @@ impl Subscriptions {
         };
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
-        if !Self::take_turn(&mut conn, name, wait).await? {
+        if !checkpoints::take_turn(&mut conn, name, wait).await? {
             return Ok(0);
         }
-        let from = Self::checkpoint(&mut conn, name).await?;
+        let from = checkpoints::load(&mut conn, name).await?;
         let batch = log::read_after(&mut conn, from, subscriber.kind.types(), self.batch_size).await?;
         let to = batch.next_checkpoint(from, self.batch_size);
         if !batch.events.is_empty() {
             projection.apply_batch(&mut conn, &batch.events).await?;
         }
         if to != from {
-            Self::save(&mut conn, name, to).await?;
+            checkpoints::save(&mut conn, name, to).await?;
         }
         let changed = Self::changed_streams(projection.as_ref(), &batch.events);
-        if let (Some(channel), Conn::Postgres(c)) = (projection.channel(), &mut conn) {
-            for id in &changed {
-                sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(id).execute(&mut **c).await?;
-            }
+        if let Some(channel) = projection.channel() {
+            conn.announce(channel, &changed).await?;
         }
         tx.commit().await?;
         if let Some(channel) = projection.channel() {
@@ -314,18 +284,6 @@ impl Subscriptions {
         }
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
         Ok(batch.events.len())
-    }
-
-    /// One instance at a time moves a projection (PostgreSQL: an advisory lock, which unlike
-    /// SELECT FOR UPDATE takes no transaction id, so idle polls do not hold back the snapshot
-    /// horizon; SQLite: one instance, and `BEGIN IMMEDIATE` already holds the write lock).
-    async fn take_turn(conn: &mut Conn<'_>, name: &str, wait: bool) -> Result<bool, sqlx::Error> {
-        let Conn::Postgres(c) = conn else { return Ok(true) };
-        let lock = match wait {
-            true => "SELECT pg_advisory_xact_lock(hashtext('tacho:' || $1)) IS NOT NULL",
-            false => "SELECT pg_try_advisory_xact_lock(hashtext('tacho:' || $1))",
-        };
-        sqlx::query_scalar(lock).bind(name).fetch_one(&mut **c).await
     }
 
     /// The distinct stream ids of `events`, when `projection` announces them.
@@ -350,7 +308,7 @@ impl Subscriptions {
         let (from, batch) = {
             let mut pooled = self.db.acquire().await?;
             let mut conn = pooled.conn();
-            let from = Self::checkpoint(&mut conn, name).await?;
+            let from = checkpoints::load(&mut conn, name).await?;
             let types = Some(process.aggregate_types()).filter(|t| !t.is_empty());
             (from, log::read_after(&mut conn, from, types, self.batch_size).await?)
         };
@@ -359,7 +317,7 @@ impl Subscriptions {
             process.handle(&batch.events).await?;
         }
         if to != from {
-            Self::save(&mut self.db.acquire().await?.conn(), name, to).await?;
+            checkpoints::save(&mut self.db.acquire().await?.conn(), name, to).await?;
         }
         progress.send_if_modified(|p| std::mem::replace(p, to) != to);
         Ok(batch.events.len())
@@ -395,6 +353,6 @@ impl Subscriptions {
 
     async fn stored_checkpoint(&self, name: &str) -> Option<Checkpoint> {
         let mut conn = self.db.acquire().await.ok()?;
-        Self::checkpoint(&mut conn.conn(), name).await.ok()
+        checkpoints::load(&mut conn.conn(), name).await.ok()
     }
 }

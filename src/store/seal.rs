@@ -1,26 +1,13 @@
 //! Tamper evidence (`event_seals`): every event, once committed, gets a SHA-256 hash chained to the
 //! previous event of its stream, and a running hash chained over all seals in the order they were
-//! made (commit order). `tacho audit verify` recomputes both from the log: an edited payload, a
-//! deleted event or a reordered one no longer matches its seal, and the first bad one is named.
-//!
-//! Whoever can write the database could rewrite the seals too: the chain head (`seal_no`,
-//! `chain_hash`) that `audit verify` prints is what an auditor records outside; a later chain that
-//! does not pass through it has been rewritten. Seals are the reference, so they are never rebuilt.
+//! made (commit order). Here: the hashing, the check of a stream against its seals, and the table;
+//! [`crate::projections::seals`] writes the seals, [`crate::audit`] recomputes them.
 
-use super::{Projection, ProjectionError, StoredEvent};
-use crate::adapters::sql::Conn;
-use crate::{execute, on_conn};
+use super::log::StoredEvent;
+use super::{execute, on_conn, Conn};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-
-/// Keeps `event_seals`.
-pub struct SealProjection;
-
-impl SealProjection {
-    /// Subscriber name.
-    pub const NAME: &'static str = "seals";
-}
 
 /// The hash of a stream before its first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -167,57 +154,70 @@ pub fn check_stream(events: &[StoredEvent], seals: &[Seal]) -> Result<u64, Broke
     Ok(seals.len() as u64)
 }
 
-#[async_trait::async_trait]
-impl Projection for SealProjection {
-    fn name(&self) -> &'static str {
-        Self::NAME
-    }
+/// The last seal made: its number and the chain hash after it (`None` before the first).
+pub async fn last(conn: &mut Conn<'_>) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let sql = "SELECT seal_no, chain_hash FROM event_seals ORDER BY seal_no DESC LIMIT 1";
+    on_conn!(conn, |c| sqlx::query_as(sql).fetch_optional(c).await)
+}
 
-    /// Every stream.
-    fn aggregate_types(&self) -> &'static [&'static str] {
-        &[]
-    }
+/// The stream hash of the last sealed event of a stream (`None` before its first).
+pub async fn stream_head(
+    conn: &mut Conn<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let sql = "SELECT stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2 \
+               ORDER BY sequence DESC LIMIT 1";
+    on_conn!(conn, |c| sqlx::query_scalar(sql).bind(aggregate_type).bind(aggregate_id).fetch_optional(c).await)
+}
 
-    fn tables(&self) -> &'static [&'static str] {
-        &["event_seals"]
-    }
+/// Stores seal `seal_no` of `event`.
+pub async fn insert(
+    conn: &mut Conn<'_>,
+    seal_no: i64,
+    event: &StoredEvent,
+    stream_hash: &str,
+    chain_hash: &str,
+) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO event_seals (seal_no, global_position, aggregate_type, aggregate_id, sequence, \
+               stream_hash, chain_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    execute!(
+        conn,
+        sql,
+        seal_no,
+        event.position,
+        &event.aggregate_type,
+        &event.aggregate_id,
+        event.sequence,
+        stream_hash,
+        chain_hash
+    )?;
+    Ok(())
+}
 
-    fn rebuildable(&self) -> bool {
-        false
-    }
+/// Every seal in the order made: number, position, stream hash, chain hash.
+pub async fn chain(conn: &mut Conn<'_>) -> Result<Vec<(i64, i64, String, String)>, sqlx::Error> {
+    let sql = "SELECT seal_no, global_position, stream_hash, chain_hash FROM event_seals ORDER BY seal_no";
+    on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)
+}
 
-    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
-        self.apply_batch(conn, std::slice::from_ref(event)).await
-    }
+/// Position → stream hash of one stream's seals.
+pub async fn hashes_of_stream(
+    conn: &mut Conn<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<HashMap<i64, String>, sqlx::Error> {
+    let sql = "SELECT global_position, stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2";
+    let rows: Vec<(i64, String)> =
+        on_conn!(conn, |c| sqlx::query_as(sql).bind(aggregate_type).bind(aggregate_id).fetch_all(c).await)?;
+    Ok(rows.into_iter().collect())
+}
 
-    async fn apply_batch(&self, conn: &mut Conn<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
-        let sql = "SELECT seal_no, chain_hash FROM event_seals ORDER BY seal_no DESC LIMIT 1";
-        let last: Option<(i64, String)> = on_conn!(conn, |c| sqlx::query_as(sql).fetch_optional(c).await)?;
-        let (mut seal_no, mut chain) = last.unwrap_or((0, GENESIS.to_owned()));
-        let mut heads: HashMap<(String, String), String> = HashMap::new();
-        for event in events {
-            let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-            let previous = match heads.get(&key) {
-                Some(hash) => hash.clone(),
-                None => {
-                    let sql = "SELECT stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2 \
-                               ORDER BY sequence DESC LIMIT 1";
-                    let head: Option<String> = on_conn!(conn, |c| {
-                        sqlx::query_scalar(sql).bind(&key.0).bind(&key.1).fetch_optional(c).await
-                    })?;
-                    head.unwrap_or_else(|| GENESIS.to_owned())
-                }
-            };
-            let hash = stream_hash(&previous, event);
-            seal_no += 1;
-            chain = chain_hash(&chain, event.position, &hash);
-            let sql = "INSERT INTO event_seals (seal_no, global_position, aggregate_type, aggregate_id, sequence, \
-                       stream_hash, chain_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-            execute!(conn, sql, seal_no, event.position, &key.0, &key.1, event.sequence, &hash, &chain)?;
-            heads.insert(key, hash);
-        }
-        Ok(())
-    }
+/// Position → stream hash of the seals of events at positions `first..=last`.
+pub async fn hashes_between(conn: &mut Conn<'_>, first: i64, last: i64) -> Result<HashMap<i64, String>, sqlx::Error> {
+    let sql = "SELECT global_position, stream_hash FROM event_seals WHERE global_position BETWEEN $1 AND $2";
+    let rows: Vec<(i64, String)> = on_conn!(conn, |c| sqlx::query_as(sql).bind(first).bind(last).fetch_all(c).await)?;
+    Ok(rows.into_iter().collect())
 }
 
 #[cfg(test)]

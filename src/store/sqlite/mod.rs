@@ -1,6 +1,10 @@
 //! SQLite, the embedded default: opening the file (WAL, one tacho per file), migrations.
 
-use super::sql::Embedded;
+pub mod facts;
+pub mod log;
+pub mod rebuild;
+
+use super::Embedded;
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use std::path::{Path, PathBuf};

@@ -4,12 +4,11 @@
 
 mod models;
 
-use super::log;
-use super::sql::{Conn, Db};
-use crate::on_conn;
-use crate::projections::seal::{self, Seal, SealProjection};
-use crate::projections::{ProjectionError, StoredEvent, Subscriptions};
-use futures::TryStreamExt;
+use crate::projections::seals::SealProjection;
+use crate::projections::ProjectionError;
+use crate::store::log::StoredEvent;
+use crate::store::seal::{self, Seal};
+use crate::store::{audit, checkpoints, Conn, Db};
 use models::Models;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -81,18 +80,11 @@ pub async fn verify(
 ) -> Result<VerifyReport, ProjectionError> {
     let mut pooled = db.acquire().await?;
     let mut conn = pooled.conn();
-    let filter = "($1 IS NULL OR aggregate_type = $1) AND ($2 IS NULL OR aggregate_id = $2)";
-    let sql = format!("SELECT count(*) FROM events WHERE {filter}");
-    let total: i64 =
-        on_conn!(&mut conn, |c| sqlx::query_scalar(&sql).bind(aggregate_type).bind(id).fetch_one(c).await)?;
+    let total = audit::count_events(&mut conn, aggregate_type, id).await?;
     // How far the seals got, read before the seals: every seal of an event up to there is then
     // among those read next.
-    let sealed_up_to = Subscriptions::checkpoint(&mut conn, SealProjection::NAME).await?;
-    let sql = format!(
-        "SELECT aggregate_type, aggregate_id, sequence, global_position, stream_hash FROM event_seals WHERE {filter}"
-    );
-    let rows: Vec<(String, String, i64, i64, String)> =
-        on_conn!(&mut conn, |c| sqlx::query_as(&sql).bind(aggregate_type).bind(id).fetch_all(c).await)?;
+    let sealed_up_to = checkpoints::load(&mut conn, SealProjection::NAME).await?;
+    let rows = audit::seals(&mut conn, aggregate_type, id).await?;
     let mut seals: HashMap<(String, String), Vec<Seal>> = HashMap::new();
     for (kind, stream, sequence, global_position, stream_hash) in rows {
         seals.entry((kind, stream)).or_default().push(Seal { sequence, global_position, stream_hash });
@@ -100,14 +92,7 @@ pub async fn verify(
     seals.values_mut().for_each(|s| s.sort_by_key(|seal| seal.sequence));
     let models = Models::load(&mut conn, aggregate_type, sealed_up_to).await?;
     let mut pass = Pass { report: VerifyReport::default(), seals, models, stream: Vec::new(), total: total as u64 };
-    let sql = format!("{} WHERE {filter} ORDER BY aggregate_type, aggregate_id, sequence", log::select_events(&conn));
-    on_conn!(&mut conn, |c| {
-        let mut rows = sqlx::query_as::<_, StoredEvent>(&sql).bind(aggregate_type).bind(id).fetch(c);
-        while let Some(event) = rows.try_next().await? {
-            pass.push(event, progress)?;
-        }
-        Ok::<_, ProjectionError>(())
-    })?;
+    audit::for_each_event(&mut conn, aggregate_type, id, |event| pass.push(event, progress)).await?;
     pass.finish_stream()?;
     // Streams whose every event is gone still have their seals.
     let mut orphans: Vec<_> = std::mem::take(&mut pass.seals).into_iter().collect();
@@ -227,8 +212,7 @@ async fn verify_chain(
     conn: &mut Conn<'_>,
     mismatches: &mut Vec<Mismatch>,
 ) -> Result<Option<ChainHead>, ProjectionError> {
-    let sql = "SELECT seal_no, global_position, stream_hash, chain_hash FROM event_seals ORDER BY seal_no";
-    let seals: Vec<(i64, i64, String, String)> = on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)?;
+    let seals = seal::chain(conn).await?;
     let mut chain = seal::GENESIS.to_owned();
     let mut head = None;
     for (i, (seal_no, position, stream_hash, stored)) in seals.into_iter().enumerate() {

@@ -1,13 +1,13 @@
 //! The read models as `audit verify` compares them: loaded once, then each stream's fold is checked
 //! against them in memory.
 
-use crate::adapters::sql::Conn;
 use crate::domain::command::{Command, CommandEvent};
 use crate::domain::consent::Consent;
 use crate::domain::device::Device;
 use crate::domain::vehicle::Vehicle;
-use crate::on_conn;
-use crate::projections::{Checkpoint, ProjectionError, StoredEvent, Subscriptions};
+use crate::projections::ProjectionError;
+use crate::store::log::{Checkpoint, StoredEvent};
+use crate::store::{audit, checkpoints, Conn};
 use cqrs_es::Aggregate;
 use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
@@ -47,30 +47,30 @@ impl Models {
         let wanted = |kind: &str| aggregate_type.is_none_or(|t| t == kind);
         let mut models = Self { sealed_up_to, ..Self::default() };
         if wanted("Vehicle") {
-            let rows: Vec<(String, String, Value)> =
-                on_conn!(conn, |c| sqlx::query_as("SELECT vin, status, devices FROM rm_vehicles").fetch_all(c).await)?;
-            models.vehicles = rows.into_iter().map(|(vin, status, devices)| (vin, (status, devices))).collect();
+            models.vehicles = audit::vehicles(conn)
+                .await?
+                .into_iter()
+                .map(|(vin, status, devices)| (vin, (status, devices)))
+                .collect();
         }
         if wanted("Device") {
-            let sql = "SELECT device_id, status, vin, certificate_thumbprint FROM rm_devices";
-            let rows: Vec<(String, String, String, String)> =
-                on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)?;
-            models.devices = rows.into_iter().map(|(id, status, vin, thumb)| (id, (status, vin, thumb))).collect();
+            models.devices = audit::devices(conn)
+                .await?
+                .into_iter()
+                .map(|(id, status, vin, thumb)| (id, (status, vin, thumb)))
+                .collect();
         }
         if wanted("Consent") {
-            let sql = "SELECT vin, subject, purpose, version FROM rm_consents WHERE status = 'granted'";
-            let rows: Vec<(String, String, String, i64)> = on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)?;
-            for (vin, subject, purpose, version) in rows {
+            for (vin, subject, purpose, version) in audit::granted_consents(conn).await? {
                 models.consents.entry(vin).or_default().insert((subject, purpose, version));
             }
         }
         if wanted("Command") {
-            let sql = "SELECT command_id, status, vin, transitions FROM rm_commands";
-            let rows: Vec<(Uuid, String, String, Value)> = on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)?;
-            models.commands = rows.into_iter().map(|(id, status, vin, t)| (id, (status, vin, t))).collect();
+            models.commands =
+                audit::commands(conn).await?.into_iter().map(|(id, status, vin, t)| (id, (status, vin, t))).collect();
         }
         for name in ["vehicles", "devices", "consents", "commands"] {
-            models.checkpoints.insert(name, Subscriptions::checkpoint(conn, name).await?);
+            models.checkpoints.insert(name, checkpoints::load(conn, name).await?);
         }
         Ok(models)
     }

@@ -1,12 +1,12 @@
 //! The cqrs-es frameworks on postgres-es or sqlite-es (plain event store: no snapshots, no
 //! in-process queries), and the strongly consistent precondition lookups the Command aggregate needs.
 
-use super::sql::Db;
+use super::log::EVENTS_CHANNEL;
+use super::Db;
 use crate::domain::command::{Command, CommandPreconditions, CommandServices, PreconditionError};
 use crate::domain::consent::Consent;
 use crate::domain::device::Device;
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
-use crate::projections::EVENTS_CHANNEL;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{
@@ -21,8 +21,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-type Store<A> = PersistedEventStore<Repository, A>;
-type Framework<A> = CqrsFramework<A, Store<A>>;
+/// The plain event store of aggregate `A` (no snapshots).
+type AggregateEvents<A> = PersistedEventStore<Repository, A>;
+/// The cqrs-es framework of aggregate `A`.
+type Framework<A> = CqrsFramework<A, AggregateEvents<A>>;
 
 /// The event repository of the open store.
 pub enum Repository {
@@ -84,12 +86,12 @@ impl PersistedEventRepository for Repository {
     }
 }
 
-fn store<A: Aggregate>(db: &Db) -> Store<A> {
+fn event_store<A: Aggregate>(db: &Db) -> AggregateEvents<A> {
     PersistedEventStore::new_event_store(Repository::of(db)).with_upcasters(crate::domain::upcasters())
 }
 
 fn framework<A: Aggregate>(db: &Db, services: A::Services) -> Framework<A> {
-    CqrsFramework::new(store(db), vec![], services)
+    CqrsFramework::new(event_store(db), vec![], services)
 }
 
 /// Loads aggregates straight from their streams (for preconditions, responses and audit).
@@ -106,7 +108,7 @@ impl EventStores {
 
     /// The current state of aggregate `id` (the default state when it has no events).
     pub async fn load<A: Aggregate>(&self, id: &str) -> Result<A, AggregateError<A::Error>> {
-        let mut context = store::<A>(&self.db).load_aggregate(id).await?;
+        let mut context = event_store::<A>(&self.db).load_aggregate(id).await?;
         Ok(std::mem::take(context.aggregate()))
     }
 }

@@ -1,6 +1,9 @@
 //! PostgreSQL: connecting (creating the database), migrations, LISTEN.
 
+pub mod facts;
+pub mod log;
 pub mod notify;
+pub mod rebuild;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -1,8 +1,7 @@
 //! Idempotency keys of command requests: claimed before the command is recorded, strongly
 //! consistent (a primary key, not a read model).
 
-use super::sql::Db;
-use crate::{execute_db, on_db};
+use super::{execute_db, on_db, Db};
 use uuid::Uuid;
 
 /// What a key already stands for.

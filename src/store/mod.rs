@@ -1,13 +1,39 @@
-//! The store tacho runs on, PostgreSQL or SQLite, behind one handle.
+//! The store: the one handle over PostgreSQL or SQLite, and everything tacho keeps in it.
 //!
-//! Most read-model SQL is portable (`$n` placeholders, `ON CONFLICT`, row values, `RETURNING`) and is
-//! written once: [`on_db!`](crate::on_db) and [`on_conn!`](crate::on_conn) run one body against
-//! whichever backend is open, each arm type-checked against its own driver. What the dialects do
-//! differently (the log's commit order, wake-ups, bulk writes, JSON operators) lives in
-//! [`super::postgres`] and [`super::sqlite`].
+//! - [`log`]: the event log (appends, commit-ordered reads, [`log::StoredEvent`], the events channel);
+//!   [`checkpoints`]: where each reader of the log stands, and the locks that keep one reader per name.
+//! - [`aggregates`]: the cqrs-es repositories and frameworks the aggregates are loaded and written with.
+//! - [`seal`]: the seals' hashing (canonical JSON, stream and chain hashes) and their table.
+//! - [`facts`]: vehicle facts appended in batches, dead letters; [`idempotency`]: request keys.
+//! - [`queries`]: named reads of the read models for the API; [`pending`]: what the processes act
+//!   on (queued, in-flight and overdue commands) and pruning.
+//! - [`audit`]: the reads `audit verify` makes (the log stream by stream, the read models' rows).
+//! - [`rebuild`]: fresh copies of read-model tables, swapped in.
+//! - [`postgres`] and [`sqlite`]: connecting and migrations, and, in pairs, what the dialects do
+//!   differently (the log's commit order, bulk writes, JSON operators, table copies).
+//!
+//! Most SQL is portable (`$n` placeholders, `ON CONFLICT`, row values, `RETURNING`) and is written
+//! once: `on_db!` and `on_conn!` run one body against whichever backend is open, each arm
+//! type-checked against its own driver. The macros are the store's own (`pub(crate)`): the read
+//! models, which sit directly on the store, write their tables with them; nothing above does SQL.
 //!
 //! Times are bound as `DateTime<Utc>`: PostgreSQL keeps `timestamptz`; SQLite keeps RFC 3339 text in
 //! UTC, whose fractional part sorts correctly as text, so comparisons work in both.
+
+pub mod aggregates;
+pub mod audit;
+pub mod checkpoints;
+pub mod facts;
+pub mod idempotency;
+pub mod log;
+pub mod pending;
+pub mod postgres;
+pub mod queries;
+pub mod rebuild;
+pub mod seal;
+pub mod sqlite;
+
+pub use aggregates::{EventStores, Frameworks};
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
@@ -72,12 +98,11 @@ pub enum Pooled {
 }
 
 /// Runs `$body` with `$p` bound to the open pool (`&PgPool` or `&SqlitePool`).
-#[macro_export]
 macro_rules! on_db {
     ($db:expr, |$p:ident| $body:expr) => {
         match $db {
-            $crate::adapters::sql::Db::Postgres($p) => $body,
-            $crate::adapters::sql::Db::Sqlite(embedded) => {
+            $crate::store::Db::Postgres($p) => $body,
+            $crate::store::Db::Sqlite(embedded) => {
                 let $p = &embedded.pool;
                 $body
             }
@@ -87,15 +112,14 @@ macro_rules! on_db {
 
 /// Runs `$body` with `$c` bound to the connection (`&mut PgConnection` or `&mut SqliteConnection`)
 /// of a `&mut Conn`.
-#[macro_export]
 macro_rules! on_conn {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
-            $crate::adapters::sql::Conn::Postgres(c) => {
+            $crate::store::Conn::Postgres(c) => {
                 let $c: &mut sqlx::PgConnection = &mut **c;
                 $body
             }
-            $crate::adapters::sql::Conn::Sqlite(c) => {
+            $crate::store::Conn::Sqlite(c) => {
                 let $c: &mut sqlx::SqliteConnection = &mut **c;
                 $body
             }
@@ -104,20 +128,20 @@ macro_rules! on_conn {
 }
 
 /// Runs one statement with its arguments on a `&mut Conn`; the rows it changed.
-#[macro_export]
 macro_rules! execute {
     ($conn:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
-        $crate::on_conn!($conn, |c| sqlx::query($sql)$(.bind($arg))*.execute(c).await.map(|r| r.rows_affected()))
+        $crate::store::on_conn!($conn, |c| sqlx::query($sql)$(.bind($arg))*.execute(c).await.map(|r| r.rows_affected()))
     };
 }
 
 /// Runs one statement with its arguments on a `&Db`; the rows it changed.
-#[macro_export]
 macro_rules! execute_db {
     ($db:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
-        $crate::on_db!($db, |p| sqlx::query($sql)$(.bind($arg))*.execute(p).await.map(|r| r.rows_affected()))
+        $crate::store::on_db!($db, |p| sqlx::query($sql)$(.bind($arg))*.execute(p).await.map(|r| r.rows_affected()))
     };
 }
+
+pub(crate) use {execute, execute_db, on_conn, on_db};
 
 impl Db {
     /// Whether this is the embedded store.
@@ -130,6 +154,14 @@ impl Db {
         match self {
             Self::Postgres(_) => "postgres",
             Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// A condition: `column` is one of the strings of the JSON array bound as `param`.
+    pub fn in_json_list(&self, column: &str, param: &str) -> String {
+        match self {
+            Self::Postgres(_) => format!("{column} IN (SELECT jsonb_array_elements_text({param}))"),
+            Self::Sqlite(_) => format!("{column} IN (SELECT value FROM json_each({param}))"),
         }
     }
 
@@ -160,7 +192,7 @@ impl Db {
     /// Calls `on_payload` with each notification on `channel` until `shutdown`.
     pub async fn listen(&self, channel: &'static str, on_payload: impl Fn(&str), shutdown: CancellationToken) {
         match self {
-            Self::Postgres(pool) => super::postgres::notify::listen(pool.clone(), channel, on_payload, shutdown).await,
+            Self::Postgres(pool) => postgres::notify::listen(pool.clone(), channel, on_payload, shutdown).await,
             Self::Sqlite(embedded) => {
                 let mut signals = embedded.signals.subscribe();
                 loop {
@@ -200,6 +232,20 @@ impl Tx {
             Self::Postgres(tx) => tx.commit().await,
             Self::Sqlite(tx) => tx.commit().await,
         }
+    }
+}
+
+impl Conn<'_> {
+    /// Tells every instance's listeners of `channel` each of `payloads` once the transaction this
+    /// connection is in commits (PostgreSQL: `pg_notify`). SQLite has one instance: its caller
+    /// signals after the commit ([`Db::signal`]).
+    pub async fn announce(&mut self, channel: &str, payloads: &[String]) -> Result<(), sqlx::Error> {
+        if let Self::Postgres(c) = self {
+            for payload in payloads {
+                sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut **c).await?;
+            }
+        }
+        Ok(())
     }
 }
 

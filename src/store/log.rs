@@ -1,4 +1,8 @@
-//! Reading the log in commit order, on either store.
+//! The event log: the one source of truth every read model, process and audit reads.
+//!
+//! Aggregates append through cqrs-es ([`super::aggregates`]), vehicle facts in batches
+//! ([`super::facts`]), broadcasts with [`append`]. Readers follow it in commit order from a
+//! [`Checkpoint`] ([`read_after`]); woken on [`EVENTS_CHANNEL`] after each append.
 //!
 //! **PostgreSQL.** `global_position` is handed out when a row is inserted, not when its transaction
 //! commits, so a reader that followed positions alone could pass a position whose transaction
@@ -10,14 +14,91 @@
 //! **SQLite.** One writer at a time: a position is handed out inside the write transaction that
 //! commits before the next writer starts, so position order is commit order and `tx_id` is 0.
 
-use super::sql::Conn;
-use crate::on_conn;
-use crate::projections::{Checkpoint, StoredEvent};
+use super::{on_conn, postgres, sqlite, Conn};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 
-const PG_COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, payload, metadata, recorded_at";
-const SQLITE_COLUMNS: &str = "global_position, 0 AS tx_id, aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, payload, metadata, recorded_at";
+/// The channel woken after events were appended.
+pub const EVENTS_CHANNEL: &str = "tacho_events";
+
+/// A place in the log's commit order. Ordered by transaction id, then position.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Checkpoint {
+    /// Transaction id of the event (`xid8` as bigint).
+    pub tx_id: i64,
+    /// Global position of the event.
+    pub position: i64,
+}
+
+/// One row of the log as its readers see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredEvent {
+    /// Global position (PostgreSQL: bigserial, unique, gaps possible, not commit order on its own;
+    /// SQLite: commit order).
+    #[sqlx(rename = "global_position")]
+    pub position: i64,
+    /// Id of the transaction that wrote it: with `position`, the commit order.
+    pub tx_id: i64,
+    /// Aggregate type (stable name).
+    pub aggregate_type: String,
+    /// Stream id.
+    pub aggregate_id: String,
+    /// Sequence in the stream, from 1.
+    pub sequence: i64,
+    /// Event type (stable name).
+    pub event_type: String,
+    /// Payload schema version.
+    pub event_version: String,
+    /// Payload as serialized by cqrs-es (`{"EventType": {...}}`).
+    pub payload: Value,
+    /// Metadata: actor, request id ...
+    pub metadata: Value,
+    /// When the database recorded it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An event in the log whose payload does not decode into its aggregate's events.
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable event {aggregate_type} {aggregate_id}#{sequence} ({event_type}) at position {position}: {reason}")]
+pub struct Undecodable {
+    /// Its stream's aggregate type.
+    pub aggregate_type: String,
+    /// Its stream id.
+    pub aggregate_id: String,
+    /// Its sequence.
+    pub sequence: i64,
+    /// Its position in the log.
+    pub position: i64,
+    /// Its event type.
+    pub event_type: String,
+    /// What the decoder said.
+    pub reason: String,
+}
+
+impl StoredEvent {
+    /// Where this event sits in commit order.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint { tx_id: self.tx_id, position: self.position }
+    }
+
+    /// Deserializes the payload, upcast to the current version, into an aggregate's event enum.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, Undecodable> {
+        let upcast = crate::domain::upcast(&self.event_type, &self.event_version, &self.payload, &self.metadata);
+        E::deserialize(upcast.as_ref().unwrap_or(&self.payload)).map_err(|e| self.undecodable(e))
+    }
+
+    /// This event, refused by a decoder for `reason`.
+    pub fn undecodable(&self, reason: impl std::fmt::Display) -> Undecodable {
+        Undecodable {
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            sequence: self.sequence,
+            position: self.position,
+            event_type: self.event_type.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
 
 /// A batch read from the log.
 #[derive(Debug, Default)]
@@ -49,53 +130,16 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Batch, sqlx::Error> {
     let types: Option<Vec<String>> = aggregate_types.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
-    match conn {
-        Conn::Postgres(c) => {
-            // One statement, one snapshot: the frontier cannot pass an event the batch did not see.
-            let sql = format!(
-                "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
-                 batch AS (SELECT {PG_COLUMNS} FROM events, horizon \
-                   WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) AND tx_id < horizon.xmin \
-                     AND ($3::text[] IS NULL OR aggregate_type = ANY($3)) \
-                   ORDER BY tx_id, global_position LIMIT $4), \
-                 frontier AS (SELECT tx_id::text::bigint AS f_tx, global_position AS f_pos FROM events, horizon \
-                   WHERE tx_id < horizon.xmin ORDER BY tx_id DESC, global_position DESC LIMIT 1) \
-                 SELECT batch.*, frontier.f_tx, frontier.f_pos FROM frontier LEFT JOIN batch ON true \
-                 ORDER BY batch.tx_id, batch.global_position"
-            );
-            let rows: Vec<BatchRow> = sqlx::query_as(&sql)
-                .bind(after.tx_id)
-                .bind(after.position)
-                .bind(types)
-                .bind(limit)
-                .fetch_all(&mut **c)
-                .await?;
-            Ok(batch(rows))
-        }
-        Conn::Sqlite(c) => {
-            // A read transaction of its own would be one snapshot too; a single statement is.
-            let sql = format!(
-                "WITH frontier AS (SELECT 0 AS f_tx, max(global_position) AS f_pos FROM events), \
-                 batch AS (SELECT {SQLITE_COLUMNS} FROM events WHERE global_position > $1 \
-                   AND ($2 IS NULL OR aggregate_type IN (SELECT value FROM json_each($2))) \
-                   ORDER BY global_position LIMIT $3) \
-                 SELECT batch.*, frontier.f_tx, frontier.f_pos FROM frontier LEFT JOIN batch ON true \
-                 WHERE frontier.f_pos IS NOT NULL ORDER BY batch.global_position"
-            );
-            let rows: Vec<BatchRow> = sqlx::query_as(&sql)
-                .bind(after.position)
-                .bind(types.map(|t| serde_json::json!(t)))
-                .bind(limit)
-                .fetch_all(&mut **c)
-                .await?;
-            Ok(batch(rows))
-        }
-    }
+    let rows = match conn {
+        Conn::Postgres(c) => postgres::log::read_after(c, after, types, limit).await?,
+        Conn::Sqlite(c) => sqlite::log::read_after(c, after, types, limit).await?,
+    };
+    Ok(batch(rows))
 }
 
 /// A batch row: an event (all `None` when the batch is empty) and the frontier.
 #[derive(sqlx::FromRow)]
-struct BatchRow {
+pub(super) struct BatchRow {
     global_position: Option<i64>,
     tx_id: Option<i64>,
     aggregate_type: Option<String>,
@@ -171,16 +215,16 @@ pub async fn checkpoint_of(conn: &mut Conn<'_>, position: i64) -> Result<Option<
 /// The columns of an event's place in commit order: `tx_id, global_position`.
 fn place(conn: &Conn<'_>) -> &'static str {
     match conn {
-        Conn::Postgres(_) => "tx_id::text::bigint, global_position",
-        Conn::Sqlite(_) => "0, global_position",
+        Conn::Postgres(_) => postgres::log::PLACE,
+        Conn::Sqlite(_) => sqlite::log::PLACE,
     }
 }
 
 /// `SELECT <the event columns> FROM events` for `conn`'s dialect (add a `WHERE`).
 pub fn select_events(conn: &Conn<'_>) -> String {
     let columns = match conn {
-        Conn::Postgres(_) => PG_COLUMNS,
-        Conn::Sqlite(_) => SQLITE_COLUMNS,
+        Conn::Postgres(_) => postgres::log::COLUMNS,
+        Conn::Sqlite(_) => sqlite::log::COLUMNS,
     };
     format!("SELECT {columns} FROM events")
 }
@@ -193,38 +237,27 @@ pub async fn append(
     aggregate_id: &str,
     sequence: i64,
     event_type: &str,
-    payload: &serde_json::Value,
-    metadata: &serde_json::Value,
+    payload: &Value,
+    metadata: &Value,
 ) -> Result<i64, sqlx::Error> {
-    let sql = match conn {
-        Conn::Postgres(_) => {
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             VALUES ($1, $2, $3, $4, '1', $5::jsonb::json, $6::jsonb::json) RETURNING global_position"
-        }
-        Conn::Sqlite(_) => {
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             VALUES ($1, $2, $3, $4, '1', $5, $6) RETURNING rowid"
-        }
-    };
-    let inserted: i64 = on_conn!(conn, |c| {
-        sqlx::query_scalar(sql)
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence)
-            .bind(event_type)
-            .bind(payload)
-            .bind(metadata)
-            .fetch_one(c)
-            .await
-    })?;
+    let event = NewEvent { aggregate_type, aggregate_id, sequence, event_type, payload, metadata };
     match conn {
-        Conn::Postgres(_) => Ok(inserted),
-        // The position is set by a trigger after the insert.
-        Conn::Sqlite(c) => {
-            sqlx::query_scalar("SELECT global_position FROM events WHERE rowid = $1")
-                .bind(inserted)
-                .fetch_one(&mut **c)
-                .await
-        }
+        Conn::Postgres(c) => postgres::log::append(c, &event).await,
+        Conn::Sqlite(c) => sqlite::log::append(c, &event).await,
     }
+}
+
+/// An event to append.
+pub(super) struct NewEvent<'a> {
+    pub aggregate_type: &'a str,
+    pub aggregate_id: &'a str,
+    pub sequence: i64,
+    pub event_type: &'a str,
+    pub payload: &'a Value,
+    pub metadata: &'a Value,
+}
+
+/// Whether the log holds any event.
+pub async fn has_events(conn: &mut Conn<'_>) -> Result<bool, sqlx::Error> {
+    on_conn!(conn, |c| sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events)").fetch_one(c).await)
 }

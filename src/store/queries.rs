@@ -1,7 +1,7 @@
-//! Read-model queries behind the HTTP API: point lookups and keyset-paged lists.
+//! Named reads of the read models behind the HTTP API: point lookups, keyset-paged lists, what
+//! vehicles reported.
 
-use super::sql::Db;
-use crate::on_db;
+use super::{execute_db, on_conn, on_db, Conn, Db};
 use crate::projections::views::{CommandView, ConsentView, DeviceView, Page, VehicleView};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -71,10 +71,7 @@ pub async fn fleet(
     let after: Option<String> = decode_token(page_token)?;
     // sqlx sends every parameter's type, so `$n IS NULL` needs no cast and the SQL is portable
     // but for the scope list (a JSON array: PostgreSQL and SQLite take it apart differently).
-    let in_scope = match db {
-        Db::Postgres(_) => "vin IN (SELECT jsonb_array_elements_text($7))",
-        Db::Sqlite(_) => "vin IN (SELECT value FROM json_each($7))",
-    };
+    let in_scope = db.in_json_list("vin", "$7");
     let sql = format!(
         "SELECT {VEHICLE_COLUMNS} FROM rm_vehicles WHERE ($1 IS NULL OR vin > $1) \
          AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR market = $3) \
@@ -154,4 +151,117 @@ pub async fn commands_of_vehicle(
         None
     };
     Ok(Page { items, next_page_token })
+}
+
+/// One signal's last-known value, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SignalRow {
+    /// VSS path.
+    pub signal: String,
+    /// Value.
+    pub value: serde_json::Value,
+    /// Vehicle time of the report.
+    pub vehicle_ts: DateTime<Utc>,
+    /// When tacho received it.
+    pub received_at: DateTime<Utc>,
+}
+
+/// Every signal's last-known value of `vin`.
+pub async fn vehicle_state(db: &Db, vin: &str) -> Result<Vec<SignalRow>, QueryError> {
+    let sql = "SELECT signal, value, vehicle_ts, received_at FROM rm_vehicle_state WHERE vin = $1";
+    Ok(on_db!(db, |p| sqlx::query_as(sql).bind(vin).fetch_all(p).await)?)
+}
+
+/// Filters of a vehicle's state history.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only this VSS path.
+    pub signal: Option<String>,
+    /// Vehicle time from (inclusive).
+    pub from: Option<DateTime<Utc>>,
+    /// Vehicle time to (exclusive).
+    pub to: Option<DateTime<Utc>>,
+    /// At most this many values.
+    pub limit: i64,
+}
+
+/// Historical values of `vin`'s signals, newest vehicle time first.
+pub async fn state_history(db: &Db, vin: &str, filter: &HistoryFilter) -> Result<Vec<SignalRow>, QueryError> {
+    // One row per signal of each report; SQLite's json_each gives strings unquoted and booleans as
+    // 1/0, so they are turned back into JSON.
+    let (signals, value) = match db {
+        Db::Postgres(_) => ("jsonb_each(h.signals)", "s.value"),
+        Db::Sqlite(_) => (
+            "json_each(h.signals)",
+            "CASE s.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'object' THEN s.value \
+             WHEN 'array' THEN s.value ELSE json_quote(s.value) END",
+        ),
+    };
+    let sql = format!(
+        "SELECT s.key AS signal, {value} AS value, h.vehicle_ts, h.received_at FROM rm_state_history h, {signals} s \
+         WHERE h.vin = $1 AND ($2 IS NULL OR s.key = $2) \
+         AND ($3 IS NULL OR h.vehicle_ts >= $3) AND ($4 IS NULL OR h.vehicle_ts < $4) \
+         ORDER BY h.vehicle_ts DESC, h.position DESC, s.key LIMIT $5"
+    );
+    Ok(on_db!(db, |p| {
+        sqlx::query_as(&sql)
+            .bind(vin)
+            .bind(&filter.signal)
+            .bind(filter.from)
+            .bind(filter.to)
+            .bind(filter.limit)
+            .fetch_all(p)
+            .await
+    })?)
+}
+
+/// An event a vehicle reported, as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportedRow {
+    /// Vehicle-side message id.
+    pub msg_id: String,
+    /// Event type.
+    pub kind: String,
+    /// Event data.
+    pub data: serde_json::Value,
+    /// Vehicle time.
+    pub vehicle_ts: DateTime<Utc>,
+    /// When tacho received it.
+    pub received_at: DateTime<Utc>,
+    /// Its position in the log (the page key).
+    pub position: i64,
+}
+
+/// The events `vin` reported, newest first, optionally of one kind.
+pub async fn reported_events(
+    db: &Db,
+    vin: &str,
+    kind: Option<&str>,
+    page_size: i64,
+    page_token: Option<&str>,
+) -> Result<Page<ReportedRow>, QueryError> {
+    let after: Option<i64> = decode_token(page_token)?;
+    let sql = "SELECT msg_id, kind, data, vehicle_ts, received_at, position FROM rm_vehicle_events WHERE vin = $1 \
+         AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR position < $3) \
+         ORDER BY position DESC LIMIT $4";
+    let mut items: Vec<ReportedRow> =
+        on_db!(db, |p| sqlx::query_as(sql).bind(vin).bind(kind).bind(after).bind(page_size + 1).fetch_all(p).await)?;
+    let next_page_token = if items.len() as i64 > page_size {
+        items.truncate(page_size as usize);
+        items.last().map(|r| encode_token(&r.position))
+    } else {
+        None
+    };
+    Ok(Page { items, next_page_token })
+}
+
+/// Whether `table` has any row.
+pub async fn table_has_rows(conn: &mut Conn<'_>, table: &str) -> Result<bool, sqlx::Error> {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table})");
+    on_conn!(conn, |c| sqlx::query_scalar(&sql).fetch_one(c).await)
+}
+
+/// Whether the store answers.
+pub async fn ping(db: &Db) -> Result<(), sqlx::Error> {
+    execute_db!(db, "SELECT 1").map(|_| ())
 }

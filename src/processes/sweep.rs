@@ -1,0 +1,79 @@
+//! The clock's process: commands past their deadline time out, queued commands past their TTL
+//! expire (also those that passed while tacho was down), queued commands of online vehicles go out
+//! (covering races with the connection process), and what is kept for a while is pruned.
+
+use super::acting;
+use super::dispatcher::Dispatcher;
+use crate::domain::command::CommandCommand;
+use crate::projections::ProjectionError;
+use crate::store::{pending, Db, Frameworks};
+use chrono::Utc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Every second: time out commands past their deadline, expire queued commands past their TTL,
+/// send queued commands whose vehicle is online (covers races with the connection process), and
+/// every minute prune the state history and the inbound dedupe window.
+pub async fn sweep(
+    db: Db,
+    frameworks: Arc<Frameworks>,
+    dispatcher: Option<Arc<Dispatcher>>,
+    history_retention: chrono::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut ticks: u64 = 0;
+    loop {
+        if let Err(e) = sweep_once(&db, &frameworks, dispatcher.as_deref()).await {
+            tracing::warn!(error = %e, "deadline sweep failed; retrying");
+        }
+        if ticks.is_multiple_of(60) {
+            if let Err(e) = prune(&db, history_retention).await {
+                tracing::warn!(error = %e, "pruning failed; retrying");
+            }
+        }
+        ticks += 1;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// One sweep (also run by tests).
+pub async fn sweep_once(
+    db: &Db,
+    frameworks: &Frameworks,
+    dispatcher: Option<&Dispatcher>,
+) -> Result<(), ProjectionError> {
+    let now = Utc::now();
+    for id in pending::overdue(db, now).await? {
+        // The read model may lag a re-dispatch that moved the deadline: the aggregate decides.
+        let _ = frameworks
+            .execute(&frameworks.commands, &id.to_string(), CommandCommand::TimeOut { at: now }, &acting("tacho:clock"))
+            .await;
+    }
+    for id in pending::expired(db, now).await? {
+        let _ = frameworks
+            .execute(&frameworks.commands, &id.to_string(), CommandCommand::Expire { at: now }, &acting("tacho:clock"))
+            .await;
+    }
+    if let Some(dispatcher) = dispatcher {
+        for id in pending::ready(db).await? {
+            if let Err(e) = dispatcher.dispatch(&id.to_string()).await {
+                tracing::warn!(command = %id, error = %e, "sending a queued command failed; retrying");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How long vehicle message ids are remembered to drop repeats.
+const DEDUPE_WINDOW_DAYS: i64 = 7;
+
+/// Deletes state history older than `history_retention` and message ids older than the
+/// deduplication window.
+pub async fn prune(db: &Db, history_retention: chrono::Duration) -> Result<(), sqlx::Error> {
+    let now = Utc::now();
+    pending::prune(db, now - history_retention, now - chrono::Duration::days(DEDUPE_WINDOW_DAYS)).await
+}

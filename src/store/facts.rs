@@ -1,0 +1,116 @@
+//! Appending observed vehicle facts to the log in batches, with duplicate message ids dropped, and
+//! storing refused MQTT messages as dead letters. One transaction per batch.
+
+use super::log::EVENTS_CHANNEL;
+use super::{is_unique_violation, on_db, postgres, sqlite, Db};
+use crate::domain::observation::{VehicleFact, CONNECTION_CHANGED, STREAM_TYPE};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+
+/// A fact about vehicle `vin`, ready to append.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// VIN (the stream id).
+    pub vin: String,
+    /// The fact.
+    pub fact: VehicleFact,
+}
+
+/// An MQTT message refused as a fact.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Topic it came on.
+    pub topic: String,
+    /// Its payload (kept as received, up to 64 KiB).
+    pub payload: Vec<u8>,
+    /// Stable reason: malformed, oversized, unknown_topic, unregistered_vehicle, consent_missing ...
+    pub reason: &'static str,
+    /// Details for a human.
+    pub detail: String,
+}
+
+/// What a vehicle may send, from the registry and consent read models.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Lifecycle status.
+    pub status: String,
+    /// Version of a `telemetry` consent in force (any subject).
+    pub telemetry: Option<u32>,
+    /// Version of a `location` consent in force (any subject).
+    pub location: Option<u32>,
+}
+
+/// Registry status and consents in force of `vins` at `at`; unregistered VINs are absent.
+pub async fn access(db: &Db, vins: &[String], at: DateTime<Utc>) -> Result<HashMap<String, Access>, sqlx::Error> {
+    let listed = db.in_json_list("v.vin", "$1");
+    let sql = format!(
+        "SELECT v.vin, v.status, \
+           (SELECT max(c.version) FROM rm_consents c WHERE c.vin = v.vin AND c.purpose = 'telemetry' \
+              AND c.status = 'granted' AND (c.expires_at IS NULL OR c.expires_at > $2)) AS telemetry, \
+           (SELECT max(c.version) FROM rm_consents c WHERE c.vin = v.vin AND c.purpose = 'location' \
+              AND c.status = 'granted' AND (c.expires_at IS NULL OR c.expires_at > $2)) AS location \
+         FROM rm_vehicles v WHERE {listed}"
+    );
+    let vins = json!(vins);
+    let rows: Vec<(String, String, Option<i64>, Option<i64>)> =
+        on_db!(db, |p| sqlx::query_as(&sql).bind(&vins).bind(at).fetch_all(p).await)?;
+    let version = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    Ok(rows
+        .into_iter()
+        .map(|(vin, status, telemetry, location)| {
+            (vin, Access { status, telemetry: version(telemetry), location: version(location) })
+        })
+        .collect())
+}
+
+/// Appends `facts` (minus message ids already stored) and `dead` in one transaction; returns how
+/// many facts were appended. Retries when another instance appended to the same stream meanwhile.
+pub async fn store(db: &Db, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        let stored = match db {
+            Db::Postgres(pool) => postgres::facts::store(pool, facts, dead).await,
+            Db::Sqlite(embedded) => {
+                let mut tx = embedded.begin().await?;
+                let stored = sqlite::facts::store(&mut tx, facts, dead).await?;
+                tx.commit().await?;
+                if stored > 0 {
+                    db.signal(EVENTS_CHANNEL, String::new());
+                }
+                Ok(stored)
+            }
+        };
+        match stored {
+            Err(e) if attempt < 5 && is_unique_violation(&e) => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// `facts` without the repeats of a message id inside the batch.
+pub(super) fn candidates(facts: &[Observed]) -> Vec<&Observed> {
+    let mut in_batch = HashSet::new();
+    facts.iter().filter(|o| o.fact.msg_id().is_none_or(|id| in_batch.insert((o.vin.clone(), id.to_owned())))).collect()
+}
+
+/// The metadata of a fact's event: the vehicle is its actor.
+pub(super) fn metadata(observed: &Observed) -> Value {
+    json!({ "actor": format!("vehicle:{}", observed.vin), "source": "mqtt" })
+}
+
+/// The vehicles whose last connection change in the log says online.
+pub async fn online_in_log(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let sql = "SELECT aggregate_id, payload FROM events e WHERE aggregate_type = $1 AND event_type = $2 \
+               AND sequence = (SELECT max(sequence) FROM events l \
+               WHERE l.aggregate_type = $1 AND l.aggregate_id = e.aggregate_id AND l.event_type = $2)";
+    let last: Vec<(String, Value)> =
+        on_db!(db, |p| sqlx::query_as(sql).bind(STREAM_TYPE).bind(CONNECTION_CHANGED).fetch_all(p).await)?;
+    let online = |payload: &Value| {
+        matches!(
+            serde_json::from_value::<VehicleFact>(payload.clone()),
+            Ok(VehicleFact::ConnectionChanged { online: true, .. })
+        )
+    };
+    Ok(last.into_iter().filter(|(_, payload)| online(payload)).map(|(vin, _)| vin).collect())
+}

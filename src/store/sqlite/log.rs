@@ -1,0 +1,49 @@
+//! The log on SQLite: one writer at a time, so position order is commit order (see
+//! [`crate::store::log`]).
+
+use crate::store::log::{BatchRow, Checkpoint, NewEvent};
+use sqlx::SqliteConnection;
+
+/// The columns of a [`crate::store::log::StoredEvent`].
+pub const COLUMNS: &str = "global_position, 0 AS tx_id, aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload, metadata, recorded_at";
+
+/// The columns of an event's place in commit order.
+pub const PLACE: &str = "0, global_position";
+
+/// Up to `limit` events after `after`, and the frontier.
+pub(in crate::store) async fn read_after(
+    c: &mut SqliteConnection,
+    after: Checkpoint,
+    types: Option<Vec<String>>,
+    limit: i64,
+) -> Result<Vec<BatchRow>, sqlx::Error> {
+    // A read transaction of its own would be one snapshot too; a single statement is.
+    let sql = format!(
+        "WITH frontier AS (SELECT 0 AS f_tx, max(global_position) AS f_pos FROM events), \
+         batch AS (SELECT {COLUMNS} FROM events WHERE global_position > $1 \
+           AND ($2 IS NULL OR aggregate_type IN (SELECT value FROM json_each($2))) \
+           ORDER BY global_position LIMIT $3) \
+         SELECT batch.*, frontier.f_tx, frontier.f_pos FROM frontier LEFT JOIN batch ON true \
+         WHERE frontier.f_pos IS NOT NULL ORDER BY batch.global_position"
+    );
+    sqlx::query_as(&sql).bind(after.position).bind(types.map(|t| serde_json::json!(t))).bind(limit).fetch_all(c).await
+}
+
+/// Appends `event`; its position.
+pub(in crate::store) async fn append(c: &mut SqliteConnection, event: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
+    let rowid: i64 = sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ($1, $2, $3, $4, '1', $5, $6) RETURNING rowid",
+    )
+    .bind(event.aggregate_type)
+    .bind(event.aggregate_id)
+    .bind(event.sequence)
+    .bind(event.event_type)
+    .bind(event.payload)
+    .bind(event.metadata)
+    .fetch_one(&mut *c)
+    .await?;
+    // The position is set by a trigger after the insert.
+    sqlx::query_scalar("SELECT global_position FROM events WHERE rowid = $1").bind(rowid).fetch_one(c).await
+}
