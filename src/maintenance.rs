@@ -4,6 +4,7 @@
 use crate::audit::{self, Progress, VerifyReport};
 use crate::config::Config;
 use crate::projections::{Rebuilt, Subscriptions};
+use crate::store::seal;
 use anyhow::Context;
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -82,9 +83,7 @@ pub async fn audit_verify(
     if let Some(expected) = expect {
         let (seal_no, hash) = expected.split_once(':').context("--expect takes SEAL_NO:HASH")?;
         let seal_no: i64 = seal_no.parse().context("--expect takes SEAL_NO:HASH")?;
-        let sql = "SELECT chain_hash FROM event_seals WHERE seal_no = $1";
-        let stored: Option<String> =
-            crate::store::on_db!(&db, |p| sqlx::query_scalar(sql).bind(seal_no).fetch_optional(p).await)?;
+        let stored = seal::chain_hash_of(&db, seal_no).await?;
         // Only a seal within the chain just recomputed (intact up to its head) counts.
         let verified = report.chain.as_ref().is_some_and(|head| seal_no <= head.seal_no);
         match stored {

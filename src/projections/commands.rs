@@ -5,9 +5,9 @@
 
 use super::{Projection, ProjectionError};
 use crate::domain::command::{CommandEvent, RejectedBy};
-use crate::store::execute;
 use crate::store::log::StoredEvent;
 use crate::store::Conn;
+use crate::store::Sql;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -61,60 +61,55 @@ impl Projection for CommandsProjection {
             let deadline_at = at + chrono::Duration::seconds(i64::from(*timeout_s));
             let expires_at = at + chrono::Duration::seconds(i64::from(*ttl_s));
             let transitions = json!([{ "status": "requested", "at": at }]);
-            execute!(
-                conn,
-                sql,
-                id,
-                vin,
-                name,
-                params,
-                requester,
-                idempotency_key,
-                consent_version.map(i64::from),
-                i64::from(*timeout_s),
-                *store_and_forward,
-                i64::from(*ttl_s),
-                at,
-                &transitions,
-                version,
-                deadline_at,
-                expires_at
-            )?;
+            Sql::new(sql)
+                .bind(id)
+                .bind(vin)
+                .bind(name)
+                .bind(params)
+                .bind(requester)
+                .bind(idempotency_key)
+                .bind(consent_version.map(i64::from))
+                .bind(i64::from(*timeout_s))
+                .bind(*store_and_forward)
+                .bind(i64::from(*ttl_s))
+                .bind(at)
+                .bind(&transitions)
+                .bind(version)
+                .bind(deadline_at)
+                .bind(expires_at)
+                .execute(&mut *conn)
+                .await?;
         } else if let Some(status) = decoded.status() {
             let (result, error) = outcome(&decoded);
             let transition = json!({ "status": status.as_str(), "at": at });
-            let sql = match conn {
-                Conn::Postgres(_) => {
-                    "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = transitions || jsonb_build_array($4::jsonb), \
-                     result = coalesce($5, result), error = coalesce($6, error), version = $7, \
-                     dispatched_at = CASE WHEN $2 = 'dispatched' THEN $3 ELSE dispatched_at END, \
-                     deadline_at = CASE WHEN $2 = 'dispatched' THEN $3 + make_interval(secs => timeout_s) ELSE deadline_at END \
-                     WHERE command_id = $1"
-                }
-                Conn::Sqlite(_) => {
-                    "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = json_insert(transitions, '$[#]', json($4)), \
-                     result = coalesce($5, result), error = coalesce($6, error), version = $7, \
-                     dispatched_at = CASE WHEN $2 = 'dispatched' THEN $3 ELSE dispatched_at END, \
-                     deadline_at = CASE WHEN $2 = 'dispatched' \
-                       THEN strftime('%Y-%m-%dT%H:%M:%f+00:00', $3, '+' || timeout_s || ' seconds') ELSE deadline_at END \
-                     WHERE command_id = $1"
-                }
-            };
-            execute!(conn, sql, id, status.as_str(), at, &transition, &result, &error, version)?;
+            let dialect = conn.dialect();
+            let sql = format!(
+                "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = {}, \
+                 result = coalesce($5, result), error = coalesce($6, error), version = $7, \
+                 dispatched_at = CASE WHEN $2 = 'dispatched' THEN $3 ELSE dispatched_at END, \
+                 deadline_at = CASE WHEN $2 = 'dispatched' THEN {} ELSE deadline_at END \
+                 WHERE command_id = $1",
+                dialect.json_append("transitions", "$4"),
+                dialect.plus_seconds("$3", "timeout_s"),
+            );
+            Sql::new(&sql)
+                .bind(id)
+                .bind(status.as_str())
+                .bind(at)
+                .bind(&transition)
+                .bind(&result)
+                .bind(&error)
+                .bind(version)
+                .execute(&mut *conn)
+                .await?;
         } else if let CommandEvent::LateAnswerRecorded { status, code, message, result, vehicle_ts, at } = &decoded {
             let late = json!({ "status": status, "code": code, "message": message, "result": result,
                                "vehicle_ts": vehicle_ts, "received_at": at });
-            let sql = match conn {
-                Conn::Postgres(_) => {
-                    "UPDATE rm_commands SET late_answers = late_answers || jsonb_build_array($2::jsonb), version = $3 \
-                     WHERE command_id = $1"
-                }
-                Conn::Sqlite(_) => {
-                    "UPDATE rm_commands SET late_answers = json_insert(late_answers, '$[#]', json($2)), version = $3 \
-                     WHERE command_id = $1"
-                }
-            };
-            execute!(conn, sql, id, &late, version)?;
+            let sql = format!(
+                "UPDATE rm_commands SET late_answers = {}, version = $3 WHERE command_id = $1",
+                conn.dialect().json_append("late_answers", "$2")
+            );
+            Sql::new(&sql).bind(id).bind(&late).bind(version).execute(&mut *conn).await?;
         }
         Ok(())
     }

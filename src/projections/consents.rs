@@ -2,9 +2,9 @@
 
 use super::{Projection, ProjectionError};
 use crate::domain::consent::ConsentEvent;
-use crate::store::execute;
 use crate::store::log::StoredEvent;
 use crate::store::Conn;
+use crate::store::Sql;
 
 /// Keeps `rm_consents`.
 pub struct ConsentsProjection;
@@ -45,12 +45,29 @@ impl Projection for ConsentsProjection {
                      ON CONFLICT (vin, subject, purpose) DO UPDATE SET status = 'granted', version = $4, \
                      legal_basis = $5, expires_at = $6, granted_at = $7, granted_by = $8, revoked_at = NULL";
                 let version = i64::from(version);
-                execute!(conn, sql, vin, subject, purpose.as_str(), version, legal_basis, expires_at, at, granted_by)?;
+                Sql::new(sql)
+                    .bind(vin)
+                    .bind(subject)
+                    .bind(purpose.as_str())
+                    .bind(version)
+                    .bind(legal_basis)
+                    .bind(expires_at)
+                    .bind(at)
+                    .bind(granted_by)
+                    .execute(&mut *conn)
+                    .await?;
             }
             ConsentEvent::ConsentRevoked { subject, purpose, version, at } => {
                 let sql = "UPDATE rm_consents SET status = 'revoked', version = $4, revoked_at = $5 \
                      WHERE vin = $1 AND subject = $2 AND purpose = $3";
-                execute!(conn, sql, &event.aggregate_id, subject, purpose.as_str(), i64::from(version), at)?;
+                Sql::new(sql)
+                    .bind(&event.aggregate_id)
+                    .bind(subject)
+                    .bind(purpose.as_str())
+                    .bind(i64::from(version))
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await?;
             }
         }
         Ok(())

@@ -4,8 +4,7 @@ use super::{Projection, ProjectionError};
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
 use crate::domain::vehicle::VehicleEvent;
 use crate::store::log::StoredEvent;
-use crate::store::Conn;
-use crate::store::{execute, on_conn};
+use crate::store::{bulk, Conn, Sql};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -51,38 +50,12 @@ impl Projection for VehiclesProjection {
                 connection.insert(event.aggregate_id.clone(), (online, received_at));
             }
         }
-        match conn {
-            Conn::Postgres(c) if !seen.is_empty() => {
-                let (vins, times): (Vec<String>, Vec<DateTime<Utc>>) = seen.into_iter().unzip();
-                sqlx::query(
-                    "UPDATE rm_vehicles v SET last_seen = u.at \
-                     FROM UNNEST($1::text[], $2::timestamptz[]) AS u(vin, at) \
-                     WHERE v.vin = u.vin AND (v.last_seen IS NULL OR v.last_seen < u.at - interval '1 second')",
-                )
-                .bind(&vins)
-                .bind(&times)
-                .execute(&mut **c)
-                .await?;
-            }
-            Conn::Sqlite(c) => {
-                for (vin, at) in seen {
-                    sqlx::query(
-                        "UPDATE rm_vehicles SET last_seen = $2 WHERE vin = $1 AND (last_seen IS NULL OR last_seen < $3)",
-                    )
-                    .bind(vin)
-                    .bind(at)
-                    .bind(at - chrono::Duration::seconds(1))
-                    .execute(&mut **c)
-                    .await?;
-                }
-            }
-            Conn::Postgres(_) => {}
-        }
+        bulk::touch_last_seen(conn, seen.into_iter().collect()).await?;
         for (vin, (online, since)) in connection {
             let sql = "UPDATE rm_vehicles SET connected = $2, \
                  connection_since = CASE WHEN connected = $2 AND connection_since IS NOT NULL THEN connection_since ELSE $3 END \
                  WHERE vin = $1";
-            execute!(conn, sql, &vin, online, since)?;
+            Sql::new(sql).bind(&vin).bind(online).bind(since).execute(&mut *conn).await?;
         }
         Ok(())
     }
@@ -99,7 +72,17 @@ impl Projection for VehiclesProjection {
                      registered_at, updated_at, version) VALUES ($1, 'registered', $2, $3, $4, $5, $6, $7, $7, $8) \
                      ON CONFLICT (vin) DO NOTHING";
                 let (options, data_collection) = (json!(options), json!(data_collection));
-                execute!(conn, sql, &vin, &model, model_year, &market, &options, &data_collection, at, version)?;
+                Sql::new(sql)
+                    .bind(&vin)
+                    .bind(&model)
+                    .bind(model_year)
+                    .bind(&market)
+                    .bind(&options)
+                    .bind(&data_collection)
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await?;
             }
             VehicleEvent::VehicleActivated { at } => set_status(conn, vin, "active", at, version).await?,
             VehicleEvent::VehicleSuspended { at, .. } => set_status(conn, vin, "suspended", at, version).await?,
@@ -134,14 +117,14 @@ async fn set_status(
     version: i64,
 ) -> Result<(), sqlx::Error> {
     let sql = "UPDATE rm_vehicles SET status = $2, updated_at = $3, version = $4 WHERE vin = $1";
-    execute!(conn, sql, vin, status, at, version)?;
+    Sql::new(sql).bind(vin).bind(status).bind(at).bind(version).execute(&mut *conn).await?;
     Ok(())
 }
 
 /// The devices attached to `vin`, as the read model lists them.
 async fn devices(conn: &mut Conn<'_>, vin: &str) -> Result<Vec<Value>, sqlx::Error> {
     let sql = "SELECT devices FROM rm_vehicles WHERE vin = $1";
-    let devices: Option<Value> = on_conn!(conn, |c| sqlx::query_scalar(sql).bind(vin).fetch_optional(c).await)?;
+    let devices: Option<Value> = Sql::new(sql).bind(vin).scalar_optional(&mut *conn).await?;
     Ok(match devices {
         Some(Value::Array(devices)) => devices,
         _ => Vec::new(),
@@ -157,6 +140,6 @@ async fn set_devices(
 ) -> Result<(), sqlx::Error> {
     let sql = "UPDATE rm_vehicles SET devices = $2, updated_at = $3, version = $4 WHERE vin = $1";
     let devices = Value::Array(devices);
-    execute!(conn, sql, vin, &devices, at, version)?;
+    Sql::new(sql).bind(vin).bind(&devices).bind(at).bind(version).execute(&mut *conn).await?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! models say of each stream (to compare with the log's replay).
 
 use super::log::{select_events, StoredEvent};
-use super::{on_conn, Conn};
+use super::{Conn, Sql};
 use futures::TryStreamExt;
 use serde_json::Value;
 use uuid::Uuid;
@@ -17,7 +17,7 @@ pub async fn count_events(
     id: Option<&str>,
 ) -> Result<i64, sqlx::Error> {
     let sql = format!("SELECT count(*) FROM events WHERE {FILTER}");
-    on_conn!(conn, |c| sqlx::query_scalar(&sql).bind(aggregate_type).bind(id).fetch_one(c).await)
+    Sql::new(&sql).bind(aggregate_type).bind(id).scalar(&mut *conn).await
 }
 
 /// Calls `each` with every event of the streams of `aggregate_type` (and `id`), stream by stream in
@@ -29,13 +29,20 @@ pub async fn for_each_event<E: From<sqlx::Error>>(
     mut each: impl FnMut(StoredEvent) -> Result<(), E>,
 ) -> Result<(), E> {
     let sql = format!("{} WHERE {FILTER} ORDER BY aggregate_type, aggregate_id, sequence", select_events(conn));
-    on_conn!(conn, |c| {
-        let mut rows = sqlx::query_as::<_, StoredEvent>(&sql).bind(aggregate_type).bind(id).fetch(c);
-        while let Some(event) = rows.try_next().await? {
-            each(event)?;
-        }
-        Ok(())
-    })
+    macro_rules! each_row {
+        ($c:expr) => {{
+            let mut rows = sqlx::query_as::<_, StoredEvent>(&sql).bind(aggregate_type).bind(id).fetch($c);
+            while let Some(event) = rows.try_next().await? {
+                each(event)?;
+            }
+            Ok(())
+        }};
+    }
+    // Streamed row by row, which `Sql` does not offer: one arm per driver.
+    match conn {
+        Conn::Postgres(c) => each_row!(&mut **c),
+        Conn::Sqlite(c) => each_row!(&mut **c),
+    }
 }
 
 /// The seals of the streams of `aggregate_type` (and `id`): type, id, sequence, position, stream hash.
@@ -47,28 +54,28 @@ pub async fn seals(
     let sql = format!(
         "SELECT aggregate_type, aggregate_id, sequence, global_position, stream_hash FROM event_seals WHERE {FILTER}"
     );
-    on_conn!(conn, |c| sqlx::query_as(&sql).bind(aggregate_type).bind(id).fetch_all(c).await)
+    Sql::new(&sql).bind(aggregate_type).bind(id).fetch_all(&mut *conn).await
 }
 
 /// The registry's vehicles: VIN, status, attached devices.
 pub async fn vehicles(conn: &mut Conn<'_>) -> Result<Vec<(String, String, Value)>, sqlx::Error> {
-    on_conn!(conn, |c| sqlx::query_as("SELECT vin, status, devices FROM rm_vehicles").fetch_all(c).await)
+    Sql::new("SELECT vin, status, devices FROM rm_vehicles").fetch_all(&mut *conn).await
 }
 
 /// The registry's devices: id, status, VIN, certificate thumbprint.
 pub async fn devices(conn: &mut Conn<'_>) -> Result<Vec<(String, String, String, String)>, sqlx::Error> {
     let sql = "SELECT device_id, status, vin, certificate_thumbprint FROM rm_devices";
-    on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)
+    Sql::new(sql).fetch_all(&mut *conn).await
 }
 
 /// The consents granted: VIN, subject, purpose, version.
 pub async fn granted_consents(conn: &mut Conn<'_>) -> Result<Vec<(String, String, String, i64)>, sqlx::Error> {
     let sql = "SELECT vin, subject, purpose, version FROM rm_consents WHERE status = 'granted'";
-    on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)
+    Sql::new(sql).fetch_all(&mut *conn).await
 }
 
 /// The commands: id, status, VIN, transitions.
 pub async fn commands(conn: &mut Conn<'_>) -> Result<Vec<(Uuid, String, String, Value)>, sqlx::Error> {
     let sql = "SELECT command_id, status, vin, transitions FROM rm_commands";
-    on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)
+    Sql::new(sql).fetch_all(&mut *conn).await
 }

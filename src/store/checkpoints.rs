@@ -6,7 +6,7 @@
 //! they lock the same thing, not because two literals happen to match.
 
 use super::log::Checkpoint;
-use super::{execute, on_conn, Conn, Db};
+use super::{Conn, Db, Sql};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, Postgres};
 
@@ -20,7 +20,7 @@ const REBUILD_LOCK_KEY: &str = "hashtext('tacho-rebuild:' || $1)";
 /// Subscriber `name`'s stored checkpoint (the start of the log when it has none yet).
 pub async fn load(conn: &mut Conn<'_>, name: &str) -> Result<Checkpoint, sqlx::Error> {
     let sql = "SELECT tx_id, position FROM subscription_checkpoints WHERE name = $1";
-    let row: Option<(i64, i64)> = on_conn!(conn, |c| sqlx::query_as(sql).bind(name).fetch_optional(c).await)?;
+    let row: Option<(i64, i64)> = Sql::new(sql).bind(name).fetch_optional(conn).await?;
     Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }).unwrap_or_default())
 }
 
@@ -28,14 +28,14 @@ pub async fn load(conn: &mut Conn<'_>, name: &str) -> Result<Checkpoint, sqlx::E
 pub async fn save(conn: &mut Conn<'_>, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO subscription_checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3, updated_at = $4";
-    execute!(conn, sql, name, at.tx_id, at.position, chrono::Utc::now())?;
+    Sql::new(sql).bind(name).bind(at.tx_id).bind(at.position).bind(chrono::Utc::now()).execute(conn).await?;
     Ok(())
 }
 
 /// Whether subscriber `name` has a checkpoint at all (a read model without one is new).
 pub async fn exists(conn: &mut Conn<'_>, name: &str) -> Result<bool, sqlx::Error> {
     let sql = "SELECT EXISTS (SELECT 1 FROM subscription_checkpoints WHERE name = $1)";
-    on_conn!(conn, |c| sqlx::query_scalar(sql).bind(name).fetch_one(c).await)
+    Sql::new(sql).bind(name).scalar(conn).await
 }
 
 /// Takes subscriber `name`'s turn for the rest of the transaction `conn` is in: waiting for it with

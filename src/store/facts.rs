@@ -2,7 +2,7 @@
 //! storing refused MQTT messages as dead letters. One transaction per batch.
 
 use super::log::EVENTS_CHANNEL;
-use super::{is_unique_violation, on_db, postgres, sqlite, Db};
+use super::{is_unique_violation, postgres, sqlite, Db, Sql};
 use crate::domain::observation::{VehicleFact, CONNECTION_CHANGED, STREAM_TYPE};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -43,7 +43,7 @@ pub struct Access {
 
 /// Registry status and consents in force of `vins` at `at`; unregistered VINs are absent.
 pub async fn access(db: &Db, vins: &[String], at: DateTime<Utc>) -> Result<HashMap<String, Access>, sqlx::Error> {
-    let listed = db.in_json_list("v.vin", "$1");
+    let listed = db.dialect().in_json_list("v.vin", "$1");
     let sql = format!(
         "SELECT v.vin, v.status, \
            (SELECT max(c.version) FROM rm_consents c WHERE c.vin = v.vin AND c.purpose = 'telemetry' \
@@ -54,7 +54,7 @@ pub async fn access(db: &Db, vins: &[String], at: DateTime<Utc>) -> Result<HashM
     );
     let vins = json!(vins);
     let rows: Vec<(String, String, Option<i64>, Option<i64>)> =
-        on_db!(db, |p| sqlx::query_as(&sql).bind(&vins).bind(at).fetch_all(p).await)?;
+        Sql::new(&sql).bind(&vins).bind(at).fetch_all(db).await?;
     let version = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
     Ok(rows
         .into_iter()
@@ -104,8 +104,7 @@ pub async fn online_in_log(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     let sql = "SELECT aggregate_id, payload FROM events e WHERE aggregate_type = $1 AND event_type = $2 \
                AND sequence = (SELECT max(sequence) FROM events l \
                WHERE l.aggregate_type = $1 AND l.aggregate_id = e.aggregate_id AND l.event_type = $2)";
-    let last: Vec<(String, Value)> =
-        on_db!(db, |p| sqlx::query_as(sql).bind(STREAM_TYPE).bind(CONNECTION_CHANGED).fetch_all(p).await)?;
+    let last: Vec<(String, Value)> = Sql::new(sql).bind(STREAM_TYPE).bind(CONNECTION_CHANGED).fetch_all(db).await?;
     let online = |payload: &Value| {
         matches!(
             serde_json::from_value::<VehicleFact>(payload.clone()),

@@ -1,7 +1,7 @@
 //! Idempotency keys of command requests: claimed before the command is recorded, strongly
 //! consistent (a primary key, not a read model).
 
-use super::{execute_db, on_db, Db};
+use super::{Db, Sql};
 use uuid::Uuid;
 
 /// What a key already stands for.
@@ -25,19 +25,18 @@ pub async fn claim(
 ) -> Result<Claim, sqlx::Error> {
     let sql = "INSERT INTO command_idempotency (requester, key, request_hash, command_id) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (requester, key) DO NOTHING";
-    let inserted = execute_db!(db, sql, requester, key, request_hash, command_id)?;
+    let inserted = Sql::new(sql).bind(requester).bind(key).bind(request_hash).bind(command_id).execute(db).await?;
     if inserted == 1 {
         return Ok(Claim::New);
     }
     let sql = "SELECT request_hash, command_id FROM command_idempotency WHERE requester = $1 AND key = $2";
-    let (stored_hash, existing): (String, Uuid) =
-        on_db!(db, |p| sqlx::query_as(sql).bind(requester).bind(key).fetch_one(p).await)?;
+    let (stored_hash, existing): (String, Uuid) = Sql::new(sql).bind(requester).bind(key).fetch_one(db).await?;
     Ok(if stored_hash == request_hash { Claim::Replay(existing) } else { Claim::Conflict })
 }
 
 /// Frees a key whose request was refused before anything was recorded.
 pub async fn release(db: &Db, requester: &str, key: &str) -> Result<(), sqlx::Error> {
     let sql = "DELETE FROM command_idempotency WHERE requester = $1 AND key = $2";
-    execute_db!(db, sql, requester, key)?;
+    Sql::new(sql).bind(requester).bind(key).execute(db).await?;
     Ok(())
 }

@@ -14,7 +14,7 @@
 //! **SQLite.** One writer at a time: a position is handed out inside the write transaction that
 //! commits before the next writer starts, so position order is commit order and `tx_id` is 0.
 
-use super::{on_conn, postgres, sqlite, Conn};
+use super::{postgres, sqlite, Conn, Sql};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
@@ -187,7 +187,7 @@ pub async fn read_stream(
     aggregate_id: &str,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!("{} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence", select_events(conn));
-    on_conn!(conn, |c| sqlx::query_as(&sql).bind(aggregate_type).bind(aggregate_id).fetch_all(c).await)
+    Sql::new(&sql).bind(aggregate_type).bind(aggregate_id).fetch_all(&mut *conn).await
 }
 
 /// Where the last event of a stream sits in commit order (what a reader must pass to have seen it).
@@ -201,14 +201,14 @@ pub async fn stream_head(
         place(conn)
     );
     let row: Option<(i64, i64)> =
-        on_conn!(conn, |c| sqlx::query_as(&sql).bind(aggregate_type).bind(aggregate_id).fetch_optional(c).await)?;
+        Sql::new(&sql).bind(aggregate_type).bind(aggregate_id).fetch_optional(&mut *conn).await?;
     Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }))
 }
 
 /// The commit-order place of the event at `position`, if it exists.
 pub async fn checkpoint_of(conn: &mut Conn<'_>, position: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
     let sql = format!("SELECT {} FROM events WHERE global_position = $1", place(conn));
-    let row: Option<(i64, i64)> = on_conn!(conn, |c| sqlx::query_as(&sql).bind(position).fetch_optional(c).await)?;
+    let row: Option<(i64, i64)> = Sql::new(&sql).bind(position).fetch_optional(&mut *conn).await?;
     Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }))
 }
 
@@ -259,5 +259,5 @@ pub(super) struct NewEvent<'a> {
 
 /// Whether the log holds any event.
 pub async fn has_events(conn: &mut Conn<'_>) -> Result<bool, sqlx::Error> {
-    on_conn!(conn, |c| sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events)").fetch_one(c).await)
+    Sql::new("SELECT EXISTS (SELECT 1 FROM events)").scalar(&mut *conn).await
 }

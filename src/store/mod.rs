@@ -5,6 +5,8 @@
 //! - [`aggregates`]: the cqrs-es repositories and frameworks the aggregates are loaded and written with.
 //! - [`seal`]: the seals' hashing (canonical JSON, stream and chain hashes) and their table.
 //! - [`facts`]: vehicle facts appended in batches, dead letters; [`idempotency`]: request keys.
+//! - [`bulk`]: set-based writes of the read models that take thousands of rows per batch.
+//! - [`sql`]: [`Sql`], one statement for either store; [`Dialect`]: the fragments they say differently.
 //! - [`queries`]: named reads of the read models for the API; [`pending`]: what the processes act
 //!   on (queued, in-flight and overdue commands) and pruning.
 //! - [`audit`]: the reads `audit verify` makes (the log stream by stream, the read models' rows).
@@ -13,15 +15,15 @@
 //!   differently (the log's commit order, bulk writes, JSON operators, table copies).
 //!
 //! Most SQL is portable (`$n` placeholders, `ON CONFLICT`, row values, `RETURNING`) and is written
-//! once: `on_db!` and `on_conn!` run one body against whichever backend is open, each arm
-//! type-checked against its own driver. The macros are the store's own (`pub(crate)`): the read
-//! models, which sit directly on the store, write their tables with them; nothing above does SQL.
+//! once with [`Sql`], which runs it on whichever backend is open. The read models, which sit
+//! directly on the store, write their tables with it; nothing above them writes SQL.
 //!
 //! Times are bound as `DateTime<Utc>`: PostgreSQL keeps `timestamptz`; SQLite keeps RFC 3339 text in
 //! UTC, whose fractional part sorts correctly as text, so comparisons work in both.
 
 pub mod aggregates;
 pub mod audit;
+pub mod bulk;
 pub mod checkpoints;
 pub mod facts;
 pub mod idempotency;
@@ -31,9 +33,11 @@ pub mod postgres;
 pub mod queries;
 pub mod rebuild;
 pub mod seal;
+pub mod sql;
 pub mod sqlite;
 
 pub use aggregates::{EventStores, Frameworks};
+pub use sql::Sql;
 
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
@@ -73,6 +77,42 @@ impl Embedded {
     }
 }
 
+/// The SQL dialect of a store: the fragments portable statements splice in where the two differ
+/// (each written in [`postgres::dialect`] and [`sqlite::dialect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL.
+    Postgres,
+    /// SQLite.
+    Sqlite,
+}
+
+impl Dialect {
+    /// A condition: `column` is one of the strings of the JSON array bound as `param`.
+    pub fn in_json_list(self, column: &str, param: &str) -> String {
+        match self {
+            Self::Postgres => postgres::dialect::in_json_list(column, param),
+            Self::Sqlite => sqlite::dialect::in_json_list(column, param),
+        }
+    }
+
+    /// The JSON array `column` with the JSON value bound as `param` appended.
+    pub fn json_append(self, column: &str, param: &str) -> String {
+        match self {
+            Self::Postgres => postgres::dialect::json_append(column, param),
+            Self::Sqlite => sqlite::dialect::json_append(column, param),
+        }
+    }
+
+    /// The time `time` plus `seconds` (an expression) seconds.
+    pub fn plus_seconds(self, time: &str, seconds: &str) -> String {
+        match self {
+            Self::Postgres => postgres::dialect::plus_seconds(time, seconds),
+            Self::Sqlite => sqlite::dialect::plus_seconds(time, seconds),
+        }
+    }
+}
+
 /// A connection of either backend, borrowed from a pool or a transaction.
 pub enum Conn<'c> {
     /// PostgreSQL.
@@ -97,52 +137,6 @@ pub enum Pooled {
     Sqlite(PoolConnection<Sqlite>),
 }
 
-/// Runs `$body` with `$p` bound to the open pool (`&PgPool` or `&SqlitePool`).
-macro_rules! on_db {
-    ($db:expr, |$p:ident| $body:expr) => {
-        match $db {
-            $crate::store::Db::Postgres($p) => $body,
-            $crate::store::Db::Sqlite(embedded) => {
-                let $p = &embedded.pool;
-                $body
-            }
-        }
-    };
-}
-
-/// Runs `$body` with `$c` bound to the connection (`&mut PgConnection` or `&mut SqliteConnection`)
-/// of a `&mut Conn`.
-macro_rules! on_conn {
-    ($conn:expr, |$c:ident| $body:expr) => {
-        match $conn {
-            $crate::store::Conn::Postgres(c) => {
-                let $c: &mut sqlx::PgConnection = &mut **c;
-                $body
-            }
-            $crate::store::Conn::Sqlite(c) => {
-                let $c: &mut sqlx::SqliteConnection = &mut **c;
-                $body
-            }
-        }
-    };
-}
-
-/// Runs one statement with its arguments on a `&mut Conn`; the rows it changed.
-macro_rules! execute {
-    ($conn:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
-        $crate::store::on_conn!($conn, |c| sqlx::query($sql)$(.bind($arg))*.execute(c).await.map(|r| r.rows_affected()))
-    };
-}
-
-/// Runs one statement with its arguments on a `&Db`; the rows it changed.
-macro_rules! execute_db {
-    ($db:expr, $sql:expr $(, $arg:expr)* $(,)?) => {
-        $crate::store::on_db!($db, |p| sqlx::query($sql)$(.bind($arg))*.execute(p).await.map(|r| r.rows_affected()))
-    };
-}
-
-pub(crate) use {execute, execute_db, on_conn, on_db};
-
 impl Db {
     /// Whether this is the embedded store.
     pub fn is_embedded(&self) -> bool {
@@ -157,11 +151,11 @@ impl Db {
         }
     }
 
-    /// A condition: `column` is one of the strings of the JSON array bound as `param`.
-    pub fn in_json_list(&self, column: &str, param: &str) -> String {
+    /// The SQL dialect of this store.
+    pub fn dialect(&self) -> Dialect {
         match self {
-            Self::Postgres(_) => format!("{column} IN (SELECT jsonb_array_elements_text({param}))"),
-            Self::Sqlite(_) => format!("{column} IN (SELECT value FROM json_each({param}))"),
+            Self::Postgres(_) => Dialect::Postgres,
+            Self::Sqlite(_) => Dialect::Sqlite,
         }
     }
 
@@ -213,7 +207,10 @@ impl Db {
 
     /// Closes the pool (the SQLite file is checkpointed and left consistent).
     pub async fn close(&self) {
-        on_db!(self, |p| p.close().await)
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(embedded) => embedded.pool.close().await,
+        }
     }
 }
 
@@ -236,6 +233,14 @@ impl Tx {
 }
 
 impl Conn<'_> {
+    /// The SQL dialect of this connection.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Self::Postgres(_) => Dialect::Postgres,
+            Self::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
     /// Tells every instance's listeners of `channel` each of `payloads` once the transaction this
     /// connection is in commits (PostgreSQL: `pg_notify`). SQLite has one instance: its caller
     /// signals after the commit ([`Db::signal`]).

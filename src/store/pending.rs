@@ -3,7 +3,7 @@
 //!
 //! The read models lag the log: whoever acts on these ids loads the aggregate, which decides.
 
-use super::{execute_db, on_db, Db};
+use super::{Db, Sql};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -13,27 +13,27 @@ const SWEEP_LIMIT: i64 = 500;
 /// Whether the registry shows `vin` connected (false for an unknown vehicle).
 pub async fn is_connected(db: &Db, vin: &str) -> Result<bool, sqlx::Error> {
     let sql = "SELECT connected FROM rm_vehicles WHERE vin = $1";
-    let online: Option<bool> = on_db!(db, |p| sqlx::query_scalar(sql).bind(vin).fetch_optional(p).await)?;
+    let online: Option<bool> = Sql::new(sql).bind(vin).scalar_optional(db).await?;
     Ok(online.unwrap_or(false))
 }
 
 /// `vin`'s queued commands, oldest first.
 pub async fn queued(db: &Db, vin: &str) -> Result<Vec<Uuid>, sqlx::Error> {
     let sql = "SELECT command_id FROM rm_commands WHERE vin = $1 AND status = 'queued' ORDER BY requested_at";
-    on_db!(db, |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await)
+    Sql::new(sql).bind(vin).scalars(db).await
 }
 
 /// `vin`'s queued commands sent by `requester`.
 pub async fn queued_by(db: &Db, vin: &str, requester: &str) -> Result<Vec<Uuid>, sqlx::Error> {
     let sql = "SELECT command_id FROM rm_commands WHERE vin = $1 AND requester = $2 AND status = 'queued'";
-    on_db!(db, |p| sqlx::query_scalar(sql).bind(vin).bind(requester).fetch_all(p).await)
+    Sql::new(sql).bind(vin).bind(requester).scalars(db).await
 }
 
 /// `vin`'s commands at the vehicle: dispatched, accepted or in progress.
 pub async fn in_flight(db: &Db, vin: &str) -> Result<Vec<Uuid>, sqlx::Error> {
     let sql = "SELECT command_id FROM rm_commands WHERE vin = $1 \
                AND status IN ('dispatched', 'accepted', 'in_progress')";
-    on_db!(db, |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await)
+    Sql::new(sql).bind(vin).scalars(db).await
 }
 
 /// Commands not finished whose deadline is at or before `now`, earliest first.
@@ -41,27 +41,27 @@ pub async fn overdue(db: &Db, now: DateTime<Utc>) -> Result<Vec<Uuid>, sqlx::Err
     let sql =
         "SELECT command_id FROM rm_commands WHERE status IN ('requested', 'dispatched', 'accepted', 'in_progress') \
          AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2";
-    on_db!(db, |p| sqlx::query_scalar(sql).bind(now).bind(SWEEP_LIMIT).fetch_all(p).await)
+    Sql::new(sql).bind(now).bind(SWEEP_LIMIT).scalars(db).await
 }
 
 /// Queued commands whose time to live ended at or before `now`, earliest first.
 pub async fn expired(db: &Db, now: DateTime<Utc>) -> Result<Vec<Uuid>, sqlx::Error> {
     let sql = "SELECT command_id FROM rm_commands WHERE status = 'queued' AND expires_at <= $1 \
          ORDER BY expires_at LIMIT $2";
-    on_db!(db, |p| sqlx::query_scalar(sql).bind(now).bind(SWEEP_LIMIT).fetch_all(p).await)
+    Sql::new(sql).bind(now).bind(SWEEP_LIMIT).scalars(db).await
 }
 
 /// Queued commands whose vehicle the registry shows connected, oldest first.
 pub async fn ready(db: &Db) -> Result<Vec<Uuid>, sqlx::Error> {
     let sql = "SELECT c.command_id FROM rm_commands c JOIN rm_vehicles v ON v.vin = c.vin \
          WHERE c.status = 'queued' AND v.connected ORDER BY c.requested_at LIMIT $1";
-    on_db!(db, |p| sqlx::query_scalar(sql).bind(SWEEP_LIMIT).fetch_all(p).await)
+    Sql::new(sql).bind(SWEEP_LIMIT).scalars(db).await
 }
 
 /// Deletes state history received before `history_before` and vehicle message ids (the
 /// deduplication window) received before `seen_before`.
 pub async fn prune(db: &Db, history_before: DateTime<Utc>, seen_before: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    execute_db!(db, "DELETE FROM rm_state_history WHERE received_at < $1", history_before)?;
-    execute_db!(db, "DELETE FROM inbound_seen WHERE received_at < $1", seen_before)?;
+    Sql::new("DELETE FROM rm_state_history WHERE received_at < $1").bind(history_before).execute(db).await?;
+    Sql::new("DELETE FROM inbound_seen WHERE received_at < $1").bind(seen_before).execute(db).await?;
     Ok(())
 }

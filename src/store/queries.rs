@@ -1,7 +1,7 @@
 //! Named reads of the read models behind the HTTP API: point lookups, keyset-paged lists, what
 //! vehicles reported.
 
-use super::{execute_db, on_conn, on_db, Conn, Db};
+use super::{Conn, Db, Sql};
 use crate::projections::views::{CommandView, ConsentView, DeviceView, Page, VehicleView};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -58,7 +58,7 @@ const VEHICLE_COLUMNS: &str = "vin, status, model, model_year, market, options, 
 /// One vehicle of the registry.
 pub async fn vehicle_by_vin(db: &Db, vin: &str) -> Result<Option<VehicleView>, QueryError> {
     let sql = format!("SELECT {VEHICLE_COLUMNS} FROM rm_vehicles WHERE vin = $1");
-    Ok(on_db!(db, |p| sqlx::query_as(&sql).bind(vin).fetch_optional(p).await)?)
+    Ok(Sql::new(&sql).bind(vin).fetch_optional(db).await?)
 }
 
 /// The fleet list, ordered by VIN. Keyset paging: vehicles added meanwhile never shift a page.
@@ -71,7 +71,7 @@ pub async fn fleet(
     let after: Option<String> = decode_token(page_token)?;
     // sqlx sends every parameter's type, so `$n IS NULL` needs no cast and the SQL is portable
     // but for the scope list (a JSON array: PostgreSQL and SQLite take it apart differently).
-    let in_scope = db.in_json_list("vin", "$7");
+    let in_scope = db.dialect().in_json_list("vin", "$7");
     let sql = format!(
         "SELECT {VEHICLE_COLUMNS} FROM rm_vehicles WHERE ($1 IS NULL OR vin > $1) \
          AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR market = $3) \
@@ -80,19 +80,17 @@ pub async fn fleet(
          ORDER BY vin LIMIT $8"
     );
     let vins = filter.vins.as_ref().map(|v| serde_json::json!(v));
-    let mut items: Vec<VehicleView> = on_db!(db, |p| {
-        sqlx::query_as(&sql)
-            .bind(&after)
-            .bind(&filter.status)
-            .bind(&filter.market)
-            .bind(&filter.model)
-            .bind(filter.model_year)
-            .bind(filter.connected)
-            .bind(&vins)
-            .bind(page_size + 1)
-            .fetch_all(p)
-            .await
-    })?;
+    let mut items: Vec<VehicleView> = Sql::new(&sql)
+        .bind(&after)
+        .bind(&filter.status)
+        .bind(&filter.market)
+        .bind(&filter.model)
+        .bind(filter.model_year)
+        .bind(filter.connected)
+        .bind(&vins)
+        .bind(page_size + 1)
+        .fetch_all(db)
+        .await?;
     let next_page_token = if items.len() as i64 > page_size {
         items.truncate(page_size as usize);
         items.last().map(|v| encode_token(&v.vin))
@@ -106,7 +104,7 @@ pub async fn fleet(
 pub async fn device_by_id(db: &Db, device_id: &str) -> Result<Option<DeviceView>, QueryError> {
     let sql = "SELECT device_id, vin, kind, status, certificate_thumbprint, client_id, allowed_topics, replaces, \
          replaced_by, registered_at, updated_at FROM rm_devices WHERE device_id = $1";
-    Ok(on_db!(db, |p| sqlx::query_as(sql).bind(device_id).fetch_optional(p).await)?)
+    Ok(Sql::new(sql).bind(device_id).fetch_optional(db).await?)
 }
 
 /// Every consent recorded on a vehicle, granted or revoked.
@@ -114,7 +112,7 @@ pub async fn consents(db: &Db, vin: &str) -> Result<Vec<ConsentView>, QueryError
     let sql =
         "SELECT vin, subject, purpose, status, version, legal_basis, expires_at, granted_at, revoked_at, granted_by \
          FROM rm_consents WHERE vin = $1 ORDER BY subject, purpose";
-    Ok(on_db!(db, |p| sqlx::query_as(sql).bind(vin).fetch_all(p).await)?)
+    Ok(Sql::new(sql).bind(vin).fetch_all(db).await?)
 }
 
 const COMMAND_COLUMNS: &str = "command_id, vin, name, params, status, requester, consent_version, timeout_s, \
@@ -123,7 +121,7 @@ const COMMAND_COLUMNS: &str = "command_id, vin, name, params, status, requester,
 /// One command.
 pub async fn command_by_id(db: &Db, id: Uuid) -> Result<Option<CommandView>, QueryError> {
     let sql = format!("SELECT {COMMAND_COLUMNS} FROM rm_commands WHERE command_id = $1");
-    Ok(on_db!(db, |p| sqlx::query_as(&sql).bind(id).fetch_optional(p).await)?)
+    Ok(Sql::new(&sql).bind(id).fetch_optional(db).await?)
 }
 
 /// A vehicle's commands, newest first, optionally of one status.
@@ -141,9 +139,8 @@ pub async fn commands_of_vehicle(
          ORDER BY requested_at DESC, command_id DESC LIMIT $5"
     );
     let (at, id) = after.unzip();
-    let mut items: Vec<CommandView> = on_db!(db, |p| {
-        sqlx::query_as(&sql).bind(vin).bind(status).bind(at).bind(id).bind(page_size + 1).fetch_all(p).await
-    })?;
+    let mut items: Vec<CommandView> =
+        Sql::new(&sql).bind(vin).bind(status).bind(at).bind(id).bind(page_size + 1).fetch_all(db).await?;
     let next_page_token = if items.len() as i64 > page_size {
         items.truncate(page_size as usize);
         items.last().map(|c| encode_token(&(c.requested_at, c.command_id)))
@@ -169,7 +166,7 @@ pub struct SignalRow {
 /// Every signal's last-known value of `vin`.
 pub async fn vehicle_state(db: &Db, vin: &str) -> Result<Vec<SignalRow>, QueryError> {
     let sql = "SELECT signal, value, vehicle_ts, received_at FROM rm_vehicle_state WHERE vin = $1";
-    Ok(on_db!(db, |p| sqlx::query_as(sql).bind(vin).fetch_all(p).await)?)
+    Ok(Sql::new(sql).bind(vin).fetch_all(db).await?)
 }
 
 /// Filters of a vehicle's state history.
@@ -203,16 +200,14 @@ pub async fn state_history(db: &Db, vin: &str, filter: &HistoryFilter) -> Result
          AND ($3 IS NULL OR h.vehicle_ts >= $3) AND ($4 IS NULL OR h.vehicle_ts < $4) \
          ORDER BY h.vehicle_ts DESC, h.position DESC, s.key LIMIT $5"
     );
-    Ok(on_db!(db, |p| {
-        sqlx::query_as(&sql)
-            .bind(vin)
-            .bind(&filter.signal)
-            .bind(filter.from)
-            .bind(filter.to)
-            .bind(filter.limit)
-            .fetch_all(p)
-            .await
-    })?)
+    Ok(Sql::new(&sql)
+        .bind(vin)
+        .bind(&filter.signal)
+        .bind(filter.from)
+        .bind(filter.to)
+        .bind(filter.limit)
+        .fetch_all(db)
+        .await?)
 }
 
 /// An event a vehicle reported, as stored.
@@ -245,7 +240,7 @@ pub async fn reported_events(
          AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR position < $3) \
          ORDER BY position DESC LIMIT $4";
     let mut items: Vec<ReportedRow> =
-        on_db!(db, |p| sqlx::query_as(sql).bind(vin).bind(kind).bind(after).bind(page_size + 1).fetch_all(p).await)?;
+        Sql::new(sql).bind(vin).bind(kind).bind(after).bind(page_size + 1).fetch_all(db).await?;
     let next_page_token = if items.len() as i64 > page_size {
         items.truncate(page_size as usize);
         items.last().map(|r| encode_token(&r.position))
@@ -258,10 +253,10 @@ pub async fn reported_events(
 /// Whether `table` has any row.
 pub async fn table_has_rows(conn: &mut Conn<'_>, table: &str) -> Result<bool, sqlx::Error> {
     let sql = format!("SELECT EXISTS (SELECT 1 FROM {table})");
-    on_conn!(conn, |c| sqlx::query_scalar(&sql).fetch_one(c).await)
+    Sql::new(&sql).scalar(&mut *conn).await
 }
 
 /// Whether the store answers.
 pub async fn ping(db: &Db) -> Result<(), sqlx::Error> {
-    execute_db!(db, "SELECT 1").map(|_| ())
+    Sql::new("SELECT 1").execute(db).await.map(|_| ())
 }

@@ -6,7 +6,7 @@
 //! resolve to the fresh copies: PostgreSQL puts them in schema `tacho_rebuild` first on the
 //! `search_path`, SQLite makes them TEMP tables (searched before `main`).
 
-use super::{checkpoints, execute, postgres, sqlite, Conn, Db};
+use super::{checkpoints, postgres, sqlite, Conn, Db, Sql};
 use sqlx::{ConnectOptions, PgConnection, SqliteConnection};
 
 /// A connection of its own (never returned to a pool: its name resolution is changed).
@@ -55,7 +55,7 @@ impl Rebuilding {
             _ => "BEGIN",
         };
         let mut conn = self.conn();
-        execute!(&mut conn, begin)?;
+        Sql::new(begin).execute(&mut conn).await?;
         Ok(conn)
     }
 }
@@ -70,6 +70,6 @@ pub async fn swap(conn: &mut Conn<'_>, tables: &[&str]) -> Result<(), sqlx::Erro
 
 /// Commits the transaction `conn` is in.
 pub async fn commit(mut conn: Conn<'_>) -> Result<(), sqlx::Error> {
-    execute!(&mut conn, "COMMIT")?;
+    Sql::new("COMMIT").execute(&mut conn).await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! [`crate::projections::seals`] writes the seals, [`crate::audit`] recomputes them.
 
 use super::log::StoredEvent;
-use super::{execute, on_conn, Conn};
+use super::{Conn, Db, Sql};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -157,7 +157,7 @@ pub fn check_stream(events: &[StoredEvent], seals: &[Seal]) -> Result<u64, Broke
 /// The last seal made: its number and the chain hash after it (`None` before the first).
 pub async fn last(conn: &mut Conn<'_>) -> Result<Option<(i64, String)>, sqlx::Error> {
     let sql = "SELECT seal_no, chain_hash FROM event_seals ORDER BY seal_no DESC LIMIT 1";
-    on_conn!(conn, |c| sqlx::query_as(sql).fetch_optional(c).await)
+    Sql::new(sql).fetch_optional(&mut *conn).await
 }
 
 /// The stream hash of the last sealed event of a stream (`None` before its first).
@@ -168,7 +168,7 @@ pub async fn stream_head(
 ) -> Result<Option<String>, sqlx::Error> {
     let sql = "SELECT stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2 \
                ORDER BY sequence DESC LIMIT 1";
-    on_conn!(conn, |c| sqlx::query_scalar(sql).bind(aggregate_type).bind(aggregate_id).fetch_optional(c).await)
+    Sql::new(sql).bind(aggregate_type).bind(aggregate_id).scalar_optional(&mut *conn).await
 }
 
 /// Stores seal `seal_no` of `event`.
@@ -181,24 +181,23 @@ pub async fn insert(
 ) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO event_seals (seal_no, global_position, aggregate_type, aggregate_id, sequence, \
                stream_hash, chain_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-    execute!(
-        conn,
-        sql,
-        seal_no,
-        event.position,
-        &event.aggregate_type,
-        &event.aggregate_id,
-        event.sequence,
-        stream_hash,
-        chain_hash
-    )?;
+    Sql::new(sql)
+        .bind(seal_no)
+        .bind(event.position)
+        .bind(&event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(event.sequence)
+        .bind(stream_hash)
+        .bind(chain_hash)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
 /// Every seal in the order made: number, position, stream hash, chain hash.
 pub async fn chain(conn: &mut Conn<'_>) -> Result<Vec<(i64, i64, String, String)>, sqlx::Error> {
     let sql = "SELECT seal_no, global_position, stream_hash, chain_hash FROM event_seals ORDER BY seal_no";
-    on_conn!(conn, |c| sqlx::query_as(sql).fetch_all(c).await)
+    Sql::new(sql).fetch_all(&mut *conn).await
 }
 
 /// Position → stream hash of one stream's seals.
@@ -208,16 +207,20 @@ pub async fn hashes_of_stream(
     aggregate_id: &str,
 ) -> Result<HashMap<i64, String>, sqlx::Error> {
     let sql = "SELECT global_position, stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2";
-    let rows: Vec<(i64, String)> =
-        on_conn!(conn, |c| sqlx::query_as(sql).bind(aggregate_type).bind(aggregate_id).fetch_all(c).await)?;
+    let rows: Vec<(i64, String)> = Sql::new(sql).bind(aggregate_type).bind(aggregate_id).fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().collect())
 }
 
 /// Position → stream hash of the seals of events at positions `first..=last`.
 pub async fn hashes_between(conn: &mut Conn<'_>, first: i64, last: i64) -> Result<HashMap<i64, String>, sqlx::Error> {
     let sql = "SELECT global_position, stream_hash FROM event_seals WHERE global_position BETWEEN $1 AND $2";
-    let rows: Vec<(i64, String)> = on_conn!(conn, |c| sqlx::query_as(sql).bind(first).bind(last).fetch_all(c).await)?;
+    let rows: Vec<(i64, String)> = Sql::new(sql).bind(first).bind(last).fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().collect())
+}
+
+/// The chain hash stored with seal `seal_no`, if there is one.
+pub async fn chain_hash_of(db: &Db, seal_no: i64) -> Result<Option<String>, sqlx::Error> {
+    Sql::new("SELECT chain_hash FROM event_seals WHERE seal_no = $1").bind(seal_no).scalar_optional(db).await
 }
 
 #[cfg(test)]

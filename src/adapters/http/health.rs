@@ -1,6 +1,7 @@
 //! Liveness and readiness probes (no auth).
 
 use super::state::AppState;
+use crate::store::queries;
 use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -20,7 +21,7 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, description = "Ready", body = String), (status = 503, description = "Database unreachable", body = String)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match crate::store::execute_db!(&state.db, "SELECT 1") {
+    match queries::ping(&state.db).await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -1,5 +1,7 @@
 //! PostgreSQL: connecting (creating the database), migrations, LISTEN.
 
+pub mod bulk;
+pub mod dialect;
 pub mod facts;
 pub mod log;
 pub mod notify;

@@ -1,5 +1,7 @@
 //! SQLite, the embedded default: opening the file (WAL, one tacho per file), migrations.
 
+pub mod bulk;
+pub mod dialect;
 pub mod facts;
 pub mod log;
 pub mod rebuild;

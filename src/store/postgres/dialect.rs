@@ -1,0 +1,16 @@
+//! SQL fragments PostgreSQL says its own way (see [`crate::store::Dialect`]).
+
+/// `column` is one of the strings of the JSON array `param`.
+pub fn in_json_list(column: &str, param: &str) -> String {
+    format!("{column} IN (SELECT jsonb_array_elements_text({param}))")
+}
+
+/// The JSON array `column` with the JSON value `param` appended.
+pub fn json_append(column: &str, param: &str) -> String {
+    format!("{column} || jsonb_build_array({param}::jsonb)")
+}
+
+/// The time `time` plus `seconds` seconds.
+pub fn plus_seconds(time: &str, seconds: &str) -> String {
+    format!("{time} + make_interval(secs => {seconds})")
+}

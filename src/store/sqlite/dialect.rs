@@ -1,0 +1,16 @@
+//! SQL fragments SQLite says its own way (see [`crate::store::Dialect`]).
+
+/// `column` is one of the strings of the JSON array `param`.
+pub fn in_json_list(column: &str, param: &str) -> String {
+    format!("{column} IN (SELECT value FROM json_each({param}))")
+}
+
+/// The JSON array `column` with the JSON value `param` appended.
+pub fn json_append(column: &str, param: &str) -> String {
+    format!("json_insert({column}, '$[#]', json({param}))")
+}
+
+/// The time `time` plus `seconds` seconds, as the RFC 3339 text times are kept in.
+pub fn plus_seconds(time: &str, seconds: &str) -> String {
+    format!("strftime('%Y-%m-%dT%H:%M:%f+00:00', {time}, '+' || {seconds} || ' seconds')")
+}
