@@ -64,7 +64,7 @@ pub enum AuditCommand {
     /// with the read models; recompute the seal chain. Exits 1 on any mismatch.
     Verify {
         /// Only streams of this aggregate type: Vehicle, Device, Consent, Command, VehicleState, Broadcast.
-        #[arg(long, value_parser = ["Vehicle", "Device", "Consent", "Command", "VehicleState", "Broadcast"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::domain::streams::ALL))]
         aggregate_type: Option<String>,
         /// Only this stream (with --aggregate-type).
         #[arg(long, requires = "aggregate_type")]

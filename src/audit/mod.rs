@@ -4,6 +4,7 @@
 
 mod models;
 
+use crate::domain::streams;
 use crate::projections::seals::SealProjection;
 use crate::projections::ProjectionError;
 use crate::store::log::StoredEvent;
@@ -180,7 +181,7 @@ impl Pass {
             return Ok(());
         }
         let Some(projection) = models::projection_of(&kind) else {
-            if !matches!(kind.as_str(), "VehicleState" | "Broadcast") {
+            if !matches!(kind.as_str(), streams::VEHICLE_STATE | streams::BROADCAST) {
                 self.report.mismatches.push(mismatch(format!("unknown aggregate type {kind}"), None));
             }
             return Ok(());
@@ -226,7 +227,7 @@ async fn verify_chain(
         };
         if let Some(problem) = problem {
             mismatches.push(Mismatch {
-                aggregate_type: "seals".into(),
+                aggregate_type: SealProjection::NAME.into(),
                 aggregate_id: seal_no.to_string(),
                 problem,
                 sequence: None,

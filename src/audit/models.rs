@@ -4,7 +4,12 @@
 use crate::domain::command::{Command, CommandEvent};
 use crate::domain::consent::Consent;
 use crate::domain::device::Device;
+use crate::domain::streams;
 use crate::domain::vehicle::Vehicle;
+use crate::projections::commands::CommandsProjection;
+use crate::projections::consents::ConsentsProjection;
+use crate::projections::devices::DevicesProjection;
+use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::ProjectionError;
 use crate::store::log::{Checkpoint, StoredEvent};
 use crate::store::{audit, checkpoints, Conn};
@@ -29,10 +34,10 @@ pub struct Models {
 /// aggregate to fold (their sequence and seals are what is checked).
 pub fn projection_of(aggregate_type: &str) -> Option<&'static str> {
     match aggregate_type {
-        "Vehicle" => Some("vehicles"),
-        "Device" => Some("devices"),
-        "Consent" => Some("consents"),
-        "Command" => Some("commands"),
+        streams::VEHICLE => Some(VehiclesProjection::NAME),
+        streams::DEVICE => Some(DevicesProjection::NAME),
+        streams::CONSENT => Some(ConsentsProjection::NAME),
+        streams::COMMAND => Some(CommandsProjection::NAME),
         _ => None,
     }
 }
@@ -46,30 +51,32 @@ impl Models {
     ) -> Result<Self, ProjectionError> {
         let wanted = |kind: &str| aggregate_type.is_none_or(|t| t == kind);
         let mut models = Self { sealed_up_to, ..Self::default() };
-        if wanted("Vehicle") {
+        if wanted(streams::VEHICLE) {
             models.vehicles = audit::vehicles(conn)
                 .await?
                 .into_iter()
                 .map(|(vin, status, devices)| (vin, (status, devices)))
                 .collect();
         }
-        if wanted("Device") {
+        if wanted(streams::DEVICE) {
             models.devices = audit::devices(conn)
                 .await?
                 .into_iter()
                 .map(|(id, status, vin, thumb)| (id, (status, vin, thumb)))
                 .collect();
         }
-        if wanted("Consent") {
+        if wanted(streams::CONSENT) {
             for (vin, subject, purpose, version) in audit::granted_consents(conn).await? {
                 models.consents.entry(vin).or_default().insert((subject, purpose, version));
             }
         }
-        if wanted("Command") {
+        if wanted(streams::COMMAND) {
             models.commands =
                 audit::commands(conn).await?.into_iter().map(|(id, status, vin, t)| (id, (status, vin, t))).collect();
         }
-        for name in ["vehicles", "devices", "consents", "commands"] {
+        for name in
+            [VehiclesProjection::NAME, DevicesProjection::NAME, ConsentsProjection::NAME, CommandsProjection::NAME]
+        {
             models.checkpoints.insert(name, checkpoints::load(conn, name).await?);
         }
         Ok(models)
@@ -90,9 +97,9 @@ impl Models {
         events: &[StoredEvent],
     ) -> Result<Vec<String>, ProjectionError> {
         Ok(match aggregate_type {
-            "Vehicle" => self.vehicle(id, fold(events)?),
-            "Device" => self.device(id, fold(events)?),
-            "Consent" => self.consent(id, fold(events)?),
+            streams::VEHICLE => self.vehicle(id, fold(events)?),
+            streams::DEVICE => self.device(id, fold(events)?),
+            streams::CONSENT => self.consent(id, fold(events)?),
             _ => self.command(id, fold(events)?, events),
         })
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// The aggregate type of the fact streams (stream id = VIN).
-pub const STREAM_TYPE: &str = "VehicleState";
+pub const STREAM_TYPE: &str = super::streams::VEHICLE_STATE;
 
 /// The event type of a [`VehicleFact::ConnectionChanged`].
 pub const CONNECTION_CHANGED: &str = "ConnectionChanged";

@@ -4,6 +4,7 @@
 
 use super::{acting, effect, CommandLink, Outgoing};
 use crate::domain::command::{Command, CommandCommand, CommandStatus};
+use crate::domain::streams;
 use crate::projections::{Process, ProjectionError};
 use crate::store::log::StoredEvent;
 use crate::store::{pending, Db, Frameworks};
@@ -75,7 +76,7 @@ impl Process for Dispatcher {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &["Command"]
+        &[streams::COMMAND]
     }
 
     async fn handle(&self, events: &[StoredEvent]) -> Result<(), ProjectionError> {

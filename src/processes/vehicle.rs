@@ -6,7 +6,8 @@ use super::dispatcher::Dispatcher;
 use super::{acting, effect};
 use crate::domain::command::CommandCommand;
 use crate::domain::consent::{ConsentEvent, Purpose};
-use crate::domain::observation::VehicleFact;
+use crate::domain::observation::{VehicleFact, CONNECTION_CHANGED};
+use crate::domain::streams;
 use crate::projections::{Process, ProjectionError};
 use crate::store::log::StoredEvent;
 use crate::store::{pending, Db, Frameworks};
@@ -62,13 +63,13 @@ impl Process for VehicleProcesses {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &["VehicleState", "Consent"]
+        &[streams::VEHICLE_STATE, streams::CONSENT]
     }
 
     async fn handle(&self, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         for event in events {
             match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-                ("VehicleState", "ConnectionChanged") => {
+                (streams::VEHICLE_STATE, CONNECTION_CHANGED) => {
                     if let VehicleFact::ConnectionChanged { online, received_at, .. } = event.decode::<VehicleFact>()? {
                         match online {
                             true => self.dispatcher.send_queued(&event.aggregate_id).await?,
@@ -76,7 +77,7 @@ impl Process for VehicleProcesses {
                         }
                     }
                 }
-                ("Consent", "ConsentRevoked") => {
+                (streams::CONSENT, "ConsentRevoked") => {
                     if let ConsentEvent::ConsentRevoked { subject, purpose, .. } = event.decode::<ConsentEvent>()? {
                         if purpose.as_str() == Purpose::REMOTE_COMMANDS {
                             self.cancel_queued(&event.aggregate_id, &subject).await?;

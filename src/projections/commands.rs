@@ -5,6 +5,7 @@
 
 use super::{Projection, ProjectionError};
 use crate::domain::command::{CommandEvent, RejectedBy};
+use crate::domain::streams;
 use crate::store::log::StoredEvent;
 use crate::store::Conn;
 use crate::store::Sql;
@@ -28,7 +29,7 @@ impl Projection for CommandsProjection {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &["Command"]
+        &[streams::COMMAND]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -2,6 +2,7 @@
 
 use super::{Projection, ProjectionError};
 use crate::domain::consent::ConsentEvent;
+use crate::domain::streams;
 use crate::store::log::StoredEvent;
 use crate::store::Conn;
 use crate::store::Sql;
@@ -21,7 +22,7 @@ impl Projection for ConsentsProjection {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &["Consent"]
+        &[streams::CONSENT]
     }
 
     fn tables(&self) -> &'static [&'static str] {

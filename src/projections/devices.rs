@@ -2,6 +2,7 @@
 
 use super::{Projection, ProjectionError};
 use crate::domain::device::DeviceEvent;
+use crate::domain::streams;
 use crate::store::log::StoredEvent;
 use crate::store::Conn;
 use crate::store::Sql;
@@ -22,7 +23,7 @@ impl Projection for DevicesProjection {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &["Device"]
+        &[streams::DEVICE]
     }
 
     fn tables(&self) -> &'static [&'static str] {

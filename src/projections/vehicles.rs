@@ -2,6 +2,7 @@
 
 use super::{Projection, ProjectionError};
 use crate::domain::observation::{VehicleFact, STREAM_TYPE};
+use crate::domain::streams;
 use crate::domain::vehicle::VehicleEvent;
 use crate::store::log::StoredEvent;
 use crate::store::{bulk, Conn, Sql};
@@ -24,7 +25,7 @@ impl Projection for VehiclesProjection {
     }
 
     fn aggregate_types(&self) -> &'static [&'static str] {
-        &["Vehicle", STREAM_TYPE]
+        &[streams::VEHICLE, STREAM_TYPE]
     }
 
     fn tables(&self) -> &'static [&'static str] {

@@ -5,6 +5,7 @@ use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use crate::audit::{self as verification, VerifyReport};
 use crate::auth::Role;
+use crate::domain::streams;
 use crate::store::log::{self, Checkpoint, StoredEvent};
 use crate::store::{seal, Conn};
 use axum::extract::State;
@@ -116,8 +117,6 @@ pub struct Feed {
     pub next_after: Option<i64>,
 }
 
-const AGGREGATE_TYPES: [&str; 6] = ["Vehicle", "Device", "Consent", "Command", "VehicleState", "Broadcast"];
-
 /// How to return a stream.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -143,7 +142,7 @@ async fn stream(
     Query(q): Query<StreamQuery>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Auditor])?;
-    if !AGGREGATE_TYPES.contains(&aggregate_type.as_str()) {
+    if !streams::ALL.contains(&aggregate_type.as_str()) {
         return Err(ApiError::new(ErrorCode::NotFound, format!("unknown aggregate type '{aggregate_type}'")));
     }
     let accepts_lines =
@@ -239,7 +238,7 @@ async fn verify(
 ) -> Result<Json<VerifyReport>, ApiError> {
     principal.require(&[Role::Auditor])?;
     if let Some(kind) = body.aggregate_type.as_deref() {
-        if !AGGREGATE_TYPES.contains(&kind) {
+        if !streams::ALL.contains(&kind) {
             return Err(ApiError::new(ErrorCode::NotFound, format!("unknown aggregate type '{kind}'")));
         }
     } else if body.id.is_some() {

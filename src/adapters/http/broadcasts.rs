@@ -25,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Aggregate type of broadcast streams in the log.
-pub const STREAM_TYPE: &str = "Broadcast";
+pub const STREAM_TYPE: &str = crate::domain::streams::BROADCAST;
 
 /// A broadcast to send.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -5,7 +5,10 @@ use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use super::vehicles::page_size;
 use crate::auth::Role;
-use crate::domain::command::{catalogue, Command, CommandCommand, CommandError, CommandStatus, RequestCommand};
+use crate::domain::command::{
+    catalogue, Command, CommandCommand, CommandError, CommandStatus, RejectedBy, Rejection, RequestCommand,
+};
+use crate::domain::streams;
 use crate::projections::commands::CommandsProjection;
 use crate::projections::views::{CommandErrorView, CommandView, Page, Transition};
 use crate::store::idempotency::{self, Claim};
@@ -99,39 +102,14 @@ async fn request(
         .map_err(crate::domain::command::CommandError::from)
         .map_err(|e| {
             use crate::domain::DomainError;
-            let code =
-                if e.code() == "unknown_command" { ErrorCode::UnknownCommand } else { ErrorCode::InvalidParameters };
-            ApiError::new(code, e.to_string())
+            ApiError::new(ErrorCode::from(e.refusal()), e.to_string())
         })?;
     let timeout_s = body.timeout_s.unwrap_or(catalogue::DEFAULT_TIMEOUT_S);
     let store_and_forward = body.store_and_forward.unwrap_or(false);
     let ttl_s = body.ttl_s.unwrap_or(catalogue::DEFAULT_TTL_S);
-    let key = headers.get("idempotency-key").map(|v| v.to_str().map(str::to_owned));
-    let key = key
-        .transpose()
-        .map_err(|_| ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be visible ASCII"))?;
-    let mut id = Uuid::new_v4();
-    let mut claimed = false;
-    let mut replay = false;
-    if let Some(key) = &key {
-        if key.is_empty() || key.len() > 255 {
-            return Err(ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be 1 to 255 characters"));
-        }
-        let canonical = json!([vin, body.name, params, timeout_s, store_and_forward, ttl_s]).to_string();
-        let hash = hex::encode(Sha256::digest(canonical.as_bytes()));
-        match idempotency::claim(&state.db, principal.sub(), key, &hash, id).await? {
-            Claim::New => claimed = true,
-            // Re-running the request is harmless: it is refused as a duplicate once recorded, and
-            // records it when the first attempt stopped between claiming the key and recording.
-            Claim::Replay(existing) => (id, replay) = (existing, true),
-            Claim::Conflict => {
-                return Err(ApiError::new(
-                    ErrorCode::IdempotencyConflict,
-                    "this Idempotency-Key was used for a different request",
-                ))
-            }
-        }
-    }
+    let key = idempotency_key(&headers)?;
+    let request = json!([vin, body.name, params, timeout_s, store_and_forward, ttl_s]);
+    let Keyed { id, claimed, mut replay } = claim(&state, &principal, key.as_deref(), &request).await?;
     let command = CommandCommand::Request(RequestCommand {
         command_id: id,
         vin: vin.clone(),
@@ -157,22 +135,65 @@ async fn request(
         }
     }
     let recorded = state.frameworks.stores.load::<Command>(&stream).await?;
-    let view = match state.settle(CommandsProjection::NAME, "Command", &stream).await? {
+    let view = match state.settle(CommandsProjection::NAME, streams::COMMAND, &stream).await? {
         true => command_view(&state, &principal, id).await?,
         false => provisional_view(id, &recorded),
     };
     if replay {
         return Ok((StatusCode::OK, Json(view)).into_response());
     }
-    if let Some(code) = recorded.rejection.as_deref() {
-        let (code, detail) = match code {
-            "consent_missing" => (ErrorCode::ConsentMissing, "no remote_commands consent of the requester is in force"),
-            _ => (ErrorCode::VehicleNotActive, "the vehicle is not active"),
-        };
+    let refused = match recorded.rejection {
+        Some(Rejection::ConsentMissing) => {
+            Some((ErrorCode::ConsentMissing, "no remote_commands consent of the requester is in force"))
+        }
+        Some(Rejection::VehicleNotActive) => Some((ErrorCode::VehicleNotActive, "the vehicle is not active")),
+        // The vehicle refused it after it was accepted for delivery: the request itself succeeded.
+        Some(Rejection::ByVehicle(_)) | None => None,
+    };
+    if let Some((code, detail)) = refused {
         return Err(ApiError::new(code, detail).with_command(id));
     }
     let location = format!("/v1/commands/{id}");
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(view)).into_response())
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be visible ASCII"))?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::new(ErrorCode::ValidationFailed, "Idempotency-Key must be 1 to 255 characters"));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The command id a request is for, and what its idempotency key made of it.
+struct Keyed {
+    /// A new id, or the one the key already names.
+    id: Uuid,
+    /// This request claimed the key (to release it if the request is refused unrecorded).
+    claimed: bool,
+    /// The key already names a command for this same request.
+    replay: bool,
+}
+
+/// Claims `key` of the caller for a new command id, unless it already names one: the same
+/// `request` replays that command, another request is a conflict.
+async fn claim(state: &AppState, principal: &Principal, key: Option<&str>, request: &Value) -> Result<Keyed, ApiError> {
+    let id = Uuid::new_v4();
+    let Some(key) = key else { return Ok(Keyed { id, claimed: false, replay: false }) };
+    let hash = hex::encode(Sha256::digest(request.to_string().as_bytes()));
+    match idempotency::claim(&state.db, principal.sub(), key, &hash, id).await? {
+        Claim::New => Ok(Keyed { id, claimed: true, replay: false }),
+        // Re-running the request is harmless: it is refused as a duplicate once recorded, and
+        // records it when the first attempt stopped between claiming the key and recording.
+        Claim::Replay(existing) => Ok(Keyed { id: existing, claimed: false, replay: true }),
+        Claim::Conflict => {
+            Err(ApiError::new(ErrorCode::IdempotencyConflict, "this Idempotency-Key was used for a different request"))
+        }
+    }
 }
 
 /// The view of a command straight from its stream, for when the read model lags behind the write.
@@ -197,10 +218,14 @@ fn provisional_view(id: Uuid, command: &Command) -> CommandView {
         updated_at: at,
         transitions,
         result: None,
-        error: command.rejection.as_ref().map(|code| CommandErrorView {
-            code: code.clone(),
+        error: command.rejection.as_ref().map(|rejection| CommandErrorView {
+            code: rejection.code().to_owned(),
             message: None,
-            by: "tacho".into(),
+            by: match rejection.by() {
+                RejectedBy::Tacho => "tacho",
+                RejectedBy::Vehicle => "vehicle",
+            }
+            .into(),
         }),
         late_answers: vec![],
     }
@@ -326,7 +351,7 @@ async fn cancel(
     }
     let cancel = CommandCommand::Cancel { by: principal.sub().to_owned(), at: Utc::now() };
     state.frameworks.execute(&state.frameworks.commands, &id.to_string(), cancel, &principal.metadata()).await?;
-    state.settle(CommandsProjection::NAME, "Command", &id.to_string()).await?;
+    state.settle(CommandsProjection::NAME, streams::COMMAND, &id.to_string()).await?;
     Ok(Json(command_view(&state, &principal, id).await?))
 }
 

@@ -5,6 +5,7 @@ use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use crate::auth::Role;
 use crate::domain::consent::{ConsentCommand, Purpose};
+use crate::domain::streams;
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::projections::consents::ConsentsProjection;
 use crate::projections::views::ConsentView;
@@ -83,7 +84,7 @@ async fn grant(
         at: Utc::now(),
     };
     state.frameworks.execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;
-    state.settle(ConsentsProjection::NAME, "Consent", &vin).await?;
+    state.settle(ConsentsProjection::NAME, streams::CONSENT, &vin).await?;
     queries::consents(&state.db, &vin)
         .await?
         .into_iter()
@@ -110,7 +111,7 @@ async fn revoke(
     let subject = q.subject.unwrap_or_else(|| principal.sub().to_owned());
     let command = ConsentCommand::Revoke { subject, purpose, at: Utc::now() };
     state.frameworks.execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;
-    state.settle(ConsentsProjection::NAME, "Consent", &vin).await?;
+    state.settle(ConsentsProjection::NAME, streams::CONSENT, &vin).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

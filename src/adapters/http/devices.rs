@@ -7,6 +7,7 @@ use super::vehicles::parse_vin;
 use crate::adapters::mqtt::topics;
 use crate::auth::Role;
 use crate::domain::device::{normalize_thumbprint, validate_device_id, Device, DeviceCommand, DeviceStatus};
+use crate::domain::streams;
 use crate::domain::vehicle::{Vehicle, VehicleCommand, VehicleStatus};
 use crate::projections::devices::DevicesProjection;
 use crate::projections::vehicles::VehiclesProjection;
@@ -146,8 +147,8 @@ async fn register_device(
     let attach = VehicleCommand::AttachDevice { device_id: body.device_id.clone(), kind: body.kind, at };
     state.frameworks.execute(&state.frameworks.vehicles, vin.as_str(), attach, &metadata).await?;
     provision(&state, &principal, vin.as_str(), &body.device_id, at).await?;
-    state.settle(DevicesProjection::NAME, "Device", &body.device_id).await?;
-    state.settle(VehiclesProjection::NAME, "Vehicle", vin.as_str()).await?;
+    state.settle(DevicesProjection::NAME, streams::DEVICE, &body.device_id).await?;
+    state.settle(VehiclesProjection::NAME, streams::VEHICLE, vin.as_str()).await?;
     let view = device_view(&state, &principal, &body.device_id).await?;
     let location = format!("/v1/devices/{}", body.device_id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view)).into_response())
@@ -211,8 +212,8 @@ async fn replace_device(
     };
     state.frameworks.execute(&state.frameworks.vehicles, &old.vin, swap, &metadata).await?;
     provision(&state, &principal, &old.vin, &body.new_device_id, at).await?;
-    state.settle(DevicesProjection::NAME, "Device", &body.new_device_id).await?;
-    state.settle(VehiclesProjection::NAME, "Vehicle", &old.vin).await?;
+    state.settle(DevicesProjection::NAME, streams::DEVICE, &body.new_device_id).await?;
+    state.settle(VehiclesProjection::NAME, streams::VEHICLE, &old.vin).await?;
     Ok(Json(Replacement {
         retired: device_view(&state, &principal, &device_id).await?,
         replacement: device_view(&state, &principal, &body.new_device_id).await?,
@@ -279,7 +280,7 @@ async fn revoke_device(
         let detach = VehicleCommand::DetachDevice { device_id: device_id.clone(), at };
         state.frameworks.execute(&state.frameworks.vehicles, &device.vin, detach, &metadata).await?;
     }
-    state.settle(DevicesProjection::NAME, "Device", &device_id).await?;
-    state.settle(VehiclesProjection::NAME, "Vehicle", &device.vin).await?;
+    state.settle(DevicesProjection::NAME, streams::DEVICE, &device_id).await?;
+    state.settle(VehiclesProjection::NAME, streams::VEHICLE, &device.vin).await?;
     Ok(Json(device_view(&state, &principal, &device_id).await?))
 }

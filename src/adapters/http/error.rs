@@ -1,7 +1,7 @@
 //! One error type for the API: RFC 9457 problem+json with a stable `code` from a closed enum.
 //! 5xx details are logged, never sent.
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, Refusal};
 use crate::store::queries::QueryError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -79,28 +79,35 @@ pub enum ErrorCode {
     Internal,
 }
 
-impl ErrorCode {
-    fn from_domain(code: &str) -> Self {
-        match code {
-            "vehicle_exists" => Self::VehicleExists,
-            "vehicle_not_found" => Self::VehicleNotFound,
-            "invalid_transition" => Self::InvalidTransition,
-            "device_exists" => Self::DeviceExists,
-            "device_not_attached" => Self::DeviceNotAttached,
-            "device_not_found" => Self::DeviceNotFound,
-            "device_retired" => Self::DeviceRetired,
-            "unknown_purpose" => Self::UnknownPurpose,
-            "unknown_command" => Self::UnknownCommand,
-            "invalid_parameters" => Self::InvalidParameters,
-            "command_not_found" => Self::CommandNotFound,
-            "command_not_cancelable" => Self::CommandNotCancelable,
-            "command_exists" => Self::Conflict,
-            "unavailable" => Self::Unavailable,
-            "validation_failed" => Self::ValidationFailed,
-            _ => Self::Internal,
+impl From<Refusal> for ErrorCode {
+    /// Every refusal has its code (and so its status): no wildcard, so a new refusal does not
+    /// compile until it is mapped here.
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::VehicleExists => Self::VehicleExists,
+            Refusal::VehicleNotFound => Self::VehicleNotFound,
+            Refusal::InvalidTransition => Self::InvalidTransition,
+            Refusal::ValidationFailed => Self::ValidationFailed,
+            Refusal::DeviceExists => Self::DeviceExists,
+            Refusal::DeviceNotAttached => Self::DeviceNotAttached,
+            Refusal::DeviceNotFound => Self::DeviceNotFound,
+            Refusal::DeviceRetired => Self::DeviceRetired,
+            Refusal::UnknownPurpose => Self::UnknownPurpose,
+            Refusal::UnknownCommand => Self::UnknownCommand,
+            Refusal::InvalidParameters => Self::InvalidParameters,
+            Refusal::CommandExists => Self::Conflict,
+            Refusal::CommandNotFound => Self::CommandNotFound,
+            Refusal::CommandNotCancelable => Self::CommandNotCancelable,
+            // Moves of the clock and of vehicles; should one ever come through HTTP, it is the
+            // caller's move the state does not allow, or an answer that is not the caller's to give.
+            Refusal::DeadlineNotReached => Self::InvalidTransition,
+            Refusal::WrongVehicle => Self::Forbidden,
+            Refusal::Unavailable => Self::Unavailable,
         }
     }
+}
 
+impl ErrorCode {
     fn status(self) -> StatusCode {
         match self {
             Self::Unauthorized | Self::TokenExpired => StatusCode::UNAUTHORIZED,
@@ -226,9 +233,8 @@ impl<E: DomainError> From<AggregateError<E>> for ApiError {
     fn from(error: AggregateError<E>) -> Self {
         match error {
             AggregateError::UserError(e) => {
-                let code = ErrorCode::from_domain(e.code());
+                let code = ErrorCode::from(e.refusal());
                 match code {
-                    ErrorCode::Internal => Self::internal(e),
                     ErrorCode::Unavailable => {
                         tracing::error!(error = %e, "precondition lookup failed");
                         Self::new(code, "a dependency is unavailable; retry later")

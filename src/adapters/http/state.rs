@@ -2,6 +2,9 @@
 
 use super::error::ApiError;
 use crate::auth::AuthKeys;
+use crate::domain::streams;
+use crate::projections::consents::ConsentsProjection;
+use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::Subscriptions;
 use crate::store::Db;
 use crate::store::{log, Frameworks};
@@ -50,7 +53,7 @@ impl AppState {
     /// Waits until the registry and consent read models have `vin`'s last changes: they are what
     /// admits its MQTT messages. `false` when either lags more than 2 s.
     pub async fn settle_admission(&self, vin: &str) -> Result<bool, ApiError> {
-        let registered = self.settle("vehicles", "Vehicle", vin).await?;
-        Ok(self.settle("consents", "Consent", vin).await? && registered)
+        let registered = self.settle(VehiclesProjection::NAME, streams::VEHICLE, vin).await?;
+        Ok(self.settle(ConsentsProjection::NAME, streams::CONSENT, vin).await? && registered)
     }
 }

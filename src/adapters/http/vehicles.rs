@@ -4,6 +4,7 @@ use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use crate::auth::Role;
+use crate::domain::streams;
 use crate::domain::vehicle::VehicleCommand;
 use crate::domain::Vin;
 use crate::projections::vehicles::VehiclesProjection;
@@ -90,7 +91,7 @@ async fn register(
         at: Utc::now(),
     };
     state.frameworks.execute(&state.frameworks.vehicles, vin.as_str(), command, &principal.metadata()).await?;
-    state.settle(VehiclesProjection::NAME, "Vehicle", vin.as_str()).await?;
+    state.settle(VehiclesProjection::NAME, streams::VEHICLE, vin.as_str()).await?;
     let vehicle = view(&state, &principal, vin.as_str()).await?;
     let location = format!("/v1/vehicles/{vin}");
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(vehicle)).into_response())
@@ -170,7 +171,7 @@ async fn lifecycle(
     principal.require(&[Role::Factory, Role::Admin])?;
     principal.scope(&vin)?;
     state.frameworks.execute(&state.frameworks.vehicles, &vin, command, &principal.metadata()).await?;
-    state.settle(VehiclesProjection::NAME, "Vehicle", &vin).await?;
+    state.settle(VehiclesProjection::NAME, streams::VEHICLE, &vin).await?;
     Ok(Json(view(&state, &principal, &vin).await?))
 }
 

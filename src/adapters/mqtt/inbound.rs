@@ -156,6 +156,22 @@ async fn handle(
     }
 }
 
+/// Why a batch could not be handled now; it is retried, unacknowledged.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    /// The store failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Recording a vehicle's answer on its command failed for a reason that may pass.
+    #[error("recording an answer to {command}: {error}")]
+    Answer {
+        /// The command answered.
+        command: uuid::Uuid,
+        /// What failed.
+        error: String,
+    },
+}
+
 /// A decoded message waiting for the registry and consent checks.
 enum Pending {
     State(StateReport),
@@ -165,7 +181,7 @@ enum Pending {
 
 impl Handler {
     /// Handles one batch: answers, facts and dead letters. Idempotent: a retried batch adds nothing twice.
-    async fn handle_batch(&self, batch: &[Received]) -> Result<(), sqlx::Error> {
+    async fn handle_batch(&self, batch: &[Received]) -> Result<(), BatchError> {
         let mut dead = Vec::new();
         let mut answers: BTreeMap<uuid::Uuid, Vec<(usize, String, VehicleAnswer)>> = BTreeMap::new();
         let mut pending: Vec<(usize, String, Pending, DateTime<Utc>)> = Vec::new();
@@ -248,7 +264,7 @@ impl Handler {
         batch: &[Received],
         answers: BTreeMap<uuid::Uuid, Vec<(usize, String, VehicleAnswer)>>,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(), BatchError> {
         let outcomes = futures::stream::iter(answers)
             .map(|(id, answers)| async move {
                 let mut refused = Vec::new();
@@ -271,7 +287,7 @@ impl Handler {
                         Err(AggregateError::UserError(e)) => refused.push((i, topic, "refused", e.to_string())),
                         // Transient: the batch is retried, unacknowledged.
                         Err(e @ AggregateError::DatabaseConnectionError(_)) => {
-                            return Err(sqlx::Error::Protocol(format!("recording an answer to {id}: {e}")));
+                            return Err(BatchError::Answer { command: id, error: e.to_string() });
                         }
                         // Anything else would fail every retry and stall every vehicle's traffic.
                         Err(e) => refused.push((i, topic, "unprocessable", e.to_string())),

@@ -1,9 +1,11 @@
 //! Decide and apply of the Command aggregate, and the port it checks preconditions through.
 
 use super::catalogue::{self, CatalogueError};
-use super::{AnswerStatus, CommandCommand, CommandEvent, CommandStatus, RejectedBy, RequestCommand, VehicleAnswer};
+use super::{
+    AnswerStatus, CommandCommand, CommandEvent, CommandStatus, RejectedBy, Rejection, RequestCommand, VehicleAnswer,
+};
 use crate::domain::vehicle::VehicleStatus;
-use crate::domain::DomainError;
+use crate::domain::{DomainError, Refusal};
 use chrono::{DateTime, Duration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
@@ -81,18 +83,18 @@ pub enum CommandError {
 }
 
 impl DomainError for CommandError {
-    fn code(&self) -> &'static str {
+    fn refusal(&self) -> Refusal {
         match self {
-            Self::UnknownCommand(_) => "unknown_command",
-            Self::InvalidParameters(_) => "invalid_parameters",
-            Self::VehicleNotFound => "vehicle_not_found",
-            Self::AlreadyRequested => "command_exists",
-            Self::NotFound => "command_not_found",
-            Self::NotCancelable(_) => "command_not_cancelable",
-            Self::InvalidTransition { .. } => "invalid_transition",
-            Self::DeadlineNotReached => "deadline_not_reached",
-            Self::WrongVehicle { .. } => "wrong_vehicle",
-            Self::Unavailable(_) => "unavailable",
+            Self::UnknownCommand(_) => Refusal::UnknownCommand,
+            Self::InvalidParameters(_) => Refusal::InvalidParameters,
+            Self::VehicleNotFound => Refusal::VehicleNotFound,
+            Self::AlreadyRequested => Refusal::CommandExists,
+            Self::NotFound => Refusal::CommandNotFound,
+            Self::NotCancelable(_) => Refusal::CommandNotCancelable,
+            Self::InvalidTransition { .. } => Refusal::InvalidTransition,
+            Self::DeadlineNotReached => Refusal::DeadlineNotReached,
+            Self::WrongVehicle { .. } => Refusal::WrongVehicle,
+            Self::Unavailable(_) => Refusal::Unavailable,
         }
     }
 }
@@ -133,8 +135,8 @@ pub struct Command {
     pub params: serde_json::Value,
     /// Consent version that allowed it.
     pub consent_version: Option<u32>,
-    /// Code of a rejection (by tacho or the vehicle).
-    pub rejection: Option<String>,
+    /// Why it was rejected (by tacho or the vehicle).
+    pub rejection: Option<Rejection>,
 }
 
 impl Command {
@@ -250,9 +252,9 @@ impl Command {
             at: r.at,
         }];
         let refusal = if consent_version.is_none() {
-            Some(("consent_missing", "no remote_commands consent of the requester is in force".to_owned()))
+            Some((Rejection::CONSENT_MISSING, "no remote_commands consent of the requester is in force".to_owned()))
         } else if vehicle != VehicleStatus::Active {
-            Some(("vehicle_not_active", format!("the vehicle is {}", vehicle.as_str())))
+            Some((Rejection::VEHICLE_NOT_ACTIVE, format!("the vehicle is {}", vehicle.as_str())))
         } else {
             None
         };
@@ -333,7 +335,7 @@ impl Command {
 }
 
 impl Aggregate for Command {
-    const TYPE: &'static str = "Command";
+    const TYPE: &'static str = crate::domain::streams::COMMAND;
     type Command = CommandCommand;
     type Event = CommandEvent;
     type Error = CommandError;
@@ -379,7 +381,7 @@ impl Aggregate for Command {
                 self.requested_at = Some(at);
             }
             CommandEvent::CommandDispatched { at } => self.dispatched_at = Some(at),
-            CommandEvent::CommandRejected { code, .. } => self.rejection = Some(code),
+            CommandEvent::CommandRejected { by, code, .. } => self.rejection = Some(Rejection::of(by, &code)),
             CommandEvent::LateAnswerRecorded { status, .. } => self.late_answers.push(status),
             _ => {}
         }

@@ -16,6 +16,50 @@ pub enum RejectedBy {
     Vehicle,
 }
 
+/// Why a command was rejected, as its state keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    /// tacho refused it: no `remote_commands` consent of the requester was in force.
+    ConsentMissing,
+    /// tacho refused it: the vehicle was not active.
+    VehicleNotActive,
+    /// The vehicle refused it, with its own code.
+    ByVehicle(String),
+}
+
+impl Rejection {
+    /// Code of tacho's refusal for lack of consent.
+    pub const CONSENT_MISSING: &'static str = "consent_missing";
+    /// Code of tacho's refusal of an inactive vehicle.
+    pub const VEHICLE_NOT_ACTIVE: &'static str = "vehicle_not_active";
+
+    /// The rejection a `CommandRejected` event records.
+    pub fn of(by: RejectedBy, code: &str) -> Self {
+        match (by, code) {
+            (RejectedBy::Tacho, Self::CONSENT_MISSING) => Self::ConsentMissing,
+            (RejectedBy::Tacho, Self::VEHICLE_NOT_ACTIVE) => Self::VehicleNotActive,
+            (_, code) => Self::ByVehicle(code.to_owned()),
+        }
+    }
+
+    /// The stable code written in the log and on the wire.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::ConsentMissing => Self::CONSENT_MISSING,
+            Self::VehicleNotActive => Self::VEHICLE_NOT_ACTIVE,
+            Self::ByVehicle(code) => code,
+        }
+    }
+
+    /// Who refused.
+    pub fn by(&self) -> RejectedBy {
+        match self {
+            Self::ConsentMissing | Self::VehicleNotActive => RejectedBy::Tacho,
+            Self::ByVehicle(_) => RejectedBy::Vehicle,
+        }
+    }
+}
+
 /// Events of the Command aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandEvent {

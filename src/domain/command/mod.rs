@@ -13,5 +13,5 @@ mod tests;
 
 pub use aggregate::{Command, CommandError, CommandPreconditions, CommandServices, PreconditionError};
 pub use commands::{AnswerStatus, CommandCommand, RequestCommand, VehicleAnswer};
-pub use events::{CommandEvent, RejectedBy};
+pub use events::{CommandEvent, RejectedBy, Rejection};
 pub use status::CommandStatus;

@@ -137,6 +137,20 @@ fn a_command_for_a_suspended_vehicle_is_rejected() {
 }
 
 #[test]
+fn a_rejected_command_knows_why_and_who_refused_it() {
+    use cqrs_es::Aggregate;
+    let mut command = Command::default();
+    command.apply(requested(None, false));
+    command.apply(rejected_by_tacho("consent_missing", "no consent"));
+    assert_eq!(command.rejection, Some(Rejection::ConsentMissing));
+    let by_vehicle = Rejection::of(RejectedBy::Vehicle, "consent_missing");
+    assert_eq!(by_vehicle, Rejection::ByVehicle("consent_missing".into()), "a vehicle's code is its own");
+    assert_eq!((by_vehicle.code(), by_vehicle.by()), ("consent_missing", RejectedBy::Vehicle));
+    let inactive = Rejection::of(RejectedBy::Tacho, Rejection::VEHICLE_NOT_ACTIVE);
+    assert_eq!((inactive.code(), inactive.by()), ("vehicle_not_active", RejectedBy::Tacho));
+}
+
+#[test]
 fn a_command_for_an_unregistered_vehicle_is_refused_unrecorded() {
     given(None, None).given_no_previous_events().when(request()).then_expect_error(CommandError::VehicleNotFound);
 }

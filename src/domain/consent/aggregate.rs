@@ -1,6 +1,6 @@
 //! Commands, events and decide/apply of the Consent aggregate.
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, Refusal};
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -160,10 +160,10 @@ pub enum ConsentError {
 }
 
 impl DomainError for ConsentError {
-    fn code(&self) -> &'static str {
+    fn refusal(&self) -> Refusal {
         match self {
-            Self::UnknownPurpose(_) => "unknown_purpose",
-            Self::AlreadyExpired | Self::Invalid(_) => "validation_failed",
+            Self::UnknownPurpose(_) => Refusal::UnknownPurpose,
+            Self::AlreadyExpired | Self::Invalid(_) => Refusal::ValidationFailed,
         }
     }
 }
@@ -240,7 +240,7 @@ impl Consent {
 }
 
 impl Aggregate for Consent {
-    const TYPE: &'static str = "Consent";
+    const TYPE: &'static str = crate::domain::streams::CONSENT;
     type Command = ConsentCommand;
     type Event = ConsentEvent;
     type Error = ConsentError;

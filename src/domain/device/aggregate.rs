@@ -1,6 +1,6 @@
 //! Commands, events and decide/apply of the Device aggregate (small enough for one file).
 
-use crate::domain::DomainError;
+use crate::domain::{DomainError, Refusal};
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
@@ -174,12 +174,12 @@ pub enum DeviceError {
 }
 
 impl DomainError for DeviceError {
-    fn code(&self) -> &'static str {
+    fn refusal(&self) -> Refusal {
         match self {
-            Self::AlreadyRegistered(_) => "device_exists",
-            Self::NotFound => "device_not_found",
-            Self::Invalid(_) => "validation_failed",
-            Self::Retired(_) => "device_retired",
+            Self::AlreadyRegistered(_) => Refusal::DeviceExists,
+            Self::NotFound => Refusal::DeviceNotFound,
+            Self::Invalid(_) => Refusal::ValidationFailed,
+            Self::Retired(_) => Refusal::DeviceRetired,
         }
     }
 }
@@ -287,7 +287,7 @@ impl Device {
 }
 
 impl Aggregate for Device {
-    const TYPE: &'static str = "Device";
+    const TYPE: &'static str = crate::domain::streams::DEVICE;
     type Command = DeviceCommand;
     type Event = DeviceEvent;
     type Error = DeviceError;

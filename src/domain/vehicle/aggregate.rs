@@ -1,7 +1,7 @@
 //! Decide and apply for the Vehicle aggregate.
 
 use super::{VehicleCommand, VehicleEvent};
-use crate::domain::DomainError;
+use crate::domain::{DomainError, Refusal};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -66,14 +66,14 @@ pub enum VehicleError {
 }
 
 impl DomainError for VehicleError {
-    fn code(&self) -> &'static str {
+    fn refusal(&self) -> Refusal {
         match self {
-            Self::AlreadyRegistered(_) => "vehicle_exists",
-            Self::NotFound => "vehicle_not_found",
-            Self::InvalidTransition { .. } => "invalid_transition",
-            Self::Invalid(_) => "validation_failed",
-            Self::DeviceAlreadyAttached(_) => "device_exists",
-            Self::DeviceNotAttached(_) => "device_not_attached",
+            Self::AlreadyRegistered(_) => Refusal::VehicleExists,
+            Self::NotFound => Refusal::VehicleNotFound,
+            Self::InvalidTransition { .. } => Refusal::InvalidTransition,
+            Self::Invalid(_) => Refusal::ValidationFailed,
+            Self::DeviceAlreadyAttached(_) => Refusal::DeviceExists,
+            Self::DeviceNotAttached(_) => Refusal::DeviceNotAttached,
         }
     }
 }
@@ -181,7 +181,7 @@ fn validate_registration(model: &str, model_year: i32, market: &str) -> Result<(
 }
 
 impl Aggregate for Vehicle {
-    const TYPE: &'static str = "Vehicle";
+    const TYPE: &'static str = crate::domain::streams::VEHICLE;
     type Command = VehicleCommand;
     type Event = VehicleEvent;
     type Error = VehicleError;
