@@ -12,7 +12,6 @@ mod runner;
 pub mod seals;
 pub mod state;
 pub mod vehicles;
-pub mod views;
 
 pub use rebuild::Rebuilt;
 pub use runner::{Process, Projection, ProjectionError, Subscriptions};

@@ -212,21 +212,30 @@ pub async fn checkpoint_of(conn: &mut Conn<'_>, position: i64) -> Result<Option<
     Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }))
 }
 
-/// The columns of an event's place in commit order: `tx_id, global_position`.
-fn place(conn: &Conn<'_>) -> &'static str {
+/// The expression of an event's transaction id in `conn`'s dialect.
+fn tx_id(conn: &Conn<'_>) -> &'static str {
     match conn {
-        Conn::Postgres(_) => postgres::log::PLACE,
-        Conn::Sqlite(_) => sqlite::log::PLACE,
+        Conn::Postgres(_) => postgres::log::TX_ID,
+        Conn::Sqlite(_) => sqlite::log::TX_ID,
     }
+}
+
+/// The columns of a [`StoredEvent`], with `tx_id` its transaction id's expression.
+pub(super) fn columns(tx_id: &str) -> String {
+    format!(
+        "global_position, {tx_id} AS tx_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, recorded_at"
+    )
+}
+
+/// The columns of an event's place in commit order: `tx_id, global_position`.
+fn place(conn: &Conn<'_>) -> String {
+    format!("{}, global_position", tx_id(conn))
 }
 
 /// `SELECT <the event columns> FROM events` for `conn`'s dialect (add a `WHERE`).
 pub fn select_events(conn: &Conn<'_>) -> String {
-    let columns = match conn {
-        Conn::Postgres(_) => postgres::log::COLUMNS,
-        Conn::Sqlite(_) => sqlite::log::COLUMNS,
-    };
-    format!("SELECT {columns} FROM events")
+    format!("SELECT {} FROM events", columns(tx_id(conn)))
 }
 
 /// Appends one event to a stream tacho writes without an aggregate (broadcasts); fails with a

@@ -7,7 +7,7 @@
 //! - [`facts`]: vehicle facts appended in batches, dead letters; [`idempotency`]: request keys.
 //! - [`bulk`]: set-based writes of the read models that take thousands of rows per batch.
 //! - [`sql`]: [`Sql`], one statement for either store; [`Dialect`]: the fragments they say differently.
-//! - [`queries`]: named reads of the read models for the API; [`pending`]: what the processes act
+//! - [`queries`]: named reads of the read models for the API, returning [`views`]; [`pending`]: what the processes act
 //!   on (queued, in-flight and overdue commands) and pruning.
 //! - [`audit`]: the reads `audit verify` makes (the log stream by stream, the read models' rows).
 //! - [`rebuild`]: fresh copies of read-model tables, swapped in.
@@ -35,6 +35,7 @@ pub mod rebuild;
 pub mod seal;
 pub mod sql;
 pub mod sqlite;
+pub mod views;
 
 pub use aggregates::{EventStores, Frameworks};
 pub use sql::Sql;

@@ -2,7 +2,7 @@
 //! vehicles reported.
 
 use super::{Conn, Db, Sql};
-use crate::projections::views::{CommandView, ConsentView, DeviceView, Page, VehicleView};
+use crate::store::views::{CommandView, ConsentView, DeviceView, Page, VehicleView};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -33,6 +33,19 @@ pub fn decode_token<T: DeserializeOwned>(token: Option<&str>) -> Result<Option<T
             serde_json::from_slice(&bytes).map_err(|_| QueryError::BadPageToken)
         })
         .transpose()
+}
+
+/// The page of `items` (read with one row more than `page_size`, to know whether another page
+/// follows) and the token of the next, made from its last item by `token`.
+fn page<T>(mut items: Vec<T>, page_size: i64, token: impl Fn(&T) -> String) -> Page<T> {
+    let next_page_token = match items.len() as i64 > page_size {
+        true => {
+            items.truncate(page_size as usize);
+            items.last().map(token)
+        }
+        false => None,
+    };
+    Page { items, next_page_token }
 }
 
 /// Filters of the fleet list.
@@ -80,7 +93,7 @@ pub async fn fleet(
          ORDER BY vin LIMIT $8"
     );
     let vins = filter.vins.as_ref().map(|v| serde_json::json!(v));
-    let mut items: Vec<VehicleView> = Sql::new(&sql)
+    let items: Vec<VehicleView> = Sql::new(&sql)
         .bind(&after)
         .bind(&filter.status)
         .bind(&filter.market)
@@ -91,13 +104,7 @@ pub async fn fleet(
         .bind(page_size + 1)
         .fetch_all(db)
         .await?;
-    let next_page_token = if items.len() as i64 > page_size {
-        items.truncate(page_size as usize);
-        items.last().map(|v| encode_token(&v.vin))
-    } else {
-        None
-    };
-    Ok(Page { items, next_page_token })
+    Ok(page(items, page_size, |v| encode_token(&v.vin)))
 }
 
 /// One device.
@@ -139,15 +146,9 @@ pub async fn commands_of_vehicle(
          ORDER BY requested_at DESC, command_id DESC LIMIT $5"
     );
     let (at, id) = after.unzip();
-    let mut items: Vec<CommandView> =
+    let items: Vec<CommandView> =
         Sql::new(&sql).bind(vin).bind(status).bind(at).bind(id).bind(page_size + 1).fetch_all(db).await?;
-    let next_page_token = if items.len() as i64 > page_size {
-        items.truncate(page_size as usize);
-        items.last().map(|c| encode_token(&(c.requested_at, c.command_id)))
-    } else {
-        None
-    };
-    Ok(Page { items, next_page_token })
+    Ok(page(items, page_size, |c| encode_token(&(c.requested_at, c.command_id))))
 }
 
 /// One signal's last-known value, as stored.
@@ -239,15 +240,9 @@ pub async fn reported_events(
     let sql = "SELECT msg_id, kind, data, vehicle_ts, received_at, position FROM rm_vehicle_events WHERE vin = $1 \
          AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR position < $3) \
          ORDER BY position DESC LIMIT $4";
-    let mut items: Vec<ReportedRow> =
+    let items: Vec<ReportedRow> =
         Sql::new(sql).bind(vin).bind(kind).bind(after).bind(page_size + 1).fetch_all(db).await?;
-    let next_page_token = if items.len() as i64 > page_size {
-        items.truncate(page_size as usize);
-        items.last().map(|r| encode_token(&r.position))
-    } else {
-        None
-    };
-    Ok(Page { items, next_page_token })
+    Ok(page(items, page_size, |r| encode_token(&r.position)))
 }
 
 /// Whether `table` has any row.

@@ -200,21 +200,28 @@ pub async fn chain(conn: &mut Conn<'_>) -> Result<Vec<(i64, i64, String, String)
     Sql::new(sql).fetch_all(&mut *conn).await
 }
 
-/// Position → stream hash of one stream's seals.
-pub async fn hashes_of_stream(
-    conn: &mut Conn<'_>,
-    aggregate_type: &str,
-    aggregate_id: &str,
-) -> Result<HashMap<i64, String>, sqlx::Error> {
-    let sql = "SELECT global_position, stream_hash FROM event_seals WHERE aggregate_type = $1 AND aggregate_id = $2";
-    let rows: Vec<(i64, String)> = Sql::new(sql).bind(aggregate_type).bind(aggregate_id).fetch_all(&mut *conn).await?;
-    Ok(rows.into_iter().collect())
+/// Which seals to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    /// One stream's: aggregate type and id.
+    Stream(&'a str, &'a str),
+    /// Those of the events at positions `first..=last`.
+    Positions(i64, i64),
 }
 
-/// Position → stream hash of the seals of events at positions `first..=last`.
-pub async fn hashes_between(conn: &mut Conn<'_>, first: i64, last: i64) -> Result<HashMap<i64, String>, sqlx::Error> {
-    let sql = "SELECT global_position, stream_hash FROM event_seals WHERE global_position BETWEEN $1 AND $2";
-    let rows: Vec<(i64, String)> = Sql::new(sql).bind(first).bind(last).fetch_all(&mut *conn).await?;
+/// Position → stream hash of the seals `which` names.
+pub async fn hashes(conn: &mut Conn<'_>, which: Which<'_>) -> Result<HashMap<i64, String>, sqlx::Error> {
+    let select = "SELECT global_position, stream_hash FROM event_seals WHERE";
+    let rows: Vec<(i64, String)> = match which {
+        Which::Stream(kind, id) => {
+            let sql = format!("{select} aggregate_type = $1 AND aggregate_id = $2");
+            Sql::new(&sql).bind(kind).bind(id).fetch_all(conn).await?
+        }
+        Which::Positions(first, last) => {
+            let sql = format!("{select} global_position BETWEEN $1 AND $2");
+            Sql::new(&sql).bind(first).bind(last).fetch_all(conn).await?
+        }
+    };
     Ok(rows.into_iter().collect())
 }
 

@@ -95,10 +95,11 @@ async fn sealed(conn: &mut Conn<'_>, events: Vec<StoredEvent>, of: Seals<'_>) ->
     else {
         return Ok(Vec::new());
     };
-    let seals = match of {
-        Seals::Stream(kind, id) => seal::hashes_of_stream(conn, kind, id).await?,
-        Seals::Page => seal::hashes_between(conn, first, last).await?,
+    let which = match of {
+        Seals::Stream(kind, id) => seal::Which::Stream(kind, id),
+        Seals::Page => seal::Which::Positions(first, last),
     };
+    let seals = seal::hashes(conn, which).await?;
     Ok(events
         .into_iter()
         .map(|e| {

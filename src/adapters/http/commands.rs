@@ -10,9 +10,9 @@ use crate::domain::command::{
 };
 use crate::domain::streams;
 use crate::projections::commands::CommandsProjection;
-use crate::projections::views::{CommandErrorView, CommandView, Page, Transition};
 use crate::store::idempotency::{self, Claim};
 use crate::store::queries;
+use crate::store::views::{CommandErrorView, CommandView, Page, Transition};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};

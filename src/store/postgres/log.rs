@@ -1,15 +1,11 @@
 //! The log on PostgreSQL: commit order is `(tx_id, global_position)` below the snapshot horizon
 //! (see [`crate::store::log`]).
 
-use crate::store::log::{BatchRow, Checkpoint, NewEvent};
+use crate::store::log::{columns, BatchRow, Checkpoint, NewEvent};
 use sqlx::PgConnection;
 
-/// The columns of a [`crate::store::log::StoredEvent`].
-pub const COLUMNS: &str = "global_position, tx_id::text::bigint AS tx_id, aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, payload, metadata, recorded_at";
-
-/// The columns of an event's place in commit order.
-pub const PLACE: &str = "tx_id::text::bigint, global_position";
+/// An event's transaction id as a bigint.
+pub const TX_ID: &str = "tx_id::text::bigint";
 
 /// Up to `limit` events after `after` below the snapshot horizon, and the frontier.
 pub(in crate::store) async fn read_after(
@@ -19,9 +15,10 @@ pub(in crate::store) async fn read_after(
     limit: i64,
 ) -> Result<Vec<BatchRow>, sqlx::Error> {
     // One statement, one snapshot: the frontier cannot pass an event the batch did not see.
+    let columns = columns(TX_ID);
     let sql = format!(
         "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
-         batch AS (SELECT {COLUMNS} FROM events, horizon \
+         batch AS (SELECT {columns} FROM events, horizon \
            WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) AND tx_id < horizon.xmin \
              AND ($3::text[] IS NULL OR aggregate_type = ANY($3)) \
            ORDER BY tx_id, global_position LIMIT $4), \

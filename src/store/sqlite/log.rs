@@ -1,15 +1,11 @@
 //! The log on SQLite: one writer at a time, so position order is commit order (see
 //! [`crate::store::log`]).
 
-use crate::store::log::{BatchRow, Checkpoint, NewEvent};
+use crate::store::log::{columns, BatchRow, Checkpoint, NewEvent};
 use sqlx::SqliteConnection;
 
-/// The columns of a [`crate::store::log::StoredEvent`].
-pub const COLUMNS: &str = "global_position, 0 AS tx_id, aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, payload, metadata, recorded_at";
-
-/// The columns of an event's place in commit order.
-pub const PLACE: &str = "0, global_position";
+/// An event's transaction id: one writer at a time, so none is needed.
+pub const TX_ID: &str = "0";
 
 /// Up to `limit` events after `after`, and the frontier.
 pub(in crate::store) async fn read_after(
@@ -19,9 +15,10 @@ pub(in crate::store) async fn read_after(
     limit: i64,
 ) -> Result<Vec<BatchRow>, sqlx::Error> {
     // A read transaction of its own would be one snapshot too; a single statement is.
+    let columns = columns(TX_ID);
     let sql = format!(
         "WITH frontier AS (SELECT 0 AS f_tx, max(global_position) AS f_pos FROM events), \
-         batch AS (SELECT {COLUMNS} FROM events WHERE global_position > $1 \
+         batch AS (SELECT {columns} FROM events WHERE global_position > $1 \
            AND ($2 IS NULL OR aggregate_type IN (SELECT value FROM json_each($2))) \
            ORDER BY global_position LIMIT $3) \
          SELECT batch.*, frontier.f_tx, frontier.f_pos FROM frontier LEFT JOIN batch ON true \

@@ -1,4 +1,5 @@
-//! The shapes of the read models as the API returns them.
+//! The rows of the read models as they are read back ([`super::queries`]), in the shapes the API
+//! returns.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
