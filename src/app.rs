@@ -146,7 +146,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let frameworks = Arc::new(Frameworks::new(&db));
-    let mut subscriptions = Subscriptions::new(db.clone(), projections());
+    let mut subscriptions = Subscriptions::new(db.clone(), projections()).with_metrics(Arc::clone(&metrics));
     let mut tasks = Vec::new();
     let mut publisher = None;
     let mut dispatcher = None;
@@ -158,8 +158,12 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
             VehicleProcesses { db: db.clone(), frameworks: Arc::clone(&frameworks), dispatcher: Arc::clone(&sender) };
         subscriptions = subscriptions
             .with_processes(vec![Arc::clone(&sender) as Arc<dyn crate::projections::Process>, Arc::new(processes)]);
-        let handler =
-            inbound::Handler { db: db.clone(), frameworks: Arc::clone(&frameworks), metrics: Arc::clone(&metrics) };
+        let handler = inbound::Handler {
+            db: db.clone(),
+            frameworks: Arc::clone(&frameworks),
+            metrics: Arc::clone(&metrics),
+            limits: config.vehicle_limits(),
+        };
         let options = InboundOptions {
             client_id: format!("{}-in", config.mqtt_client_id),
             shared_group: config.mqtt_shared_group.clone(),
@@ -172,7 +176,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     subscriptions.find_new_read_models().await.context("cannot list the read models to fill")?;
     let subscriptions = Arc::new(subscriptions);
     tasks.extend(subscriptions.start(shutdown.clone()));
-    let retention = chrono::Duration::hours(i64::from(config.history_retention_hours));
+    let retention = config.retention();
     tasks.push(tokio::spawn(sweep::sweep(
         db.clone(),
         Arc::clone(&frameworks),
@@ -196,6 +200,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         public_mqtt_url: public_mqtt_url.into(),
         metrics,
         publisher,
+        idempotency_key_ttl: retention.idempotency_keys,
     };
     let addr = listener.local_addr().context("listener has no address")?;
     let router = http::router(state.clone());

@@ -187,6 +187,22 @@ pub struct Config {
     /// Largest database pool.
     #[arg(long, env = "TACHO_DATABASE_MAX_CONNECTIONS", default_value_t = 20)]
     pub database_max_connections: u32,
+    /// Most signals in one state report (more: the report is a dead letter).
+    #[arg(long, env = "TACHO_MAX_SIGNALS_PER_REPORT", default_value_t = 200)]
+    pub max_signals_per_report: usize,
+    /// Most distinct signals one vehicle may have (a report adding more is a dead letter).
+    #[arg(long, env = "TACHO_MAX_SIGNALS_PER_VEHICLE", default_value_t = 2000)]
+    pub max_signals_per_vehicle: usize,
+    /// How many seconds a vehicle's clock may run ahead of tacho's (a report dated later is a dead
+    /// letter).
+    #[arg(long, env = "TACHO_MAX_CLOCK_SKEW_S", default_value_t = 300)]
+    pub max_clock_skew_s: u32,
+    /// How long refused MQTT messages are kept in the dead-letter table, in days.
+    #[arg(long, env = "TACHO_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30)]
+    pub dead_letter_retention_days: u32,
+    /// How long an Idempotency-Key names its command, in hours (after that the key may be used again).
+    #[arg(long, env = "TACHO_IDEMPOTENCY_KEY_HOURS", default_value_t = 24)]
+    pub idempotency_key_hours: u32,
 }
 
 /// Which MQTT broker tacho talks to.
@@ -201,6 +217,24 @@ pub enum Mqtt {
 }
 
 impl Config {
+    /// What one vehicle may send.
+    pub fn vehicle_limits(&self) -> crate::adapters::mqtt::inbound::Limits {
+        crate::adapters::mqtt::inbound::Limits {
+            signals_per_report: self.max_signals_per_report.max(1),
+            signals_per_vehicle: self.max_signals_per_vehicle.max(1),
+            clock_skew: chrono::Duration::seconds(i64::from(self.max_clock_skew_s)),
+        }
+    }
+
+    /// How long what tacho keeps for a while is kept.
+    pub fn retention(&self) -> crate::processes::sweep::Retention {
+        crate::processes::sweep::Retention {
+            history: chrono::Duration::hours(i64::from(self.history_retention_hours)),
+            dead_letters: chrono::Duration::days(i64::from(self.dead_letter_retention_days)),
+            idempotency_keys: chrono::Duration::hours(i64::from(self.idempotency_key_hours.max(1))),
+        }
+    }
+
     /// The broker to use.
     pub fn mqtt(&self) -> anyhow::Result<Mqtt> {
         if self.mqtt_url.eq_ignore_ascii_case("none") {

@@ -2,6 +2,7 @@
 //!
 //! Stable names: `Aggregate::TYPE` and every `event_type` are written into the log and never renamed.
 
+pub mod budget;
 pub mod command;
 pub mod consent;
 pub mod device;

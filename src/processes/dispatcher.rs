@@ -9,6 +9,7 @@ use crate::projections::{Process, ProjectionError};
 use crate::store::log::StoredEvent;
 use crate::store::{pending, Db, Frameworks};
 use chrono::Utc;
+use cqrs_es::AggregateError;
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -31,7 +32,15 @@ impl Dispatcher {
     /// Sends command `id` if it still waits to be sent: published when its vehicle is online, else
     /// queued (store-and-forward) or failed fast. Safe to call again for the same command.
     pub async fn dispatch(&self, id: &str) -> Result<(), ProjectionError> {
-        let command = self.frameworks.stores.load::<Command>(id).await.map_err(effect)?;
+        let command = match self.frameworks.stores.load::<Command>(id).await {
+            Ok(command) => command,
+            // Its stream holds a row that does not parse: it can never be sent; the others can.
+            Err(AggregateError::DeserializationError(e)) => {
+                tracing::error!(command = id, error = %e, "the command's stream does not load; it is not sent");
+                return Ok(());
+            }
+            Err(e) => return Err(effect(e)),
+        };
         if !matches!(command.status, CommandStatus::Requested | CommandStatus::Queued) {
             return Ok(());
         }

@@ -19,7 +19,7 @@ pub async fn sweep(
     db: Db,
     frameworks: Arc<Frameworks>,
     dispatcher: Option<Arc<Dispatcher>>,
-    history_retention: chrono::Duration,
+    retention: Retention,
     shutdown: CancellationToken,
 ) {
     let mut ticks: u64 = 0;
@@ -28,7 +28,7 @@ pub async fn sweep(
             tracing::warn!(error = %e, "deadline sweep failed; retrying");
         }
         if ticks.is_multiple_of(60) {
-            if let Err(e) = prune(&db, history_retention).await {
+            if let Err(e) = prune(&db, retention).await {
                 tracing::warn!(error = %e, "pruning failed; retrying");
             }
         }
@@ -71,9 +71,26 @@ pub async fn sweep_once(
 /// How long vehicle message ids are remembered to drop repeats.
 const DEDUPE_WINDOW_DAYS: i64 = 7;
 
-/// Deletes state history older than `history_retention` and message ids older than the
-/// deduplication window.
-pub async fn prune(db: &Db, history_retention: chrono::Duration) -> Result<(), sqlx::Error> {
+/// How long what tacho keeps for a while is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// State history.
+    pub history: chrono::Duration,
+    /// Dead letters.
+    pub dead_letters: chrono::Duration,
+    /// Idempotency keys (after that a key may name a new command).
+    pub idempotency_keys: chrono::Duration,
+}
+
+/// Deletes state history, dead letters and idempotency keys past their retention, and message ids
+/// older than the deduplication window.
+pub async fn prune(db: &Db, retention: Retention) -> Result<u64, sqlx::Error> {
     let now = Utc::now();
-    pending::prune(db, now - history_retention, now - chrono::Duration::days(DEDUPE_WINDOW_DAYS)).await
+    let prune = pending::Prune {
+        history_before: now - retention.history,
+        seen_before: now - chrono::Duration::days(DEDUPE_WINDOW_DAYS),
+        dead_letters_before: now - retention.dead_letters,
+        keys_before: now - retention.idempotency_keys,
+    };
+    pending::prune(db, prune).await
 }

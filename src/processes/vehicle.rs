@@ -29,6 +29,11 @@ pub struct VehicleProcesses {
 fn ignore_refusal<E: std::error::Error>(result: Result<(), cqrs_es::AggregateError<E>>) -> Result<(), ProjectionError> {
     match result {
         Ok(()) | Err(cqrs_es::AggregateError::UserError(_)) => Ok(()),
+        // A stream that does not load can never be moved: retrying would stall every vehicle.
+        Err(cqrs_es::AggregateError::DeserializationError(e)) => {
+            tracing::error!(error = %e, "a command's stream does not load; passed over");
+            Ok(())
+        }
         Err(e) => Err(effect(e)),
     }
 }

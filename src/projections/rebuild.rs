@@ -7,6 +7,7 @@ use super::{Projection, ProjectionError};
 use crate::store::log::{self, Checkpoint};
 use crate::store::rebuild::{self as tables, Rebuilding};
 use crate::store::{checkpoints, Conn, Db};
+use std::collections::HashSet;
 use std::time::Instant;
 
 /// Events per batch of a rebuild.
@@ -56,33 +57,57 @@ pub async fn rebuild(
     let types = Some(projection.aggregate_types()).filter(|t| !t.is_empty());
     let mut at = Checkpoint::default();
     let mut done = Rebuilt::default();
+    // Events that do not decode are passed over (as the live subscriber does): a batch that meets
+    // one is rolled back and read again without it.
+    let mut passed_over = HashSet::new();
     // Catch up outside the lock; the API and the live subscriber go on meanwhile.
     loop {
         let mut tx = own.begin(false).await?;
-        let (applied, to) = step(&mut tx, projection, at, types).await?;
+        let (read, to) = match step(&mut tx, projection, at, types, &mut passed_over).await {
+            Err(ProjectionError::Undecodable(_)) => {
+                tables::rollback(tx).await?;
+                continue;
+            }
+            stepped => stepped?,
+        };
         tables::commit(tx).await?;
         at = to;
-        done = Rebuilt { events: done.events + applied, seconds: started.elapsed().as_secs_f64() };
+        done = Rebuilt { events: done.events + read, seconds: started.elapsed().as_secs_f64() };
         progress(done);
-        if applied < BATCH as u64 {
+        if read < BATCH as u64 {
             break;
         }
     }
     // The rest and the swap in one transaction, with the live subscriber held off.
     let _turn = turn.lock().await;
-    let mut tx = own.begin(true).await?;
-    checkpoints::take_turn(&mut tx, projection.name(), true).await?;
     loop {
-        let (applied, to) = step(&mut tx, projection, at, types).await?;
-        at = to;
-        done.events += applied;
-        if applied < BATCH as u64 {
-            break;
+        let mut tx = own.begin(true).await?;
+        checkpoints::take_turn(&mut tx, projection.name(), true).await?;
+        let (mut last, mut rest) = (at, 0);
+        let finished = loop {
+            match step(&mut tx, projection, last, types, &mut passed_over).await {
+                Ok((read, to)) => {
+                    (last, rest) = (to, rest + read);
+                    if read < BATCH as u64 {
+                        break Ok(());
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        match finished {
+            Err(ProjectionError::Undecodable(_)) => {
+                tables::rollback(tx).await?;
+                continue;
+            }
+            finished => finished?,
         }
+        tables::swap(&mut tx, projection.tables()).await?;
+        checkpoints::save(&mut tx, projection.name(), last).await?;
+        tables::commit(tx).await?;
+        done.events += rest;
+        break;
     }
-    tables::swap(&mut tx, projection.tables()).await?;
-    checkpoints::save(&mut tx, projection.name(), at).await?;
-    tables::commit(tx).await?;
     done.seconds = started.elapsed().as_secs_f64();
     Ok(done)
 }
@@ -93,10 +118,23 @@ async fn step(
     projection: &dyn Projection,
     at: Checkpoint,
     types: Option<&[&str]>,
+    passed_over: &mut HashSet<i64>,
 ) -> Result<(u64, Checkpoint), ProjectionError> {
     let batch = log::read_after(conn, at, types, BATCH).await?;
-    if !batch.events.is_empty() {
-        projection.apply_batch(conn, &batch.events).await?;
+    let (read, to) = (batch.events.len() as u64, batch.next_checkpoint(at, BATCH));
+    let events: Vec<_> = batch
+        .events
+        .into_iter()
+        .filter(|e| !passed_over.contains(&e.position) && (e.unreadable.is_none() || projection.takes_unreadable()))
+        .collect();
+    if !events.is_empty() {
+        if let Err(e) = projection.apply_batch(conn, &events).await {
+            if let ProjectionError::Undecodable(undecodable) = &e {
+                tracing::error!(subscriber = projection.name(), error = %undecodable, "rebuild passes over an event that does not decode");
+                passed_over.insert(undecodable.position);
+            }
+            return Err(e);
+        }
     }
-    Ok((batch.events.len() as u64, batch.next_checkpoint(at, BATCH)))
+    Ok((read, to))
 }

@@ -40,6 +40,11 @@ impl Projection for SealProjection {
         false
     }
 
+    /// Every row is sealed as stored, readable or not.
+    fn takes_unreadable(&self) -> bool {
+        true
+    }
+
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
         self.apply_batch(conn, std::slice::from_ref(event)).await
     }

@@ -1,7 +1,7 @@
 //! The cqrs-es frameworks on postgres-es or sqlite-es (plain event store: no snapshots, no
 //! in-process queries), and the strongly consistent precondition lookups the Command aggregate needs.
 
-use super::log::EVENTS_CHANNEL;
+use super::log::{self, EVENTS_CHANNEL};
 use super::Db;
 use crate::domain::command::{Command, CommandPreconditions, CommandServices, PreconditionError};
 use crate::domain::consent::Consent;
@@ -26,8 +26,16 @@ type AggregateEvents<A> = PersistedEventStore<Repository, A>;
 /// The cqrs-es framework of aggregate `A`.
 type Framework<A> = CqrsFramework<A, AggregateEvents<A>>;
 
-/// The event repository of the open store.
-pub enum Repository {
+/// The event repository of the open store: postgres-es or sqlite-es write (and map a taken
+/// sequence to an optimistic-lock conflict); reads go through [`super::log`], so a row that does
+/// not parse fails the load of its own aggregate with a deserialization error, never a panic.
+pub struct Repository {
+    db: Db,
+    writer: Writer,
+}
+
+/// The cqrs-es repository that writes.
+enum Writer {
     /// postgres-es.
     Postgres(PostgresEventRepository),
     /// sqlite-es.
@@ -36,25 +44,56 @@ pub enum Repository {
 
 impl Repository {
     fn of(db: &Db) -> Self {
-        match db {
-            Db::Postgres(pool) => Self::Postgres(PostgresEventRepository::new(pool.clone())),
-            Db::Sqlite(embedded) => Self::Sqlite(SqliteEventRepository::new(embedded.pool.clone())),
-        }
+        let writer = match db {
+            Db::Postgres(pool) => Writer::Postgres(PostgresEventRepository::new(pool.clone())),
+            Db::Sqlite(embedded) => Writer::Sqlite(SqliteEventRepository::new(embedded.pool.clone())),
+        };
+        Self { db: db.clone(), writer }
+    }
+
+    /// The events of stream `id` of `A` after `after`, for cqrs-es.
+    async fn read<A: Aggregate>(&self, id: &str, after: usize) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let unavailable = |e: sqlx::Error| match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                PersistenceError::ConnectionError(Box::new(e))
+            }
+            other => PersistenceError::UnknownError(Box::new(other)),
+        };
+        let mut pooled = self.db.acquire().await.map_err(unavailable)?;
+        let events = log::read_stream(&mut pooled.conn(), A::TYPE, id).await.map_err(unavailable)?;
+        events
+            .into_iter()
+            .filter(|e| e.sequence > after as i64)
+            .map(|e| match &e.unreadable {
+                Some(unreadable) => {
+                    Err(PersistenceError::DeserializationError(Box::new(e.undecodable(&unreadable.reason))))
+                }
+                None => Ok(SerializedEvent {
+                    aggregate_id: e.aggregate_id,
+                    sequence: e.sequence as usize,
+                    aggregate_type: e.aggregate_type,
+                    event_type: e.event_type,
+                    event_version: e.event_version,
+                    payload: e.payload,
+                    metadata: e.metadata,
+                }),
+            })
+            .collect()
     }
 }
 
 macro_rules! delegate {
     ($self:expr, |$r:ident| $body:expr) => {
-        match $self {
-            Repository::Postgres($r) => $body,
-            Repository::Sqlite($r) => $body,
+        match &$self.writer {
+            Writer::Postgres($r) => $body,
+            Writer::Sqlite($r) => $body,
         }
     };
 }
 
 impl PersistedEventRepository for Repository {
     async fn get_events<A: Aggregate>(&self, id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        delegate!(self, |r| r.get_events::<A>(id).await)
+        self.read::<A>(id, 0).await
     }
 
     async fn get_last_events<A: Aggregate>(
@@ -62,7 +101,7 @@ impl PersistedEventRepository for Repository {
         id: &str,
         last_sequence: usize,
     ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        delegate!(self, |r| r.get_last_events::<A>(id, last_sequence).await)
+        self.read::<A>(id, last_sequence).await
     }
 
     async fn get_snapshot<A: Aggregate>(&self, id: &str) -> Result<Option<SerializedSnapshot>, PersistenceError> {

@@ -1,7 +1,7 @@
 //! The reads `audit verify` ([`crate::audit`]) makes: the log stream by stream, and what the read
 //! models say of each stream (to compare with the log's replay).
 
-use super::log::{select_events, StoredEvent};
+use super::log::{select_events, EventRow, StoredEvent};
 use super::{Conn, Sql};
 use futures::TryStreamExt;
 use serde_json::Value;
@@ -31,9 +31,9 @@ pub async fn for_each_event<E: From<sqlx::Error>>(
     let sql = format!("{} WHERE {FILTER} ORDER BY aggregate_type, aggregate_id, sequence", select_events(conn));
     macro_rules! each_row {
         ($c:expr) => {{
-            let mut rows = sqlx::query_as::<_, StoredEvent>(&sql).bind(aggregate_type).bind(id).fetch($c);
-            while let Some(event) = rows.try_next().await? {
-                each(event)?;
+            let mut rows = sqlx::query_as::<_, EventRow>(&sql).bind(aggregate_type).bind(id).fetch($c);
+            while let Some(row) = rows.try_next().await? {
+                each(StoredEvent::from(row))?;
             }
             Ok(())
         }};

@@ -113,3 +113,20 @@ pub async fn online_in_log(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     };
     Ok(last.into_iter().filter(|(_, payload)| online(payload)).map(|(vin, _)| vin).collect())
 }
+
+/// How many distinct signals the state read model holds for each of `vins` (absent: none).
+pub async fn signal_counts(db: &Db, vins: &[String]) -> Result<HashMap<String, i64>, sqlx::Error> {
+    let sql = format!(
+        "SELECT vin, count(*) FROM rm_vehicle_state WHERE {} GROUP BY vin",
+        db.dialect().in_json_list("vin", "$1")
+    );
+    let rows: Vec<(String, i64)> = Sql::new(&sql).bind(json!(vins)).fetch_all(db).await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// The names of the signals the state read model holds for `vin`.
+pub async fn signal_names(db: &Db, vin: &str) -> Result<HashSet<String>, sqlx::Error> {
+    let names: Vec<String> =
+        Sql::new("SELECT signal FROM rm_vehicle_state WHERE vin = $1").bind(vin).scalars(db).await?;
+    Ok(names.into_iter().collect())
+}

@@ -2,6 +2,7 @@
 //! consistent (a primary key, not a read model).
 
 use super::{Db, Sql};
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 /// What a key already stands for.
@@ -15,17 +16,29 @@ pub enum Claim {
     Conflict,
 }
 
-/// Claims `key` of `requester` for `command_id`, unless it already names a command.
+/// Claims `key` of `requester` for `command_id`, unless it already names a command claimed at or
+/// after `expired_before` (an older claim has expired: the key is claimed anew).
 pub async fn claim(
     db: &Db,
     requester: &str,
     key: &str,
     request_hash: &str,
     command_id: Uuid,
+    expired_before: DateTime<Utc>,
 ) -> Result<Claim, sqlx::Error> {
-    let sql = "INSERT INTO command_idempotency (requester, key, request_hash, command_id) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (requester, key) DO NOTHING";
-    let inserted = Sql::new(sql).bind(requester).bind(key).bind(request_hash).bind(command_id).execute(db).await?;
+    let sql = "INSERT INTO command_idempotency (requester, key, request_hash, command_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (requester, key) DO UPDATE SET request_hash = excluded.request_hash, \
+         command_id = excluded.command_id, created_at = excluded.created_at \
+         WHERE command_idempotency.created_at < $6";
+    let inserted = Sql::new(sql)
+        .bind(requester)
+        .bind(key)
+        .bind(request_hash)
+        .bind(command_id)
+        .bind(Utc::now())
+        .bind(expired_before)
+        .execute(db)
+        .await?;
     if inserted == 1 {
         return Ok(Claim::New);
     }

@@ -31,11 +31,10 @@ pub struct Checkpoint {
 }
 
 /// One row of the log as its readers see it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     /// Global position (PostgreSQL: bigserial, unique, gaps possible, not commit order on its own;
     /// SQLite: commit order).
-    #[sqlx(rename = "global_position")]
     pub position: i64,
     /// Id of the transaction that wrote it: with `position`, the commit order.
     pub tx_id: i64,
@@ -55,6 +54,65 @@ pub struct StoredEvent {
     pub metadata: Value,
     /// When the database recorded it.
     pub recorded_at: DateTime<Utc>,
+    /// Set when the stored payload or metadata is not JSON tacho can read (nested too deep,
+    /// malformed); `payload` and `metadata` are then null. Readers pass over such a row instead of
+    /// stopping on it; the seals and audit still see it as stored.
+    pub unreadable: Option<Unreadable>,
+}
+
+/// A row whose payload or metadata does not parse, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    /// Why it does not parse.
+    pub reason: String,
+    /// The stored payload text.
+    pub payload: String,
+    /// The stored metadata text.
+    pub metadata: String,
+}
+
+/// A row of the log as read: payload and metadata as their stored text, parsed in Rust so one row
+/// that does not parse never fails a whole read.
+#[derive(sqlx::FromRow)]
+pub(super) struct EventRow {
+    global_position: i64,
+    tx_id: i64,
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    payload: String,
+    metadata: String,
+    recorded_at: DateTime<Utc>,
+}
+
+impl From<EventRow> for StoredEvent {
+    fn from(row: EventRow) -> Self {
+        let parsed = serde_json::from_str::<Value>(&row.payload)
+            .map_err(|e| format!("payload: {e}"))
+            .and_then(|p| Ok((p, serde_json::from_str::<Value>(&row.metadata).map_err(|e| format!("metadata: {e}"))?)));
+        let (payload, metadata, unreadable) = match parsed {
+            Ok((payload, metadata)) => (payload, metadata, None),
+            Err(reason) => {
+                let unreadable = Unreadable { reason, payload: row.payload, metadata: row.metadata };
+                (Value::Null, Value::Null, Some(unreadable))
+            }
+        };
+        Self {
+            position: row.global_position,
+            tx_id: row.tx_id,
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            sequence: row.sequence,
+            event_type: row.event_type,
+            event_version: row.event_version,
+            payload,
+            metadata,
+            recorded_at: row.recorded_at,
+            unreadable,
+        }
+    }
 }
 
 /// An event in the log whose payload does not decode into its aggregate's events.
@@ -83,6 +141,9 @@ impl StoredEvent {
 
     /// Deserializes the payload, upcast to the current version, into an aggregate's event enum.
     pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, Undecodable> {
+        if let Some(unreadable) = &self.unreadable {
+            return Err(self.undecodable(&unreadable.reason));
+        }
         let upcast = crate::domain::upcast(&self.event_type, &self.event_version, &self.payload, &self.metadata);
         E::deserialize(upcast.as_ref().unwrap_or(&self.payload)).map_err(|e| self.undecodable(e))
     }
@@ -147,8 +208,8 @@ pub(super) struct BatchRow {
     sequence: Option<i64>,
     event_type: Option<String>,
     event_version: Option<String>,
-    payload: Option<serde_json::Value>,
-    metadata: Option<serde_json::Value>,
+    payload: Option<String>,
+    metadata: Option<String>,
     recorded_at: Option<chrono::DateTime<chrono::Utc>>,
     f_tx: i64,
     f_pos: i64,
@@ -156,8 +217,8 @@ pub(super) struct BatchRow {
 
 impl BatchRow {
     fn event(self) -> Option<StoredEvent> {
-        Some(StoredEvent {
-            position: self.global_position?,
+        Some(StoredEvent::from(EventRow {
+            global_position: self.global_position?,
             tx_id: self.tx_id?,
             aggregate_type: self.aggregate_type?,
             aggregate_id: self.aggregate_id?,
@@ -167,7 +228,7 @@ impl BatchRow {
             payload: self.payload?,
             metadata: self.metadata?,
             recorded_at: self.recorded_at?,
-        })
+        }))
     }
 }
 
@@ -187,7 +248,8 @@ pub async fn read_stream(
     aggregate_id: &str,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let sql = format!("{} WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence", select_events(conn));
-    Sql::new(&sql).bind(aggregate_type).bind(aggregate_id).fetch_all(&mut *conn).await
+    let rows: Vec<EventRow> = Sql::new(&sql).bind(aggregate_type).bind(aggregate_id).fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
 /// Where the last event of a stream sits in commit order (what a reader must pass to have seen it).
@@ -220,11 +282,12 @@ fn tx_id(conn: &Conn<'_>) -> &'static str {
     }
 }
 
-/// The columns of a [`StoredEvent`], with `tx_id` its transaction id's expression.
-pub(super) fn columns(tx_id: &str) -> String {
+/// The columns of an [`EventRow`], with `tx_id` its transaction id's expression and `as_text` the
+/// cast that reads a JSON column as its stored text.
+pub(super) fn columns(tx_id: &str, as_text: &str) -> String {
     format!(
         "global_position, {tx_id} AS tx_id, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-         payload, metadata, recorded_at"
+         payload{as_text} AS payload, metadata{as_text} AS metadata, recorded_at"
     )
 }
 
@@ -233,9 +296,14 @@ fn place(conn: &Conn<'_>) -> String {
     format!("{}, global_position", tx_id(conn))
 }
 
-/// `SELECT <the event columns> FROM events` for `conn`'s dialect (add a `WHERE`).
-pub fn select_events(conn: &Conn<'_>) -> String {
-    format!("SELECT {} FROM events", columns(tx_id(conn)))
+/// `SELECT <the event columns> FROM events` for `conn`'s dialect (add a `WHERE`); read the rows as
+/// [`EventRow`]s.
+pub(super) fn select_events(conn: &Conn<'_>) -> String {
+    let as_text = match conn {
+        Conn::Postgres(_) => postgres::log::AS_TEXT,
+        Conn::Sqlite(_) => sqlite::log::AS_TEXT,
+    };
+    format!("SELECT {} FROM events", columns(tx_id(conn), as_text))
 }
 
 /// Appends one event to a stream tacho writes without an aggregate (broadcasts); fails with a

@@ -58,10 +58,29 @@ pub async fn ready(db: &Db) -> Result<Vec<Uuid>, sqlx::Error> {
     Sql::new(sql).bind(SWEEP_LIMIT).scalars(db).await
 }
 
-/// Deletes state history received before `history_before` and vehicle message ids (the
-/// deduplication window) received before `seen_before`.
-pub async fn prune(db: &Db, history_before: DateTime<Utc>, seen_before: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    Sql::new("DELETE FROM rm_state_history WHERE received_at < $1").bind(history_before).execute(db).await?;
-    Sql::new("DELETE FROM inbound_seen WHERE received_at < $1").bind(seen_before).execute(db).await?;
-    Ok(())
+/// What to prune: everything of each kind received or created before its time.
+#[derive(Debug, Clone, Copy)]
+pub struct Prune {
+    /// State history.
+    pub history_before: DateTime<Utc>,
+    /// Vehicle message ids (the deduplication window).
+    pub seen_before: DateTime<Utc>,
+    /// Dead letters.
+    pub dead_letters_before: DateTime<Utc>,
+    /// Idempotency keys.
+    pub keys_before: DateTime<Utc>,
+}
+
+/// Deletes what `prune` names; how many rows went.
+pub async fn prune(db: &Db, prune: Prune) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    for (sql, before) in [
+        ("DELETE FROM rm_state_history WHERE received_at < $1", prune.history_before),
+        ("DELETE FROM inbound_seen WHERE received_at < $1", prune.seen_before),
+        ("DELETE FROM dead_letters WHERE received_at < $1", prune.dead_letters_before),
+        ("DELETE FROM command_idempotency WHERE created_at < $1", prune.keys_before),
+    ] {
+        deleted += Sql::new(sql).bind(before).execute(db).await?;
+    }
+    Ok(deleted)
 }

@@ -68,6 +68,13 @@ pub async fn swap(conn: &mut Conn<'_>, tables: &[&str]) -> Result<(), sqlx::Erro
     }
 }
 
+/// Rolls back the transaction `conn` is in.
+pub async fn rollback(conn: Conn<'_>) -> Result<(), sqlx::Error> {
+    let mut conn = conn;
+    Sql::new("ROLLBACK").execute(&mut conn).await?;
+    Ok(())
+}
+
 /// Commits the transaction `conn` is in.
 pub async fn commit(mut conn: Conn<'_>) -> Result<(), sqlx::Error> {
     Sql::new("COMMIT").execute(&mut conn).await?;

@@ -67,10 +67,22 @@ pub fn stream_hash(previous: &str, event: &StoredEvent) -> String {
         out.extend_from_slice(part.as_bytes());
         out.push(0x1f);
     }
-    write_canonical(&event.payload, &mut out);
-    out.push(0x1f);
-    write_canonical(&event.metadata, &mut out);
-    out.push(0x1f);
+    match &event.unreadable {
+        None => {
+            write_canonical(&event.payload, &mut out);
+            out.push(0x1f);
+            write_canonical(&event.metadata, &mut out);
+            out.push(0x1f);
+        }
+        // As stored (it cannot be put in canonical form), marked so it never hashes like JSON.
+        Some(raw) => {
+            for text in [&raw.payload, &raw.metadata] {
+                out.push(0x1e);
+                out.extend_from_slice(text.as_bytes());
+                out.push(0x1f);
+            }
+        }
+    }
     // Microseconds, as both stores keep at least that (SQLite: milliseconds).
     out.extend_from_slice(event.recorded_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes());
     out.push(0x1f);
@@ -247,6 +259,7 @@ mod tests {
             payload,
             metadata: json!({"actor": "plant-1"}),
             recorded_at: chrono::Utc::now(),
+            unreadable: None,
         }
     }
 

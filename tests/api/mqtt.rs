@@ -435,7 +435,12 @@ async fn state_history_older_than_the_retention_is_pruned(store: Store) {
     let owner = app.owner("alice", &[&vin]);
     let before: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
     assert_eq!(before.len(), 2);
-    tacho::processes::sweep::prune(app.db(), chrono::Duration::hours(24)).await.unwrap();
+    let retention = tacho::processes::sweep::Retention {
+        history: chrono::Duration::hours(24),
+        dead_letters: chrono::Duration::days(30),
+        idempotency_keys: chrono::Duration::hours(24),
+    };
+    tacho::processes::sweep::prune(app.db(), retention).await.unwrap();
     let after: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0]["value"], 2);

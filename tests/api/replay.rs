@@ -233,6 +233,7 @@ async fn a_stream_exports_as_json_lines_whose_seals_recompute_offline(store: Sto
             payload: line["payload"].clone(),
             metadata: line["metadata"].clone(),
             recorded_at: line["recorded_at"].as_str().unwrap().parse().unwrap(),
+            unreadable: None,
         };
         previous = tacho::store::seal::stream_hash(&previous, &event);
         assert_eq!(line["seal"], previous.as_str(), "the export alone proves its seals");

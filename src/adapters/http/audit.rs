@@ -58,6 +58,21 @@ pub struct LogEvent {
     /// Its seal: SHA-256 chained through its stream (null until sealed), which `audit verify`
     /// recomputes.
     pub seal: Option<String>,
+    /// Present when the stored payload or metadata is not JSON tacho can read (then both are null
+    /// above): why, and the texts as stored, which its seal hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<UnreadableEvent>,
+}
+
+/// An event as stored when it cannot be read as JSON.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct UnreadableEvent {
+    /// Why it cannot be read.
+    pub reason: String,
+    /// The stored payload text.
+    pub payload: String,
+    /// The stored metadata text.
+    pub metadata: String,
 }
 
 impl LogEvent {
@@ -79,6 +94,11 @@ impl LogEvent {
             payload: e.payload,
             metadata: e.metadata,
             recorded_at: e.recorded_at,
+            unreadable: e.unreadable.map(|u| UnreadableEvent {
+                reason: u.reason,
+                payload: u.payload,
+                metadata: u.metadata,
+            }),
         }
     }
 }

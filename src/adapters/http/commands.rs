@@ -185,7 +185,8 @@ async fn claim(state: &AppState, principal: &Principal, key: Option<&str>, reque
     let id = Uuid::new_v4();
     let Some(key) = key else { return Ok(Keyed { id, claimed: false, replay: false }) };
     let hash = hex::encode(Sha256::digest(request.to_string().as_bytes()));
-    match idempotency::claim(&state.db, principal.sub(), key, &hash, id).await? {
+    let expired_before = Utc::now() - state.idempotency_key_ttl;
+    match idempotency::claim(&state.db, principal.sub(), key, &hash, id, expired_before).await? {
         Claim::New => Ok(Keyed { id, claimed: true, replay: false }),
         // Re-running the request is harmless: it is refused as a duplicate once recorded, and
         // records it when the first attempt stopped between claiming the key and recording.

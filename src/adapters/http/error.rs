@@ -1,12 +1,16 @@
 //! One error type for the API: RFC 9457 problem+json with a stable `code` from a closed enum.
 //! 5xx details are logged, never sent.
 
+use crate::domain::budget;
 use crate::domain::{DomainError, Refusal};
 use crate::store::queries::QueryError;
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cqrs_es::AggregateError;
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -41,6 +45,8 @@ pub enum ErrorCode {
     InvalidVin,
     /// The body is not JSON.
     InvalidJson,
+    /// A JSON document or value is nested deeper than the budget (32 levels).
+    TooDeep,
     /// The JSON does not match the schema (missing, unknown or mistyped fields).
     InvalidBody,
     /// Bad query string.
@@ -130,6 +136,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::InvalidVin
             | Self::InvalidBody
+            | Self::TooDeep
             | Self::ValidationFailed
             | Self::UnknownPurpose
             | Self::UnknownCommand
@@ -280,12 +287,8 @@ impl From<JsonRejection> for ApiError {
         match rejection {
             JsonRejection::JsonDataError(e) => Self::new(ErrorCode::InvalidBody, e.body_text()),
             JsonRejection::JsonSyntaxError(e) => Self::new(ErrorCode::InvalidJson, e.body_text()),
-            JsonRejection::MissingJsonContentType(_) => {
-                Self::new(ErrorCode::UnsupportedMediaType, "send the body as Content-Type: application/json")
-            }
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(ErrorCode::PayloadTooLarge, "the body exceeds 64 KiB")
-            }
+            JsonRejection::MissingJsonContentType(_) => Self::new(ErrorCode::UnsupportedMediaType, UNSUPPORTED),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Json::<()>::too_large(),
             other => Self::new(ErrorCode::InvalidJson, other.body_text()),
         }
     }
@@ -303,10 +306,42 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejection is an [`ApiError`].
-#[derive(Debug, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body, refused with an [`ApiError`]: not `application/json` (415), over the body limit
+/// (413), nested deeper than [`budget::MAX_DEPTH`] (422 `too_deep`, checked on the text before it
+/// is parsed), malformed (400) or not of the schema (422).
+#[derive(Debug)]
 pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(ErrorCode::UnsupportedMediaType, UNSUPPORTED));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|e| match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::too_large(),
+            _ => ApiError::new(ErrorCode::InvalidJson, e.body_text()),
+        })?;
+        budget::check_text(&bytes).map_err(|e| ApiError::new(ErrorCode::TooDeep, e.to_string()))?;
+        Ok(Self(axum::Json::<T>::from_bytes(&bytes)?.0))
+    }
+}
+
+impl<T> Json<T> {
+    fn too_large() -> ApiError {
+        ApiError::new(ErrorCode::PayloadTooLarge, format!("the body exceeds {} KiB", super::BODY_LIMIT / 1024))
+    }
+}
+
+const UNSUPPORTED: &str = "send the body as Content-Type: application/json";
+
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Confirmed MQTT publishing (broadcasts); `None` without MQTT.
     pub publisher: Option<crate::adapters::mqtt::publisher::Publisher>,
+    /// How long an Idempotency-Key names its command.
+    pub idempotency_key_ttl: chrono::Duration,
 }
 
 impl AppState {

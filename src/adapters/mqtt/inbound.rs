@@ -5,7 +5,9 @@
 //! crash loses nothing: the broker redelivers to the persistent session.
 
 use super::broker::{backoff, BrokerUrl};
-use super::codec::{self, CommandResponse, ConnectionReport, ConnectionState, StateReport, VehicleEventReport};
+use super::codec::{
+    self, CommandResponse, ConnectionReport, ConnectionState, Refused, StateReport, VehicleEventReport,
+};
 use super::topics::{self, Inbound};
 use crate::domain::command::{CommandCommand, CommandError, VehicleAnswer};
 use crate::domain::observation::{without_location, VehicleFact};
@@ -46,6 +48,8 @@ pub struct Handler {
     pub frameworks: Arc<Frameworks>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// What one vehicle may send.
+    pub limits: Limits,
 }
 
 struct Received {
@@ -172,6 +176,86 @@ enum BatchError {
     },
 }
 
+fn valid_msg_id(id: &str) -> Result<(), Refused> {
+    match codec::valid_msg_id(id) {
+        true => Ok(()),
+        false => Err(Refused::new("malformed", "msg_id must be 1 to 128 printable characters")),
+    }
+}
+
+/// What one vehicle may send, beyond the payload budgets of [`codec`].
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Signals in one state report.
+    pub signals_per_report: usize,
+    /// Distinct signals one vehicle may have.
+    pub signals_per_vehicle: usize,
+    /// How far a vehicle's clock may run ahead of tacho's.
+    pub clock_skew: chrono::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { signals_per_report: 200, signals_per_vehicle: 2000, clock_skew: chrono::Duration::minutes(5) }
+    }
+}
+
+impl Limits {
+    /// Refuses a vehicle time further ahead of `received_at` than the allowed skew: one bad clock
+    /// would otherwise pin a signal's last-known value (newest vehicle time wins) for as long.
+    fn check_clock(&self, vehicle_ts: DateTime<Utc>, received_at: DateTime<Utc>) -> Result<(), Refused> {
+        match vehicle_ts > received_at + self.clock_skew {
+            true => Err(Refused::new(
+                "clock_skew",
+                format!("vehicle time {vehicle_ts} is more than {} s ahead of tacho's", self.clock_skew.num_seconds()),
+            )),
+            false => Ok(()),
+        }
+    }
+}
+
+/// The distinct signals each vehicle of a batch has, against [`Limits::signals_per_vehicle`]. Counted
+/// from the state read model (which may lag the log by a batch or so: the bound is that close);
+/// the names are read only for a vehicle near its limit.
+struct SignalBudget {
+    counts: HashMap<String, i64>,
+    names: HashMap<String, std::collections::HashSet<String>>,
+    limit: usize,
+}
+
+impl SignalBudget {
+    fn new(counts: HashMap<String, i64>, limit: usize) -> Self {
+        Self { counts, names: HashMap::new(), limit }
+    }
+
+    /// Admits a report of `signals` for `vin`, or says why not.
+    async fn admit(
+        &mut self,
+        db: &Db,
+        vin: &str,
+        signals: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Result<(), Refused>, sqlx::Error> {
+        let known = self.counts.get(vin).copied().unwrap_or(0).max(0) as usize;
+        if !self.names.contains_key(vin) && known + signals.len() <= self.limit {
+            // Far from the limit: whatever is new fits. Count it as if all were new.
+            self.counts.insert(vin.to_owned(), (known + signals.len()) as i64);
+            return Ok(Ok(()));
+        }
+        if !self.names.contains_key(vin) {
+            self.names.insert(vin.to_owned(), facts::signal_names(db, vin).await?);
+        }
+        let names = self.names.entry(vin.to_owned()).or_default();
+        let new: Vec<&String> = signals.keys().filter(|k| !names.contains(*k)).collect();
+        if names.len() + new.len() > self.limit {
+            let detail =
+                format!("{vin} would have {} distinct signals, at most {}", names.len() + new.len(), self.limit);
+            return Ok(Err(Refused::new("too_many_signals", detail)));
+        }
+        names.extend(new.into_iter().cloned());
+        Ok(Ok(()))
+    }
+}
+
 /// A decoded message waiting for the registry and consent checks.
 enum Pending {
     State(StateReport),
@@ -213,7 +297,10 @@ impl Handler {
             };
             self.metrics.inc("tacho_mqtt_messages_total", &[("kind", kind)]);
             let decoded = match parsed {
-                Inbound::Response { vin, .. } => codec::decode::<CommandResponse>(payload).map(|r| {
+                Inbound::Response { vin, .. } => codec::decode::<CommandResponse>(payload).and_then(|r| {
+                    if let Some(result) = &r.result {
+                        codec::check_value(result)?;
+                    }
                     let answer = VehicleAnswer {
                         topic_vin: vin.to_string(),
                         status: r.status,
@@ -224,18 +311,19 @@ impl Handler {
                         at: message.at,
                     };
                     answers.entry(r.command_id).or_default().push((i, topic.clone(), answer));
+                    Ok(())
                 }),
                 Inbound::State { vin } => codec::decode::<StateReport>(payload).and_then(|r| {
-                    if !codec::valid_msg_id(&r.msg_id) {
-                        return Err("msg_id must be 1 to 128 printable characters".to_owned());
-                    }
+                    valid_msg_id(&r.msg_id)?;
+                    codec::check_signals(&r.signals, self.limits.signals_per_report)?;
+                    self.limits.check_clock(r.ts, message.at)?;
                     pending.push((i, vin.to_string(), Pending::State(r), message.at));
                     Ok(())
                 }),
                 Inbound::Event { vin, kind } => codec::decode::<VehicleEventReport>(payload).and_then(|r| {
-                    if !codec::valid_msg_id(&r.msg_id) {
-                        return Err("msg_id must be 1 to 128 printable characters".to_owned());
-                    }
+                    valid_msg_id(&r.msg_id)?;
+                    codec::check_value(&r.data)?;
+                    self.limits.check_clock(r.ts, message.at)?;
                     pending.push((i, vin.to_string(), Pending::Event(kind, r), message.at));
                     Ok(())
                 }),
@@ -243,8 +331,8 @@ impl Handler {
                     pending.push((i, vin.to_string(), Pending::Connection(r), message.at));
                 }),
             };
-            if let Err(detail) = decoded {
-                dead.push(refuse("malformed", detail));
+            if let Err(refused) = decoded {
+                dead.push(refuse(refused.reason, refused.detail));
             }
         }
 
@@ -320,6 +408,8 @@ impl Handler {
         vins.sort_unstable();
         vins.dedup();
         let access = facts::access(&self.db, &vins, Utc::now()).await?;
+        let mut budget =
+            SignalBudget::new(facts::signal_counts(&self.db, &vins).await?, self.limits.signals_per_vehicle);
         let mut observed = Vec::with_capacity(pending.len());
         for (i, vin, message, received_at) in pending {
             let publish = &batch[i].publish;
@@ -355,6 +445,10 @@ impl Handler {
                     if signals.is_empty() {
                         let detail = format!("only position signals and no location consent for {vin}");
                         dead.push(refuse("consent_missing", detail));
+                        continue;
+                    }
+                    if let Err(refused) = budget.admit(&self.db, &vin, &signals).await? {
+                        dead.push(refuse(refused.reason, refused.detail));
                         continue;
                     }
                     VehicleFact::StateReported {

@@ -1,5 +1,6 @@
 //! The command catalogue: names vehicles understand and the parameters each takes.
 
+use crate::domain::budget;
 use serde_json::{Map, Value};
 
 /// Default seconds to wait for a final answer.
@@ -78,6 +79,8 @@ pub fn validate(name: &str, params: &Value) -> Result<Value, CatalogueError> {
                 return Err(invalid("configure key must be 1 to 128 characters"));
             }
             let value = object.get("value").ok_or_else(|| invalid("configure needs value, any JSON"))?;
+            budget::check_value(value, budget::MAX_VALUE_BYTES)
+                .map_err(|e| invalid(&format!("configure value: {e}")))?;
             Ok(serde_json::json!({ "key": key, "value": value }))
         }
         other => Err(CatalogueError::UnknownCommand(other.to_owned())),
@@ -124,6 +127,18 @@ mod tests {
     fn configure_takes_a_key_and_any_value() {
         assert!(validate("configure", &json!({"key": "telemetry.rate_hz", "value": {"a": 1}})).is_ok());
         assert!(validate("configure", &json!({"value": 1})).is_err());
+    }
+
+    #[test]
+    fn a_configure_value_over_its_budget_is_refused() {
+        let deep: Value = serde_json::from_str(&format!("{}1{}", "[".repeat(33), "]".repeat(33))).unwrap();
+        assert!(
+            matches!(validate("configure", &json!({"key": "k", "value": deep})), Err(CatalogueError::InvalidParameters(m)) if m.contains("deeper"))
+        );
+        let big = json!({"key": "k", "value": "x".repeat(budget::MAX_VALUE_BYTES)});
+        assert!(
+            matches!(validate("configure", &big), Err(CatalogueError::InvalidParameters(m)) if m.contains("exceeds"))
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Decide and apply for the Vehicle aggregate.
 
 use super::{VehicleCommand, VehicleEvent};
-use crate::domain::{DomainError, Refusal};
+use crate::domain::{budget, DomainError, Refusal};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -111,6 +111,8 @@ impl Vehicle {
                     return Err(VehicleError::AlreadyRegistered(self.vin.clone()));
                 }
                 validate_registration(&model, model_year, &market)?;
+                budget::check_object(&data_collection, budget::MAX_VALUE_BYTES)
+                    .map_err(|e| VehicleError::Invalid(format!("data_collection: {e}")))?;
                 vec![VehicleEvent::VehicleRegistered {
                     vin: vin.to_string(),
                     model: model.trim().to_owned(),

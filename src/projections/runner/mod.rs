@@ -6,9 +6,12 @@
 
 mod fill;
 
+use crate::metrics::Metrics;
 use crate::store::log::{self, Checkpoint, StoredEvent, Undecodable, EVENTS_CHANNEL};
 use crate::store::{checkpoints, Conn, Db};
-use std::collections::HashMap;
+use futures::FutureExt;
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -61,6 +64,11 @@ pub trait Projection: Send + Sync + 'static {
     fn rebuildable(&self) -> bool {
         true
     }
+    /// Whether it takes rows whose payload does not parse ([`StoredEvent::unreadable`]): the seals
+    /// do (every row is sealed as stored); others never see them.
+    fn takes_unreadable(&self) -> bool {
+        false
+    }
     /// A channel that hears, once committed, the stream id of every event applied (long polls
     /// listen to it); `None` for none.
     fn channel(&self) -> Option<&'static str> {
@@ -102,6 +110,53 @@ struct Subscriber {
     progress: watch::Sender<Checkpoint>,
     /// One batch at a time within this instance (across instances: an advisory lock).
     turn: tokio::sync::Mutex<()>,
+    /// Positions of events that do not decode for this subscriber: reported once, then passed over.
+    passed_over: std::sync::Mutex<HashSet<i64>>,
+}
+
+impl Subscriber {
+    /// The events of `events` this subscriber takes: not those it passed over before, nor rows
+    /// that do not parse unless it takes them (each reported the first time it is passed over).
+    fn takes(&self, name: &str, events: Vec<StoredEvent>, metrics: &Metrics) -> Vec<StoredEvent> {
+        let takes_unreadable = matches!(&self.kind, Kind::Projection(p) if p.takes_unreadable());
+        let Ok(mut passed_over) = self.passed_over.lock() else { return events };
+        events
+            .into_iter()
+            .filter(|event| {
+                if passed_over.contains(&event.position) {
+                    return false;
+                }
+                let Some(unreadable) = event.unreadable.as_ref().filter(|_| !takes_unreadable) else { return true };
+                passed_over.insert(event.position);
+                report(name, &event.undecodable(&unreadable.reason), metrics);
+                false
+            })
+            .collect()
+    }
+
+    /// Passes over the event `undecodable` names from now on.
+    fn pass_over(&self, name: &str, undecodable: &Undecodable, metrics: &Metrics) {
+        if let Ok(mut passed_over) = self.passed_over.lock() {
+            if passed_over.insert(undecodable.position) {
+                report(name, undecodable, metrics);
+            }
+        }
+    }
+}
+
+/// Says that subscriber `name` passes over an event it cannot decode: an error naming the event, a
+/// `/metrics` counter. `audit verify` names it too.
+fn report(name: &str, undecodable: &Undecodable, metrics: &Metrics) {
+    tracing::error!(
+        subscriber = name,
+        aggregate_type = %undecodable.aggregate_type,
+        aggregate_id = %undecodable.aggregate_id,
+        sequence = undecodable.sequence,
+        position = undecodable.position,
+        reason = %undecodable.reason,
+        "passing over an event that does not decode"
+    );
+    metrics.inc("tacho_events_passed_over_total", &[("subscriber", name)]);
 }
 
 /// All subscribers of one tacho instance.
@@ -113,6 +168,7 @@ pub struct Subscriptions {
     wake: watch::Sender<u64>,
     batch_size: i64,
     poll_interval: Duration,
+    metrics: Arc<Metrics>,
 }
 
 fn unknown(name: &str) -> ProjectionError {
@@ -130,6 +186,7 @@ impl Subscriptions {
             wake,
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
+            metrics: Arc::default(),
         };
         for projection in projections {
             subscriptions.add(projection.name(), Kind::Projection(projection));
@@ -147,7 +204,14 @@ impl Subscriptions {
 
     fn add(&mut self, name: &'static str, kind: Kind) {
         let (progress, _) = watch::channel(Checkpoint::default());
-        self.subscribers.insert(name, Subscriber { kind, progress, turn: tokio::sync::Mutex::new(()) });
+        let (turn, passed_over) = (tokio::sync::Mutex::new(()), Default::default());
+        self.subscribers.insert(name, Subscriber { kind, progress, turn, passed_over });
+    }
+
+    /// Counts on `metrics` (events passed over).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sets how many events one batch holds at most.
@@ -197,12 +261,22 @@ impl Subscriptions {
         let mut wake = self.wake.subscribe();
         let mut failures = 0u32;
         loop {
-            match self.step_batch(name, false).await {
+            // A panic in a subscriber is a bug; it must not end the subscriber for good.
+            let stepped = AssertUnwindSafe(self.step_batch(name, false)).catch_unwind().await.unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned());
+                Err(ProjectionError::Effect(format!("panicked: {}", what.unwrap_or_default())))
+            });
+            match stepped {
                 Ok(applied) if applied as i64 >= self.batch_size => {
                     failures = 0;
                     continue;
                 }
                 Ok(_) => failures = 0,
+                // Passed over from now on: go again at once.
+                Err(ProjectionError::Undecodable(_)) => continue,
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::error!(subscriber = name, error = %e, failures, "subscriber failed; retrying from its checkpoint");
@@ -249,7 +323,7 @@ impl Subscriptions {
         let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
         let projection = match &subscriber.kind {
             Kind::Projection(projection) => projection,
-            Kind::Process(process) => return self.step_process(name, process.as_ref(), &subscriber.progress).await,
+            Kind::Process(process) => return self.step_process(name, process.as_ref(), subscriber).await,
         };
         let _turn = match wait {
             true => subscriber.turn.lock().await,
@@ -266,13 +340,21 @@ impl Subscriptions {
         let from = checkpoints::load(&mut conn, name).await?;
         let batch = log::read_after(&mut conn, from, subscriber.kind.types(), self.batch_size).await?;
         let to = batch.next_checkpoint(from, self.batch_size);
-        if !batch.events.is_empty() {
-            projection.apply_batch(&mut conn, &batch.events).await?;
+        let read = batch.events.len();
+        let events = subscriber.takes(name, batch.events, &self.metrics);
+        if !events.is_empty() {
+            if let Err(e) = projection.apply_batch(&mut conn, &events).await {
+                // The transaction rolls back; the retry passes over what does not decode.
+                if let ProjectionError::Undecodable(undecodable) = &e {
+                    subscriber.pass_over(name, undecodable, &self.metrics);
+                }
+                return Err(e);
+            }
         }
         if to != from {
             checkpoints::save(&mut conn, name, to).await?;
         }
-        let changed = Self::changed_streams(projection.as_ref(), &batch.events);
+        let changed = Self::changed_streams(projection.as_ref(), &events);
         if let Some(channel) = projection.channel() {
             conn.announce(channel, &changed).await?;
         }
@@ -283,7 +365,7 @@ impl Subscriptions {
             }
         }
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
-        Ok(batch.events.len())
+        Ok(read)
     }
 
     /// The distinct stream ids of `events`, when `projection` announces them.
@@ -303,7 +385,7 @@ impl Subscriptions {
         &self,
         name: &str,
         process: &dyn Process,
-        progress: &watch::Sender<Checkpoint>,
+        subscriber: &Subscriber,
     ) -> Result<usize, ProjectionError> {
         let (from, batch) = {
             let mut pooled = self.db.acquire().await?;
@@ -313,20 +395,33 @@ impl Subscriptions {
             (from, log::read_after(&mut conn, from, types, self.batch_size).await?)
         };
         let to = batch.next_checkpoint(from, self.batch_size);
-        if !batch.events.is_empty() {
-            process.handle(&batch.events).await?;
+        let read = batch.events.len();
+        let events = subscriber.takes(name, batch.events, &self.metrics);
+        if !events.is_empty() {
+            if let Err(e) = process.handle(&events).await {
+                if let ProjectionError::Undecodable(undecodable) = &e {
+                    subscriber.pass_over(name, undecodable, &self.metrics);
+                }
+                return Err(e);
+            }
         }
         if to != from {
             checkpoints::save(&mut self.db.acquire().await?.conn(), name, to).await?;
         }
-        progress.send_if_modified(|p| std::mem::replace(p, to) != to);
-        Ok(batch.events.len())
+        subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
+        Ok(read)
     }
 
     /// Runs subscriber `name` until it has nothing more to read.
     pub async fn catch_up(&self, name: &str) -> Result<(), ProjectionError> {
-        while self.step_batch(name, true).await? > 0 {}
-        Ok(())
+        loop {
+            match self.step_batch(name, true).await {
+                Ok(0) => return Ok(()),
+                // Passed over from now on.
+                Ok(_) | Err(ProjectionError::Undecodable(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Waits until subscriber `name` has handled the event at `target`; false on timeout.

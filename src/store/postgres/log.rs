@@ -7,6 +7,9 @@ use sqlx::PgConnection;
 /// An event's transaction id as a bigint.
 pub const TX_ID: &str = "tx_id::text::bigint";
 
+/// Reads a `json` column as the text stored.
+pub const AS_TEXT: &str = "::text";
+
 /// Up to `limit` events after `after` below the snapshot horizon, and the frontier.
 pub(in crate::store) async fn read_after(
     c: &mut PgConnection,
@@ -15,7 +18,7 @@ pub(in crate::store) async fn read_after(
     limit: i64,
 ) -> Result<Vec<BatchRow>, sqlx::Error> {
     // One statement, one snapshot: the frontier cannot pass an event the batch did not see.
-    let columns = columns(TX_ID);
+    let columns = columns(TX_ID, AS_TEXT);
     let sql = format!(
         "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin), \
          batch AS (SELECT {columns} FROM events, horizon \

@@ -7,6 +7,9 @@ use sqlx::SqliteConnection;
 /// An event's transaction id: one writer at a time, so none is needed.
 pub const TX_ID: &str = "0";
 
+/// JSON is kept as text already.
+pub const AS_TEXT: &str = "";
+
 /// Up to `limit` events after `after`, and the frontier.
 pub(in crate::store) async fn read_after(
     c: &mut SqliteConnection,
@@ -15,7 +18,7 @@ pub(in crate::store) async fn read_after(
     limit: i64,
 ) -> Result<Vec<BatchRow>, sqlx::Error> {
     // A read transaction of its own would be one snapshot too; a single statement is.
-    let columns = columns(TX_ID);
+    let columns = columns(TX_ID, AS_TEXT);
     let sql = format!(
         "WITH frontier AS (SELECT 0 AS f_tx, max(global_position) AS f_pos FROM events), \
          batch AS (SELECT {columns} FROM events WHERE global_position > $1 \
