@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 /// Help texts of the counters tacho keeps.
-const HELP: [(&str, &str); 7] = [
+const HELP: [(&str, &str); 9] = [
     ("tacho_mqtt_messages_total", "MQTT messages received, by kind"),
     ("tacho_dead_letters_total", "MQTT messages refused and stored as dead letters, by reason"),
     ("tacho_facts_appended_total", "Vehicle facts appended to the log, by type"),
@@ -13,6 +13,11 @@ const HELP: [(&str, &str); 7] = [
     ("tacho_publish_failures_total", "Publishes without a broker acknowledgement, by kind"),
     ("tacho_answers_wrong_vehicle_total", "Command answers refused because they came on another vehicle's topic"),
     ("tacho_signals_dropped_total", "Position signals dropped because the location consent was missing"),
+    (
+        "tacho_events_passed_over_total",
+        "Events of the log a subscriber passed over because they do not decode, by subscriber",
+    ),
+    ("tacho_http_refused_total", "HTTP requests refused for lack of capacity, by what was full"),
 ];
 
 /// Labelled counters.

@@ -16,6 +16,7 @@ macro_rules! on_db {
 }
 
 mod helpers;
+mod hostile;
 
 mod audit;
 mod auth;

@@ -7,6 +7,7 @@ use crate::adapters::mqtt::codec::BroadcastMessage;
 use crate::adapters::mqtt::publisher::Message;
 use crate::adapters::mqtt::topics;
 use crate::auth::Role;
+use crate::domain::budget::{self, BudgetError};
 use crate::store::log;
 use crate::store::log::EVENTS_CHANNEL;
 use axum::extract::State;
@@ -67,7 +68,8 @@ fn valid_topic(topic: &str) -> bool {
 /// Broadcast a message to vehicles (service): recorded in the log, then published at QoS 1.
 #[utoipa::path(post, path = "/v1/broadcasts", tag = "broadcasts", request_body = BroadcastRequest,
     responses((status = 202, description = "Published; the broker acknowledged it", body = BroadcastSent),
-              (status = 422, description = "Bad topic or expiry (`validation_failed`)", body = Problem),
+              (status = 413, description = "Payload over its 16 KiB budget (`payload_too_large`)", body = Problem),
+              (status = 422, description = "Bad topic or expiry (`validation_failed`), payload nested too deep (`too_deep`)", body = Problem),
               (status = 503, description = "No broker (`unavailable`); the failure is recorded", body = Problem)))]
 async fn broadcast(
     State(state): State<AppState>,
@@ -81,6 +83,10 @@ async fn broadcast(
             "topic must be 1 to 8 '/'-separated segments of a-z, 0-9, '_', '-' (no wildcards)",
         ));
     }
+    budget::check_value(&body.payload, budget::MAX_VALUE_BYTES).map_err(|e| match e {
+        BudgetError::TooDeep => ApiError::new(ErrorCode::TooDeep, format!("payload: {e}")),
+        BudgetError::TooBig { .. } => ApiError::new(ErrorCode::PayloadTooLarge, format!("payload: {e}")),
+    })?;
     let expiry_s = body.expiry_s.unwrap_or(3600);
     if !(1..=604_800).contains(&expiry_s) {
         return Err(ApiError::new(ErrorCode::ValidationFailed, "expiry_s must be from 1 to 604800"));
@@ -100,11 +106,12 @@ async fn broadcast(
     };
     let mqtt_topic = topics::broadcast(&body.topic);
     let metadata = json!(principal.metadata());
-    let mut pooled = state.db.acquire().await?;
-    let mut conn = pooled.conn();
-    // Recorded before it is sent: the log never misses a broadcast that reached vehicles.
+    // Recorded before it is sent: the log never misses a broadcast that reached vehicles. The
+    // connection goes back to the pool before the publish: a slow broker must not hold the pool.
     let sent = json!({ "BroadcastSent": { "message": message, "mqtt_topic": mqtt_topic } });
-    log::append(&mut conn, STREAM_TYPE, &id.to_string(), 1, "BroadcastSent", &sent, &metadata).await?;
+    let stream = id.to_string();
+    log::append(&mut state.db.acquire().await?.conn(), STREAM_TYPE, &stream, 1, "BroadcastSent", &sent, &metadata)
+        .await?;
     state.db.signal(EVENTS_CHANNEL, String::new());
     let publish = Message {
         topic: mqtt_topic.clone(),
@@ -119,7 +126,8 @@ async fn broadcast(
     if let Err(e) = publisher.publish(publish).await {
         state.metrics.inc("tacho_publish_failures_total", &[("kind", "broadcast")]);
         let failed = json!({ "BroadcastFailed": { "reason": e.to_string(), "at": Utc::now() } });
-        log::append(&mut conn, STREAM_TYPE, &id.to_string(), 2, "BroadcastFailed", &failed, &metadata).await?;
+        let mut pooled = state.db.acquire().await?;
+        log::append(&mut pooled.conn(), STREAM_TYPE, &stream, 2, "BroadcastFailed", &failed, &metadata).await?;
         state.db.signal(EVENTS_CHANNEL, String::new());
         return Err(ApiError::new(
             ErrorCode::Unavailable,

@@ -1,0 +1,191 @@
+//! Hostile input, on both stores: every edge refuses what is too deep, too big or malformed before
+//! anything is written, a row of the log that does not parse stops no reader, and after each the
+//! next ordinary command still succeeds end to end.
+
+use crate::contract;
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tacho::auth::Role;
+use tacho::domain::budget::MAX_VALUE_BYTES;
+use tacho::sim::{Behaviour, SimVehicle};
+
+/// `levels` nested arrays around a number.
+fn nested(levels: usize) -> Value {
+    serde_json::from_str(&format!("{}1{}", "[".repeat(levels), "]".repeat(levels))).unwrap()
+}
+
+/// `levels` nested arrays as text (serde_json would refuse to build more than 128).
+fn nested_text(levels: usize) -> String {
+    format!("{}1{}", "[".repeat(levels), "]".repeat(levels))
+}
+
+async fn raw_post(app: &TestApp, path: &str, token: &str, body: String) -> reqwest::Response {
+    let url = format!("{}{path}", app.base);
+    let request = app.client.post(url).bearer_auth(token).header("content-type", "application/json");
+    request.body(body).send().await.unwrap()
+}
+
+/// A vehicle with alice's consents, online as a simulated vehicle.
+async fn online(app: &TestApp, broker: &tacho::adapters::mqtt::broker::BrokerUrl, behaviour: Behaviour) -> SimVehicle {
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    app.grant(&vin, "alice", "telemetry").await;
+    let sim = SimVehicle::connect(broker, &vin, behaviour).await.expect("simulated vehicle connects");
+    app.wait_connected(&vin, true).await;
+    sim
+}
+
+/// Sends an ordinary command to `vin` and waits for it to succeed.
+async fn an_ordinary_command_succeeds(app: &TestApp, vin: &str) {
+    let response = app.command(vin, "alice", json!({"name": "lock_doors"})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
+    let done = app.wait_command(&id, "alice", vin, |s| s == "succeeded" || s == "failed" || s == "timed_out").await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+async fn dead_letters(app: &TestApp, vin: &str) -> Vec<String> {
+    let sql = "SELECT reason FROM dead_letters WHERE topic LIKE '%' || $1 || '%' ORDER BY id";
+    on_db!(app.db(), |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await).unwrap()
+}
+
+contract!(too_deep_or_too_big_values_are_refused_at_every_http_edge_and_nothing_is_written);
+async fn too_deep_or_too_big_values_are_refused_at_every_http_edge_and_nothing_is_written(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
+    let sim = online(&app, &broker, Behaviour::default()).await;
+    let vin = sim.vin().to_owned();
+    let before = app.scalar("SELECT count(*) FROM events").await;
+    let owner = app.owner("alice", &[&vin]);
+    let commands = format!("/v1/vehicles/{vin}/commands");
+
+    // The reported request: 125 levels inside params (it used to stop every reader of the log).
+    let body = format!(r#"{{"name":"configure","params":{{"key":"k","value":{}}}}}"#, nested_text(125));
+    assert_problem(raw_post(&app, &commands, &owner, body).await, StatusCode::UNPROCESSABLE_ENTITY, "too_deep").await;
+    // Deeper than serde_json reads at all: refused the same way, before parsing.
+    let body = format!(r#"{{"name":"configure","params":{{"key":"k","value":{}}}}}"#, nested_text(5000));
+    assert_problem(raw_post(&app, &commands, &owner, body).await, StatusCode::UNPROCESSABLE_ENTITY, "too_deep").await;
+    // Within the body's depth, over the value's size budget.
+    let big = json!({"name": "configure", "params": {"key": "k", "value": "x".repeat(MAX_VALUE_BYTES)}});
+    let response = app.post(&commands, &owner, big).await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_parameters").await;
+
+    let register = json!({"vin": unique_vin(), "model": "A", "model_year": 2026, "market": "EU",
+                          "data_collection": {"a": nested(40)}});
+    let response = raw_post(&app, "/v1/vehicles", &app.factory(), register.to_string()).await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "too_deep").await;
+    let register = json!({"vin": unique_vin(), "model": "A", "model_year": 2026, "market": "EU",
+                          "data_collection": {"a": nested(20), "b": "x".repeat(MAX_VALUE_BYTES)}});
+    let response = app.post("/v1/vehicles", &app.factory(), register).await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+
+    let service = app.token("svc", &[Role::Service], None);
+    let broadcast = json!({"topic": "weather/warning", "payload": nested(40)}).to_string();
+    let response = raw_post(&app, "/v1/broadcasts", &service, broadcast).await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY, "too_deep").await;
+    let broadcast = json!({"topic": "weather/warning", "payload": {"text": "x".repeat(MAX_VALUE_BYTES)}});
+    let response = app.post("/v1/broadcasts", &service, broadcast).await;
+    assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+
+    assert_eq!(app.scalar("SELECT count(*) FROM events").await, before, "nothing refused reaches the log");
+    an_ordinary_command_succeeds(&app, &vin).await;
+}
+
+contract!(hostile_vehicle_messages_become_dead_letters_and_commands_keep_flowing);
+async fn hostile_vehicle_messages_become_dead_letters_and_commands_keep_flowing(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
+    let quiet = online(&app, &broker, Behaviour { silence_rate: 1.0, ..Behaviour::default() }).await;
+    let vin = quiet.vin().to_owned();
+    let response = app.command(&vin, "alice", json!({"name": "honk", "timeout_s": 60})).await;
+    let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
+    app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
+
+    let response_topic = format!("vehicles/{vin}/commands/honk/response");
+    let deep_result = format!(
+        r#"{{"command_id":"{id}","status":"succeeded","ts":"{}","result":{}}}"#,
+        chrono::Utc::now().to_rfc3339(),
+        nested_text(100)
+    );
+    quiet.publish_raw(&response_topic, deep_result.as_bytes()).await.unwrap();
+    let now = chrono::Utc::now();
+    let state = format!("vehicles/{vin}/state");
+    let report = |signals: Value, ts: chrono::DateTime<chrono::Utc>| {
+        json!({"msg_id": uuid::Uuid::new_v4().to_string(), "ts": ts, "signals": signals}).to_string()
+    };
+    quiet.publish_raw(&state, report(json!({"speed": 1}), now).as_bytes()).await.unwrap();
+    let many: serde_json::Map<String, Value> = (0..201).map(|i| (format!("Vehicle.S{i}"), json!(i))).collect();
+    quiet.publish_raw(&state, report(Value::Object(many), now).as_bytes()).await.unwrap();
+    let future = now + chrono::Duration::hours(1);
+    quiet.publish_raw(&state, report(json!({"Vehicle.Speed": 300}), future).as_bytes()).await.unwrap();
+    let event = format!(r#"{{"msg_id":"e1","ts":"{}","data":{}}}"#, now.to_rfc3339(), nested_text(60));
+    quiet.publish_raw(&format!("vehicles/{vin}/events/breakdown"), event.as_bytes()).await.unwrap();
+
+    let expected = ["too_deep", "invalid_signal", "too_many_signals", "clock_skew", "too_deep"];
+    for _ in 0..200 {
+        if dead_letters(&app, &vin).await.len() >= expected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut reasons = dead_letters(&app, &vin).await;
+    reasons.sort();
+    let mut wanted: Vec<String> = expected.iter().map(|r| r.to_string()).collect();
+    wanted.sort();
+    assert_eq!(reasons, wanted);
+    let signals: i64 = on_db!(app.db(), |p| sqlx::query_scalar("SELECT count(*) FROM rm_vehicle_state WHERE vin = $1")
+        .bind(&vin)
+        .fetch_one(p)
+        .await)
+    .unwrap();
+    assert_eq!(signals, 0, "no refused report reached the state");
+
+    // The refused answer changed nothing; a proper one still completes the command.
+    let command = app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
+    assert_eq!(command["status"], "dispatched");
+    quiet.respond("honk", id.parse().unwrap(), tacho::domain::command::AnswerStatus::Succeeded, None).await.unwrap();
+    let done = app.wait_command(&id, "alice", &vin, |s| s == "succeeded").await;
+    assert_eq!(done["status"], "succeeded");
+    let other = online(&app, &broker, Behaviour::default()).await;
+    an_ordinary_command_succeeds(&app, other.vin()).await;
+}
+
+contract!(a_log_row_that_does_not_parse_stops_no_reader);
+async fn a_log_row_that_does_not_parse_stops_no_reader(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
+    let sim = online(&app, &broker, Behaviour::default()).await;
+    // As an older version, a restore or a hand edit could have left it: 130 levels, beyond what
+    // serde_json reads back.
+    let poisoned = uuid::Uuid::new_v4();
+    let payload = format!(r#"{{"CommandRequested":{{"params":{}}}}}"#, nested_text(130));
+    let sql =
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+               VALUES ('Command', $1, 1, 'CommandRequested', '1', $2, '{}')";
+    match app.db() {
+        tacho::store::Db::Postgres(pool) => {
+            let sql = sql.replace("$2,", "$2::json,");
+            sqlx::query(&sql).bind(poisoned.to_string()).bind(&payload).execute(pool).await.unwrap();
+        }
+        tacho::store::Db::Sqlite(embedded) => {
+            sqlx::query(sql).bind(poisoned.to_string()).bind(&payload).execute(&embedded.pool).await.unwrap();
+        }
+    }
+    an_ordinary_command_succeeds(&app, sim.vin()).await;
+
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    for subscriber in ["commands", "dispatcher"] {
+        let line = format!("tacho_events_passed_over_total{{subscriber=\"{subscriber}\"}} 1");
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    // Its stream answers a problem, not a closed connection.
+    let response = app.get(&format!("/v1/audit/streams/Command/{poisoned}"), &app.auditor()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let events: Value = response.json().await.unwrap();
+    assert!(events[0]["unreadable"]["reason"].as_str().unwrap().contains("recursion"), "{events}");
+    let report: Value = app.post("/v1/audit/verify", &app.auditor(), json!({})).await.json().await.unwrap();
+    let mismatches = report["mismatches"].as_array().unwrap();
+    assert!(
+        mismatches.iter().any(|m| m["aggregate_id"] == poisoned.to_string()),
+        "audit verify names the row: {report}"
+    );
+}
