@@ -1,12 +1,11 @@
 //! The composition root: pool, migrations, frameworks, subscribers, HTTP server, shutdown.
 
-use crate::adapters::http::{self, state::AppState};
+use crate::adapters::http::{self, capacity::Capacity, server, state::AppState};
 use crate::adapters::mqtt::broker::BrokerUrl;
 use crate::adapters::mqtt::embedded as embedded_broker;
 use crate::adapters::mqtt::inbound::{self, InboundOptions};
 use crate::adapters::mqtt::link::MqttLink;
 use crate::adapters::mqtt::publisher::Publisher;
-use crate::auth::AuthKeys;
 use crate::config::{Config, Mqtt};
 use crate::domain::observation::VehicleFact;
 use crate::metrics::Metrics;
@@ -140,7 +139,7 @@ async fn disconnect_all(db: &Db) -> anyhow::Result<()> {
 
 /// Starts tacho on `listener` (bind port 0 in tests).
 pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let secret = config.resolve_auth_secret()?;
+    let keys = config.auth_keys()?;
     let db = database(config).await?;
     let broker = broker(config, &db).await?;
     let shutdown = CancellationToken::new();
@@ -191,23 +190,28 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         (None, Some(broker)) => broker.to_string(),
         (None, None) => String::new(),
     };
+    let (total, per_caller) = (config.http_max_streams, config.http_max_streams_per_caller);
+    let streams = Capacity::new("event streams", total, per_caller, Arc::clone(&metrics));
+    let long_polls = Capacity::new("long polls", total, per_caller, Arc::clone(&metrics));
     let state = AppState {
         db: db.clone(),
         frameworks,
         subscriptions,
-        auth: Arc::new(AuthKeys::new(&secret)),
+        auth: Arc::new(keys),
         command_changes,
         public_mqtt_url: public_mqtt_url.into(),
         metrics,
         publisher,
         idempotency_key_ttl: retention.idempotency_keys,
+        streams,
+        long_polls,
+        request_timeout: config.server_limits().request_timeout,
     };
     let addr = listener.local_addr().context("listener has no address")?;
     let router = http::router(state.clone());
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await }).await
-    });
+    let limits = config.server_limits();
+    let server = tokio::spawn(server::serve(listener, router, limits, stop, Duration::from_secs(10)));
     Ok(Running { addr, state, broker, shutdown, tasks, server })
 }
 

@@ -109,8 +109,8 @@ pub struct TokenArgs {
     /// VIN scope (repeatable), for owners and dealers.
     #[arg(long = "vin")]
     pub vins: Vec<String>,
-    /// Lifetime in seconds.
-    #[arg(long, default_value_t = 3600)]
+    /// Lifetime in seconds (1 to 604800, 7 days).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=crate::auth::MAX_TOKEN_TTL_S))]
     pub ttl: i64,
 }
 
@@ -159,6 +159,9 @@ pub struct Config {
     /// PostgreSQL; with SQLite, generated once and kept beside the database (`auth-secret`).
     #[arg(long, env = "TACHO_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<SecretString>,
+    /// When set, tokens must carry this issuer (`iss`), and `tacho token` mints them so.
+    #[arg(long, env = "TACHO_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
     /// MQTT broker: `embedded` (in-process, MQTT v5), `mqtt://host:port` of an external broker, or
     /// `none` to run without MQTT (commands then stay requested).
     #[arg(long, env = "TACHO_MQTT_URL", default_value = "embedded")]
@@ -200,6 +203,21 @@ pub struct Config {
     /// How long refused MQTT messages are kept in the dead-letter table, in days.
     #[arg(long, env = "TACHO_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30)]
     pub dead_letter_retention_days: u32,
+    /// HTTP connections open at once (the next wait in the listen backlog).
+    #[arg(long, env = "TACHO_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub http_max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    #[arg(long, env = "TACHO_HTTP_HEADER_TIMEOUT_S", default_value_t = 10)]
+    pub http_header_timeout_s: u64,
+    /// Seconds a request may take (a long poll `?wait=S`: S more).
+    #[arg(long, env = "TACHO_HTTP_REQUEST_TIMEOUT_S", default_value_t = 30)]
+    pub http_request_timeout_s: u64,
+    /// Server-sent event streams open at once, and long polls open at once (each).
+    #[arg(long, env = "TACHO_HTTP_MAX_STREAMS", default_value_t = 1000)]
+    pub http_max_streams: usize,
+    /// Of those, per caller (token subject).
+    #[arg(long, env = "TACHO_HTTP_MAX_STREAMS_PER_CALLER", default_value_t = 10)]
+    pub http_max_streams_per_caller: usize,
     /// How long an Idempotency-Key names its command, in hours (after that the key may be used again).
     #[arg(long, env = "TACHO_IDEMPOTENCY_KEY_HOURS", default_value_t = 24)]
     pub idempotency_key_hours: u32,
@@ -217,9 +235,23 @@ pub enum Mqtt {
 }
 
 impl Config {
+    /// The token keys: the secret and, when set, the issuer.
+    pub fn auth_keys(&self) -> anyhow::Result<crate::auth::AuthKeys> {
+        Ok(crate::auth::AuthKeys::new(&self.resolve_auth_secret()?).with_issuer(self.auth_issuer.clone()))
+    }
+
+    /// How much the HTTP server gives its clients.
+    pub fn server_limits(&self) -> crate::adapters::http::server::ServerLimits {
+        crate::adapters::http::server::ServerLimits {
+            max_connections: self.http_max_connections.max(1),
+            header_timeout: std::time::Duration::from_secs(self.http_header_timeout_s.max(1)),
+            request_timeout: std::time::Duration::from_secs(self.http_request_timeout_s.max(1)),
+        }
+    }
+
     /// What one vehicle may send.
-    pub fn vehicle_limits(&self) -> crate::adapters::mqtt::inbound::Limits {
-        crate::adapters::mqtt::inbound::Limits {
+    pub fn vehicle_limits(&self) -> crate::adapters::mqtt::admission::Limits {
+        crate::adapters::mqtt::admission::Limits {
             signals_per_report: self.max_signals_per_report.max(1),
             signals_per_vehicle: self.max_signals_per_vehicle.max(1),
             clock_skew: chrono::Duration::seconds(i64::from(self.max_clock_skew_s)),
@@ -272,6 +304,11 @@ impl Config {
         };
         let value = raw.expose_secret();
         let path = std::path::Path::new(value);
+        let looks_like_path = ["/", "./", "../", "~/"].iter().any(|p| value.starts_with(p));
+        anyhow::ensure!(
+            path.is_file() || !looks_like_path,
+            "TACHO_AUTH_SECRET looks like a file path, but there is no file at {value}: create it, or give the secret itself"
+        );
         let secret = if path.is_file() {
             std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("cannot read TACHO_AUTH_SECRET file {value}: {e}"))?
@@ -280,8 +317,8 @@ impl Config {
         } else {
             value.to_owned()
         };
-        if secret.len() < 16 {
-            anyhow::bail!("TACHO_AUTH_SECRET is too short: use at least 16 characters (32+ recommended)");
+        if secret.chars().count() < 32 {
+            anyhow::bail!("TACHO_AUTH_SECRET is too short: use at least 32 characters (e.g. `openssl rand -hex 32`)");
         }
         Ok(SecretString::from(secret))
     }

@@ -1,7 +1,7 @@
 //! What `tacho serve` prints at start, and the simulated vehicles of `tacho serve --demo`.
 
 use crate::app::Running;
-use crate::auth::{AuthKeys, Role};
+use crate::auth::Role;
 use crate::config::{Config, Mqtt};
 use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::{VehicleCommand, VehicleStatus};
@@ -116,7 +116,7 @@ pub fn banner(config: &Config, running: &Running, demo: Option<&Demo>) -> anyhow
         writeln!(out, "Ctrl-C stops tacho.")?;
         return Ok(out);
     }
-    let keys = AuthKeys::new(&config.resolve_auth_secret()?);
+    let keys = config.auth_keys()?;
     let token = keys.mint(DEV_SUBJECT, vec![Role::Admin], None, chrono::Utc::now().timestamp(), 24 * 3600);
     writeln!(out, "  dev token  (admin, 24 h; more with `cargo run --release -- token --help`)")?;
     writeln!(out, "    export TOKEN={token}")?;

@@ -3,7 +3,6 @@
 use anyhow::Context;
 use clap::Parser;
 use tacho::adapters::mqtt::broker::BrokerUrl;
-use tacho::auth::AuthKeys;
 use tacho::config::{AuditCommand, Cli, Mqtt, ProjectionsCommand, ServeArgs, Subcommand_};
 use tracing_subscriber::EnvFilter;
 
@@ -37,7 +36,11 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Subcommand_::Token(args) => {
-            let keys = AuthKeys::new(&config.resolve_auth_secret()?);
+            anyhow::ensure!(
+                tacho::auth::valid_subject(&args.sub),
+                "--sub must be 1 to 256 printable characters and not start with tacho: or vehicle: (tacho's own actors)"
+            );
+            let keys = config.auth_keys()?;
             let vins = (!args.vins.is_empty()).then_some(args.vins);
             println!("{}", keys.mint(&args.sub, args.roles, vins, chrono::Utc::now().timestamp(), args.ttl));
             Ok(())
@@ -83,6 +86,8 @@ fn init_tracing() {
 }
 
 async fn serve(config: &tacho::config::Config, args: ServeArgs) -> anyhow::Result<()> {
+    // Listening from the start: a stop asked for while tacho starts is kept until it can stop.
+    let stop = stop_signal();
     let listener = tokio::net::TcpListener::bind(config.http_addr).await.with_context(|| {
         format!(
             "cannot listen on {} for HTTP: is another process using it? Choose another address with \
@@ -97,7 +102,7 @@ async fn serve(config: &tacho::config::Config, args: ServeArgs) -> anyhow::Resul
     };
     print!("{}", tacho::demo::banner(config, &running, demo.as_ref())?);
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down: finishing requests and batches in flight"),
+        _ = stop => tracing::info!("shutting down: finishing requests and batches in flight"),
         _ = running.shutdown.cancelled() => {}
     }
     // The demo vehicles say goodbye while tacho still listens, so the registry shows them offline.
@@ -140,7 +145,7 @@ async fn sim(config: &tacho::config::Config, args: tacho::config::SimArgs) -> an
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
+        _ = stop_signal() => {
             for vehicle in vehicles {
                 let _ = vehicle.disconnect().await;
             }
@@ -154,4 +159,35 @@ async fn sim(config: &tacho::config::Config, args: tacho::config::SimArgs) -> an
         }
     }
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what container runtimes send to stop a process): either stops tacho the same
+/// way. The handlers are installed when this is called, not when the future is first polled.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let mut signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        [SignalKind::interrupt(), SignalKind::terminate()].map(|kind| signal(kind).ok())
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let [interrupt, terminate] = &mut signals;
+            match (interrupt, terminate) {
+                (Some(interrupt), Some(terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 /// Help texts of the counters tacho keeps.
-const HELP: [(&str, &str); 9] = [
+const HELP: [(&str, &str); 10] = [
     ("tacho_mqtt_messages_total", "MQTT messages received, by kind"),
     ("tacho_dead_letters_total", "MQTT messages refused and stored as dead letters, by reason"),
     ("tacho_facts_appended_total", "Vehicle facts appended to the log, by type"),
@@ -17,6 +17,7 @@ const HELP: [(&str, &str); 9] = [
         "tacho_events_passed_over_total",
         "Events of the log a subscriber passed over because they do not decode, by subscriber",
     ),
+    ("tacho_mqtt_dropped_total", "QoS 0 MQTT messages dropped because the inbound queue was full"),
     ("tacho_http_refused_total", "HTTP requests refused for lack of capacity, by what was full"),
 ];
 

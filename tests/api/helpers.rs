@@ -16,7 +16,7 @@ use tacho::auth::{AuthKeys, Role};
 use tacho::config::Config;
 use tacho::store::Db;
 
-pub const SECRET: &str = "test-secret-0123456789abcdef";
+pub const SECRET: &str = "test-secret-0123456789abcdef-0123456789";
 pub const VIN: &str = "1HGCM82633A004352";
 pub const VIN2: &str = "WVWZZZ1JZXW000001";
 pub const THUMB: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -120,6 +120,7 @@ pub fn config(database_url: &str) -> Config {
         database_url: SecretString::from(database_url.to_owned()),
         http_addr: "127.0.0.1:0".parse().expect("valid address"),
         auth_secret: Some(SecretString::from(SECRET)),
+        auth_issuer: None,
         public_mqtt_url: None,
         embedded_mqtt_addr: "127.0.0.1:0".parse().expect("valid address"),
         database_max_connections: 10,
@@ -128,6 +129,11 @@ pub fn config(database_url: &str) -> Config {
         max_clock_skew_s: 300,
         dead_letter_retention_days: 30,
         idempotency_key_hours: 24,
+        http_max_connections: 1024,
+        http_header_timeout_s: 10,
+        http_request_timeout_s: 30,
+        http_max_streams: 1000,
+        http_max_streams_per_caller: 10,
         mqtt_url: "none".to_owned(),
         mqtt_client_id: format!("tacho-test-{}", uuid::Uuid::new_v4().simple()),
         mqtt_shared_group: None,

@@ -77,6 +77,11 @@ impl Principal {
     }
 }
 
+/// A request id tacho records: 1 to 128 of `A-Z a-z 0-9 . _ -`.
+fn valid_request_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
@@ -91,10 +96,15 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the Authorization header is not 'Bearer <jwt>'"))?;
         let claims = state.auth.verify(token.trim()).map_err(|e| match e {
             TokenError::Expired => ApiError::new(ErrorCode::TokenExpired, e.to_string()),
-            TokenError::Invalid => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
+            TokenError::Invalid | TokenError::ReservedSubject => ApiError::new(ErrorCode::Unauthorized, e.to_string()),
         })?;
-        let request_id =
-            parts.headers.get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned).unwrap_or_default();
+        // What a client sends is kept only when it is a plain id; anything else gets tacho's own.
+        let request_id = parts
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| valid_request_id(id))
+            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         Ok(Self { claims, request_id })
     }
 }

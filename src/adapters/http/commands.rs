@@ -261,6 +261,7 @@ async fn get_command(
     if wait == 0 || CommandStatus::parse(&first.status).is_some_and(CommandStatus::is_terminal) {
         return Ok(Json(first));
     }
+    let _held = state.long_polls.hold(principal.sub())?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
         // Re-read at least every second: a notification lost while the listener reconnects must
@@ -287,7 +288,8 @@ async fn events(
     // Subscribed before the first read, so no change between the read and the wait is missed.
     let changes = state.command_changes.subscribe();
     let first = command_view(&state, &principal, id).await?;
-    let start = SseState { state, principal, id, changes, sent: 0, pending: Some(first), done: false };
+    let held = state.streams.hold(principal.sub())?;
+    let start = SseState { state, principal, id, changes, sent: 0, pending: Some(first), done: false, _held: held };
     let stream = futures::stream::unfold(start, |mut s| async move {
         if s.done {
             return None;
@@ -321,6 +323,8 @@ struct SseState {
     sent: usize,
     pending: Option<CommandView>,
     done: bool,
+    /// Its place among the open streams, given back when the stream ends or the client goes.
+    _held: super::capacity::Held,
 }
 
 /// Returns when command `id` changed (or notifications were lost, so the caller re-reads).

@@ -79,8 +79,12 @@ pub enum ErrorCode {
     Conflict,
     /// The route exists, the method does not.
     MethodNotAllowed,
-    /// A dependency (database) is unavailable.
+    /// A dependency (database) is unavailable, or the server is full.
     Unavailable,
+    /// The caller holds as many long-lived requests (event streams, long polls) as it may.
+    TooManyRequests,
+    /// The request took longer than the server allows.
+    RequestTimeout,
     /// An unexpected server error.
     Internal,
 }
@@ -142,6 +146,8 @@ impl ErrorCode {
             | Self::UnknownCommand
             | Self::InvalidParameters => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -158,6 +164,8 @@ impl ErrorCode {
             StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable content",
             StatusCode::METHOD_NOT_ALLOWED => "Method not allowed",
             StatusCode::SERVICE_UNAVAILABLE => "Service unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "Too many requests",
+            StatusCode::REQUEST_TIMEOUT => "Request timeout",
             _ => "Internal server error",
         }
     }

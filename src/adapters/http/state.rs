@@ -34,6 +34,12 @@ pub struct AppState {
     pub publisher: Option<crate::adapters::mqtt::publisher::Publisher>,
     /// How long an Idempotency-Key names its command.
     pub idempotency_key_ttl: chrono::Duration,
+    /// Open server-sent event streams.
+    pub streams: Arc<super::capacity::Capacity>,
+    /// Open long polls.
+    pub long_polls: Arc<super::capacity::Capacity>,
+    /// How long a request may take (a long poll: its wait more).
+    pub request_timeout: std::time::Duration,
 }
 
 impl AppState {

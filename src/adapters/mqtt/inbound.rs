@@ -4,10 +4,9 @@
 //! becomes a dead letter. A batch is acknowledged to the broker only once it is durably handled, so a
 //! crash loses nothing: the broker redelivers to the persistent session.
 
+use super::admission::{valid_msg_id, Limits, SignalBudget};
 use super::broker::{backoff, BrokerUrl};
-use super::codec::{
-    self, CommandResponse, ConnectionReport, ConnectionState, Refused, StateReport, VehicleEventReport,
-};
+use super::codec::{self, CommandResponse, ConnectionReport, ConnectionState, StateReport, VehicleEventReport};
 use super::topics::{self, Inbound};
 use crate::domain::command::{CommandCommand, CommandError, VehicleAnswer};
 use crate::domain::observation::{without_location, VehicleFact};
@@ -22,12 +21,22 @@ use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Largest batch handled in one transaction.
 const BATCH: usize = 1000;
+
+/// QoS 1 messages the broker may send before tacho acknowledges them (MQTT v5 receive maximum):
+/// the bound on what waits in the handler's queue, so memory stays bounded (at most this many
+/// payloads of 64 KiB) and a slow database pushes back on the broker, which keeps the rest.
+const IN_FLIGHT: u16 = 2 * BATCH as u16;
+
+/// QoS 0 messages (at most once, not counted by the broker against the receive maximum) queued at
+/// most; beyond, they are dropped and counted.
+const QOS0_QUEUED: usize = BATCH;
 
 /// How the consumer connects.
 #[derive(Debug, Clone)]
@@ -63,8 +72,9 @@ pub fn start(broker: &BrokerUrl, options: &InboundOptions, handler: Arc<Handler>
     mqtt.set_clean_start(false);
     mqtt.set_session_expiry_interval(Some(options.session_expiry_s));
     mqtt.set_manual_acks(true);
-    // Enough unacknowledged messages in flight to keep a batch filling while the last one commits.
-    mqtt.set_receive_maximum(Some(u16::MAX));
+    // Enough unacknowledged messages in flight to keep a batch filling while the last one commits,
+    // and no more.
+    mqtt.set_receive_maximum(Some(IN_FLIGHT));
     let (client, eventloop) = AsyncClient::new(mqtt, 64);
     let filters: Vec<Filter> = topics::INBOUND
         .iter()
@@ -75,15 +85,39 @@ pub fn start(broker: &BrokerUrl, options: &InboundOptions, handler: Arc<Handler>
         .map(|path| Filter::new(path, QoS::AtLeastOnce))
         .collect();
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(poll(eventloop, client.clone(), filters, tx, shutdown.clone()));
-    tokio::spawn(handle(client, rx, handler, shutdown));
+    let queued_qos0 = Arc::new(AtomicUsize::new(0));
+    let queue = Queue { received: tx, queued_qos0: Arc::clone(&queued_qos0), metrics: Arc::clone(&handler.metrics) };
+    tokio::spawn(poll(eventloop, client.clone(), filters, queue, shutdown.clone()));
+    tokio::spawn(handle(client, rx, queued_qos0, handler, shutdown));
+}
+
+/// The handler's queue, as the polling task fills it: never awaited on (the event loop must keep
+/// turning), bounded by the receive maximum for QoS 1 and by [`QOS0_QUEUED`] for QoS 0.
+struct Queue {
+    received: mpsc::UnboundedSender<Received>,
+    queued_qos0: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Queue {
+    /// Queues `publish`; false when the handler is gone.
+    fn push(&self, publish: Publish) -> bool {
+        if publish.qos == QoS::AtMostOnce {
+            if self.queued_qos0.load(Ordering::Relaxed) >= QOS0_QUEUED {
+                self.metrics.inc("tacho_mqtt_dropped_total", &[("qos", "0")]);
+                return true;
+            }
+            self.queued_qos0.fetch_add(1, Ordering::Relaxed);
+        }
+        self.received.send(Received { publish, at: Utc::now() }).is_ok()
+    }
 }
 
 async fn poll(
     mut eventloop: rumqttc::v5::EventLoop,
     client: AsyncClient,
     filters: Vec<Filter>,
-    received: mpsc::UnboundedSender<Received>,
+    queue: Queue,
     shutdown: CancellationToken,
 ) {
     let mut failures = 0;
@@ -94,7 +128,7 @@ async fn poll(
         };
         match polled {
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if received.send(Received { publish, at: Utc::now() }).is_err() {
+                if !queue.push(publish) {
                     return;
                 }
             }
@@ -126,6 +160,7 @@ async fn poll(
 async fn handle(
     client: AsyncClient,
     mut rx: mpsc::UnboundedReceiver<Received>,
+    queued_qos0: Arc<AtomicUsize>,
     handler: Arc<Handler>,
     shutdown: CancellationToken,
 ) {
@@ -141,6 +176,8 @@ async fn handle(
                 Err(_) => break,
             }
         }
+        let qos0 = batch.iter().filter(|m| m.publish.qos == QoS::AtMostOnce).count();
+        queued_qos0.fetch_sub(qos0, Ordering::Relaxed);
         let mut failures = 0;
         while let Err(e) = handler.handle_batch(&batch).await {
             failures += 1;
@@ -174,86 +211,6 @@ enum BatchError {
         /// What failed.
         error: String,
     },
-}
-
-fn valid_msg_id(id: &str) -> Result<(), Refused> {
-    match codec::valid_msg_id(id) {
-        true => Ok(()),
-        false => Err(Refused::new("malformed", "msg_id must be 1 to 128 printable characters")),
-    }
-}
-
-/// What one vehicle may send, beyond the payload budgets of [`codec`].
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Signals in one state report.
-    pub signals_per_report: usize,
-    /// Distinct signals one vehicle may have.
-    pub signals_per_vehicle: usize,
-    /// How far a vehicle's clock may run ahead of tacho's.
-    pub clock_skew: chrono::Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self { signals_per_report: 200, signals_per_vehicle: 2000, clock_skew: chrono::Duration::minutes(5) }
-    }
-}
-
-impl Limits {
-    /// Refuses a vehicle time further ahead of `received_at` than the allowed skew: one bad clock
-    /// would otherwise pin a signal's last-known value (newest vehicle time wins) for as long.
-    fn check_clock(&self, vehicle_ts: DateTime<Utc>, received_at: DateTime<Utc>) -> Result<(), Refused> {
-        match vehicle_ts > received_at + self.clock_skew {
-            true => Err(Refused::new(
-                "clock_skew",
-                format!("vehicle time {vehicle_ts} is more than {} s ahead of tacho's", self.clock_skew.num_seconds()),
-            )),
-            false => Ok(()),
-        }
-    }
-}
-
-/// The distinct signals each vehicle of a batch has, against [`Limits::signals_per_vehicle`]. Counted
-/// from the state read model (which may lag the log by a batch or so: the bound is that close);
-/// the names are read only for a vehicle near its limit.
-struct SignalBudget {
-    counts: HashMap<String, i64>,
-    names: HashMap<String, std::collections::HashSet<String>>,
-    limit: usize,
-}
-
-impl SignalBudget {
-    fn new(counts: HashMap<String, i64>, limit: usize) -> Self {
-        Self { counts, names: HashMap::new(), limit }
-    }
-
-    /// Admits a report of `signals` for `vin`, or says why not.
-    async fn admit(
-        &mut self,
-        db: &Db,
-        vin: &str,
-        signals: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<Result<(), Refused>, sqlx::Error> {
-        let known = self.counts.get(vin).copied().unwrap_or(0).max(0) as usize;
-        if !self.names.contains_key(vin) && known + signals.len() <= self.limit {
-            // Far from the limit: whatever is new fits. Count it as if all were new.
-            self.counts.insert(vin.to_owned(), (known + signals.len()) as i64);
-            return Ok(Ok(()));
-        }
-        if !self.names.contains_key(vin) {
-            self.names.insert(vin.to_owned(), facts::signal_names(db, vin).await?);
-        }
-        let names = self.names.entry(vin.to_owned()).or_default();
-        let new: Vec<&String> = signals.keys().filter(|k| !names.contains(*k)).collect();
-        if names.len() + new.len() > self.limit {
-            let detail =
-                format!("{vin} would have {} distinct signals, at most {}", names.len() + new.len(), self.limit);
-            return Ok(Err(Refused::new("too_many_signals", detail)));
-        }
-        names.extend(new.into_iter().cloned());
-        Ok(Ok(()))
-    }
 }
 
 /// A decoded message waiting for the registry and consent checks.

@@ -1,6 +1,7 @@
 //! MQTT (v5, QoS 1): publishing with PUBACK confirmation, the inbound consumer, the topic contract
 //! and payload codec, the link commands leave through, and the embedded broker.
 
+pub mod admission;
 pub mod broker;
 pub mod codec;
 pub mod embedded;
