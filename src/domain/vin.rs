@@ -28,6 +28,10 @@ pub enum VinError {
 #[serde(try_from = "String", into = "String")]
 pub struct Vin(String);
 
+/// The characters of a VIN (ISO 3779: 17 of 0-9 and A-Z without I, O, Q), as a regular
+/// expression; the check digit of North American VINs is checked apart.
+pub const PATTERN: &str = "^[A-HJ-NPR-Z0-9]{17}$";
+
 impl Vin {
     /// Validates `raw` (case-sensitive: VINs are written in capitals).
     pub fn parse(raw: &str) -> Result<Self, VinError> {

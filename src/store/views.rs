@@ -170,7 +170,7 @@ pub struct CommandView {
     #[sqlx(json)]
     pub transitions: Vec<Transition>,
     /// The vehicle's result on success.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub result: Option<Value>,
     /// Why it did not succeed.
     #[sqlx(json(nullable))]

@@ -39,10 +39,10 @@ pub struct LogEvent {
     /// Payload schema version.
     pub event_version: String,
     /// Payload.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Value,
     /// Actor, request id, roles.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub metadata: Value,
     /// When the database recorded it.
     pub recorded_at: DateTime<Utc>,

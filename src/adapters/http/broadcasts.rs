@@ -36,7 +36,7 @@ pub struct BroadcastRequest {
     #[schema(example = "weather/warning")]
     pub topic: String,
     /// Any JSON.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub payload: Value,
     /// Seconds the message stays relevant (1..604800, default 3600): the MQTT message expiry.
     pub expiry_s: Option<u32>,

@@ -78,7 +78,7 @@ async fn command_view(state: &AppState, principal: &Principal, id: Uuid) -> Resu
 
 /// Request a remote command (owner, service). Needs the requester's `remote_commands` consent; a
 /// refusal for consent or vehicle state is recorded on the command and answered 403 / 409.
-#[utoipa::path(post, path = "/v1/vehicles/{vin}/commands", tag = "commands", request_body = RequestBody,
+#[utoipa::path(post, path = "/v1/vehicles/{vin}/commands", tag = "commands", operation_id = "request_command", request_body = RequestBody,
     params(("vin" = String, Path, description = "VIN"),
            ("Idempotency-Key" = Option<String>, Header, description = "Same key and body: the same command (200); other body: 409")),
     responses(
@@ -277,7 +277,7 @@ async fn get_command(
 
 /// Server-sent events of a command's transitions (its requester): every transition so far, then each
 /// new one as it is recorded; the stream ends after a terminal status.
-#[utoipa::path(get, path = "/v1/commands/{id}/events", tag = "commands", params(("id" = Uuid, Path, description = "Command id")),
+#[utoipa::path(get, path = "/v1/commands/{id}/events", tag = "commands", operation_id = "command_events", params(("id" = Uuid, Path, description = "Command id")),
     responses((status = 200, description = "`text/event-stream` of `transition` events: `{status, at}`", content_type = "text/event-stream", body = String),
               (status = 404, description = "Unknown or not the caller's", body = Problem)))]
 async fn events(
@@ -374,7 +374,7 @@ pub struct CommandsQuery {
 }
 
 /// A vehicle's commands, newest first (owner, dealer).
-#[utoipa::path(get, path = "/v1/vehicles/{vin}/commands", tag = "commands", params(("vin" = String, Path, description = "VIN"), CommandsQuery),
+#[utoipa::path(get, path = "/v1/vehicles/{vin}/commands", tag = "commands", operation_id = "list_vehicle_commands", params(("vin" = String, Path, description = "VIN"), CommandsQuery),
     responses((status = 200, description = "A page of commands", body = Page<CommandView>),
               (status = 400, description = "Bad status or page token", body = Problem),
               (status = 404, description = "Out-of-scope vehicle", body = Problem)))]

@@ -116,7 +116,7 @@ async fn revoke(
 }
 
 /// Every consent recorded on a vehicle, granted or revoked (owner, auditor).
-#[utoipa::path(get, path = "/v1/vehicles/{vin}/consents", tag = "consents", params(("vin" = String, Path, description = "VIN")),
+#[utoipa::path(get, path = "/v1/vehicles/{vin}/consents", tag = "consents", operation_id = "list_consents", params(("vin" = String, Path, description = "VIN")),
     responses((status = 200, description = "Consents", body = Vec<ConsentView>),
               (status = 404, description = "Unknown or out-of-scope vehicle", body = Problem)))]
 async fn list(

@@ -35,13 +35,18 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Documents the errors every `/v1` route can answer (401 for the token; 400, 413 and 415 for a
-/// body) and serves every 4xx/5xx as `application/problem+json`, as the server does.
+/// Documents the errors every `/v1` route can answer (401 and 403 for the token; 400, 413, 415 and
+/// 422 for a body; 400 for a query; 404 for a path; 408, 500 and 503 for any), the constraints the
+/// server checks on VINs and device ids, the links from a created resource to where it is read,
+/// and serves every 4xx/5xx as `application/problem+json`, as the server does.
 struct ProblemResponses;
 
 impl Modify for ProblemResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        use utoipa::openapi::extensions::Extensions;
+        use utoipa::openapi::link::LinkBuilder;
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
         let problem = |description: &str| {
             RefOr::T(
                 ResponseBuilder::new()
@@ -70,6 +75,37 @@ impl Modify for ProblemResponses {
                 responses
                     .entry("403".into())
                     .or_insert_with(|| problem("The token's roles do not allow this route (`forbidden`)"));
+                let has = |place: ParameterIn| {
+                    operation
+                        .parameters
+                        .iter()
+                        .flatten()
+                        .any(|p| std::mem::discriminant(&p.parameter_in) == std::mem::discriminant(&place))
+                };
+                if has(ParameterIn::Query) {
+                    responses
+                        .entry("400".into())
+                        .or_insert_with(|| problem("An unknown or malformed query parameter (`invalid_query`)"));
+                }
+                if has(ParameterIn::Path) {
+                    responses
+                        .entry("404".into())
+                        .or_insert_with(|| problem("No such resource, or a malformed id (`not_found`)"));
+                }
+                responses
+                    .entry("408".into())
+                    .or_insert_with(|| problem("The request took longer than the server allows (`request_timeout`)"));
+                responses.entry("500".into()).or_insert_with(|| problem("An unexpected error, logged (`internal`)"));
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| problem("The database is unavailable or the server is full (`unavailable`)"));
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let Some(pattern) = PATTERNS.iter().find(|(name, _)| *name == parameter.name).map(|(_, p)| *p) {
+                        if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
+                            object.pattern = Some(pattern.to_owned());
+                        }
+                    }
+                }
                 if operation.request_body.is_some() {
                     responses.entry("400".into()).or_insert_with(|| problem("The body is not JSON (`invalid_json`)"));
                     responses
@@ -78,14 +114,96 @@ impl Modify for ProblemResponses {
                     responses
                         .entry("415".into())
                         .or_insert_with(|| problem("The body is not `application/json` (`unsupported_media_type`)"));
-                    responses
-                        .entry("422".into())
-                        .or_insert_with(|| problem("The body does not match the schema (`invalid_body`)"));
+                    responses.entry("422".into()).or_insert_with(|| {
+                        problem("The body does not match the schema (`invalid_body`) or is nested deeper than 32 levels (`too_deep`)")
+                    });
                 }
             }
         }
+        if let Some(components) = openapi.components.as_mut() {
+            for schema in components.schemas.values_mut() {
+                if let RefOr::T(Schema::Object(object)) = schema {
+                    for (name, pattern) in PATTERNS {
+                        if let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(name) {
+                            field.pattern = Some(pattern.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        for (path, method, status, name, operation_id, parameters) in LINKS {
+            let Some(item) = openapi.paths.paths.get_mut(path) else { continue };
+            let operation = match method {
+                "post" => item.post.as_mut(),
+                _ => item.put.as_mut(),
+            };
+            let Some(RefOr::T(response)) = operation.and_then(|o| o.responses.responses.get_mut(status)) else {
+                continue;
+            };
+            // utoipa 5.5 writes `operation_id` (snake case) for a link's operation: the spec's name,
+            // `operationId`, goes in by hand.
+            let mut target = Extensions::default();
+            target.insert("operationId".to_owned(), serde_json::Value::from(operation_id));
+            let link = parameters
+                .iter()
+                .fold(LinkBuilder::new().extensions(Some(target)), |link, (name, value)| link.parameter(*name, *value));
+            response.links.insert(name.to_owned(), RefOr::T(link.build()));
+        }
     }
 }
+
+/// Constraints the server checks on values of these names, wherever they are a path parameter or a
+/// body field.
+const PATTERNS: [(&str, &str); 2] = [("vin", crate::domain::vin::PATTERN), ("device_id", "^[A-Za-z0-9._-]{1,64}$")];
+
+/// Where a created resource is read: (path, method, status, link name, operation, parameters).
+type LinkSpec =
+    (&'static str, &'static str, &'static str, &'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const LINKS: [LinkSpec; 7] = [
+    ("/v1/vehicles", "post", "201", "GetVehicle", "get_vehicle", &[("vin", "$response.body#/vin")]),
+    (
+        "/v1/vehicles/{vin}/commands",
+        "post",
+        "202",
+        "GetCommand",
+        "get_command",
+        &[("id", "$response.body#/command_id")],
+    ),
+    (
+        "/v1/vehicles/{vin}/commands",
+        "post",
+        "202",
+        "CommandEvents",
+        "command_events",
+        &[("id", "$response.body#/command_id")],
+    ),
+    ("/v1/vehicles/{vin}/commands", "post", "202", "CancelCommand", "cancel", &[("id", "$response.body#/command_id")]),
+    (
+        "/v1/vehicles/{vin}/commands",
+        "post",
+        "200",
+        "GetCommand",
+        "get_command",
+        &[("id", "$response.body#/command_id")],
+    ),
+    (
+        "/v1/vehicles/{vin}/devices",
+        "post",
+        "201",
+        "GetDevice",
+        "get_device",
+        &[("device_id", "$response.body#/device_id")],
+    ),
+    (
+        "/v1/vehicles/{vin}/consents/{purpose}",
+        "put",
+        "200",
+        "ListConsents",
+        "list_consents",
+        &[("vin", "$request.path.vin")],
+    ),
+];
 
 const PROBLEM: &str = "application/problem+json";
 

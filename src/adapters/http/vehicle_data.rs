@@ -24,7 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SignalValue {
     /// The value (number, boolean, string ...).
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub value: Value,
     /// Vehicle time of the report.
     pub vehicle_ts: DateTime<Utc>,
@@ -49,7 +49,7 @@ pub struct HistoryEntry {
     /// VSS path.
     pub signal: String,
     /// Value.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub value: Value,
     /// Vehicle time.
     pub vehicle_ts: DateTime<Utc>,
@@ -65,7 +65,7 @@ pub struct ReportedEvent {
     /// Event type (breakdown, maintenance ...).
     pub kind: String,
     /// Event data.
-    #[schema(value_type = Object)]
+    #[schema(value_type = serde_json::Value)]
     pub data: Value,
     /// Vehicle time.
     pub vehicle_ts: DateTime<Utc>,
@@ -158,7 +158,7 @@ pub struct EventsQuery {
 }
 
 /// Events the vehicle reported (breakdown, maintenance alerts), newest first (owner, dealer).
-#[utoipa::path(get, path = "/v1/vehicles/{vin}/events", tag = "vehicle data",
+#[utoipa::path(get, path = "/v1/vehicles/{vin}/events", tag = "vehicle data", operation_id = "vehicle_events",
     params(("vin" = String, Path, description = "VIN"), EventsQuery),
     responses((status = 200, description = "A page of events", body = Page<ReportedEvent>),
               (status = 400, description = "Bad page token", body = Problem),

@@ -128,7 +128,7 @@ pub fn page_size(requested: Option<i64>) -> Result<i64, ApiError> {
 }
 
 /// The fleet list (dealer), ordered by VIN, filtered, keyset-paged.
-#[utoipa::path(get, path = "/v1/vehicles", tag = "vehicles", params(FleetQuery),
+#[utoipa::path(get, path = "/v1/vehicles", tag = "vehicles", operation_id = "list_vehicles", params(FleetQuery),
     responses((status = 200, description = "A page of vehicles", body = Page<VehicleView>),
               (status = 400, description = "Bad filter or page token", body = Problem)))]
 async fn list(
