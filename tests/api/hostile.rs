@@ -189,3 +189,60 @@ async fn a_log_row_that_does_not_parse_stops_no_reader(store: Store) {
         "audit verify names the row: {report}"
     );
 }
+
+contract!(dead_letters_and_idempotency_keys_expire_after_their_documented_periods);
+async fn dead_letters_and_idempotency_keys_expire_after_their_documented_periods(store: Store) {
+    use tacho::store::facts::{self, DeadLetter};
+    let Some(app) = spawn_app(store).await else { return };
+    let letter = |topic: &str| DeadLetter {
+        topic: topic.into(),
+        payload: b"{".to_vec(),
+        reason: "malformed",
+        detail: "x".into(),
+    };
+    facts::store(app.db(), &[], &[letter("vehicles/old/state"), letter("vehicles/new/state")]).await.unwrap();
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(31);
+    let sql = "UPDATE dead_letters SET received_at = $1 WHERE topic = 'vehicles/old/state'";
+    on_db!(app.db(), |p| sqlx::query(sql).bind(long_ago).execute(p).await.map(|_| ())).unwrap();
+
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let post = || async {
+        let response = app
+            .client
+            .post(format!("{}/v1/vehicles/{vin}/commands", app.base))
+            .bearer_auth(app.owner("alice", &[&vin]))
+            .header("idempotency-key", "retry-1")
+            .json(&json!({"name": "honk"}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned())
+    };
+    let (first_status, first) = post().await;
+    assert_eq!(first_status, StatusCode::ACCEPTED);
+    let (replay_status, replayed) = post().await;
+    assert_eq!(
+        (replay_status, replayed.as_str()),
+        (StatusCode::OK, first.as_str()),
+        "within its period the key replays"
+    );
+    let yesterday = chrono::Utc::now() - chrono::Duration::hours(25);
+    let sql = "UPDATE command_idempotency SET created_at = $1";
+    on_db!(app.db(), |p| sqlx::query(sql).bind(yesterday).execute(p).await.map(|_| ())).unwrap();
+    let (status, second) = post().await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(second, first, "an expired key names a new command");
+
+    let retention = tacho::processes::sweep::Retention {
+        history: chrono::Duration::hours(168),
+        dead_letters: chrono::Duration::days(30),
+        idempotency_keys: chrono::Duration::hours(24),
+    };
+    tacho::processes::sweep::prune(app.db(), retention).await.unwrap();
+    let topics: Vec<String> =
+        on_db!(app.db(), |p| sqlx::query_scalar("SELECT topic FROM dead_letters").fetch_all(p).await).unwrap();
+    assert_eq!(topics, ["vehicles/new/state"]);
+    assert_eq!(app.scalar("SELECT count(*) FROM command_idempotency").await, 1, "the key claimed anew is kept");
+}

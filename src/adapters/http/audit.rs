@@ -205,6 +205,7 @@ pub struct FeedQuery {
     /// Position of the last event already read (0 or absent: from the start).
     pub after: Option<i64>,
     /// 1..1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

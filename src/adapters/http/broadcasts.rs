@@ -34,11 +34,13 @@ pub const STREAM_TYPE: &str = crate::domain::streams::BROADCAST;
 pub struct BroadcastRequest {
     /// Topic below `broadcast/`: 1 to 8 segments of a-z, 0-9, `_`, `-`.
     #[schema(example = "weather/warning")]
+    #[schema(pattern = "^[a-z0-9_-]{1,64}(/[a-z0-9_-]{1,64}){0,7}$")]
     pub topic: String,
     /// Any JSON.
     #[schema(value_type = serde_json::Value)]
     pub payload: Value,
     /// Seconds the message stays relevant (1..604800, default 3600): the MQTT message expiry.
+    #[schema(minimum = 1, maximum = 604800)]
     pub expiry_s: Option<u32>,
 }
 

@@ -52,10 +52,12 @@ pub struct RequestBody {
     #[schema(value_type = Option<Object>)]
     pub params: Value,
     /// Seconds to wait for a final answer (1..3600, default 30).
+    #[schema(minimum = 1, maximum = 3600)]
     pub timeout_s: Option<u32>,
     /// Queue while the vehicle is offline (default false: fail fast).
     pub store_and_forward: Option<bool>,
     /// How long a queued command may wait (seconds, ≤ 7 days, default 3600).
+    #[schema(minimum = 1, maximum = 604800)]
     pub ttl_s: Option<u32>,
 }
 
@@ -238,6 +240,7 @@ fn provisional_view(id: Uuid, command: &Command) -> CommandView {
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Wait up to this many seconds (0..60) for the status to change.
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<u64>,
 }
 
@@ -368,6 +371,7 @@ pub struct CommandsQuery {
     /// Only commands in this status.
     pub status: Option<String>,
     /// 1..500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<i64>,
     /// From the previous page's `next_page_token`.
     pub page_token: Option<String>,

@@ -110,6 +110,7 @@ pub struct HistoryQuery {
     /// Vehicle time to (exclusive).
     pub to: Option<DateTime<Utc>>,
     /// 1..1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -152,6 +153,7 @@ pub struct EventsQuery {
     /// Only events of this type.
     pub kind: Option<String>,
     /// 1..500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<i64>,
     /// From the previous page's `next_page_token`.
     pub page_token: Option<String>,

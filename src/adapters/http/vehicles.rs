@@ -38,12 +38,15 @@ pub struct RegisterVehicle {
     pub vin: String,
     /// Model name.
     #[schema(example = "Model A")]
+    #[schema(min_length = 1, max_length = 100)]
     pub model: String,
     /// Model year (1950..2100).
     #[schema(example = 2026)]
+    #[schema(minimum = 1950, maximum = 2100)]
     pub model_year: i32,
     /// Market code.
     #[schema(example = "EU")]
+    #[schema(min_length = 1, max_length = 16)]
     pub market: String,
     /// Factory options.
     #[serde(default)]
@@ -113,6 +116,7 @@ pub struct FleetQuery {
     /// Connected now.
     pub connected: Option<bool>,
     /// 1..500, default 50.
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<i64>,
     /// From the previous page's `next_page_token`.
     pub page_token: Option<String>,
