@@ -233,6 +233,12 @@ impl TestApp {
     }
 
     /// The single number `sql` selects (portable SQL).
+    /// The reasons of the dead letters whose topic names `vin`, oldest first.
+    pub async fn dead_letters(&self, vin: &str) -> Vec<String> {
+        let sql = "SELECT reason FROM dead_letters WHERE topic LIKE '%' || $1 || '%' ORDER BY id";
+        on_db!(self.db(), |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await).unwrap()
+    }
+
     pub async fn scalar(&self, sql: &str) -> i64 {
         on_db!(self.db(), |p| sqlx::query_scalar(sql).fetch_one(p).await).expect("scalar query")
     }

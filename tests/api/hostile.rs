@@ -46,11 +46,6 @@ async fn an_ordinary_command_succeeds(app: &TestApp, vin: &str) {
     assert_eq!(done["status"], "succeeded", "{done}");
 }
 
-async fn dead_letters(app: &TestApp, vin: &str) -> Vec<String> {
-    let sql = "SELECT reason FROM dead_letters WHERE topic LIKE '%' || $1 || '%' ORDER BY id";
-    on_db!(app.db(), |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await).unwrap()
-}
-
 contract!(too_deep_or_too_big_values_are_refused_at_every_http_edge_and_nothing_is_written);
 async fn too_deep_or_too_big_values_are_refused_at_every_http_edge_and_nothing_is_written(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
@@ -123,12 +118,12 @@ async fn hostile_vehicle_messages_become_dead_letters_and_commands_keep_flowing(
 
     let expected = ["too_deep", "invalid_signal", "too_many_signals", "clock_skew", "too_deep"];
     for _ in 0..200 {
-        if dead_letters(&app, &vin).await.len() >= expected.len() {
+        if app.dead_letters(&vin).await.len() >= expected.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut reasons = dead_letters(&app, &vin).await;
+    let mut reasons = app.dead_letters(&vin).await;
     reasons.sort();
     let mut wanted: Vec<String> = expected.iter().map(|r| r.to_string()).collect();
     wanted.sort();

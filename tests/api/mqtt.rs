@@ -39,11 +39,6 @@ async fn request(app: &TestApp, vin: &str, body: Value) -> String {
     created["command_id"].as_str().unwrap().to_owned()
 }
 
-async fn dead_letters(app: &TestApp, vin: &str) -> Vec<String> {
-    let sql = "SELECT reason FROM dead_letters WHERE topic LIKE '%' || $1 || '%' ORDER BY id";
-    on_db!(app.db(), |p| sqlx::query_scalar(sql).bind(vin).fetch_all(p).await).unwrap()
-}
-
 contract!(a_command_reaches_the_vehicle_and_succeeds);
 async fn a_command_reaches_the_vehicle_and_succeeds(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
@@ -271,7 +266,7 @@ async fn state_reports_and_events_are_visible_through_the_api_with_consent(store
     let events: Value = app.get(&format!("/v1/vehicles/{vin}/events"), &owner).await.json().await.unwrap();
     assert_eq!(events["items"][0]["kind"], "breakdown");
     assert_eq!(events["items"][0]["data"], json!({"dtc": "P0300"}));
-    assert_eq!(dead_letters(&app, &vin).await, ["consent_missing"]);
+    assert_eq!(app.dead_letters(&vin).await, ["consent_missing"]);
 }
 
 contract!(bad_messages_go_to_dead_letters_with_a_reason_and_are_counted);
@@ -300,8 +295,8 @@ async fn bad_messages_go_to_dead_letters_with_a_reason_and_are_counted(store: St
         .unwrap();
     let mut reasons = Vec::new();
     for _ in 0..100 {
-        let mut found = dead_letters(&app, &vin).await;
-        found.extend(dead_letters(&app, &stranger).await);
+        let mut found = app.dead_letters(&vin).await;
+        found.extend(app.dead_letters(&stranger).await);
         found.sort();
         reasons = found;
         if reasons.len() >= 5 {
