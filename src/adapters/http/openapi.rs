@@ -99,11 +99,16 @@ impl Modify for ProblemResponses {
                 responses
                     .entry("503".into())
                     .or_insert_with(|| problem("The database is unavailable or the server is full (`unavailable`)"));
+                let id = operation.operation_id.clone().unwrap_or_default();
                 for parameter in operation.parameters.iter_mut().flatten() {
+                    let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() else { continue };
                     if let Some(pattern) = PATTERNS.iter().find(|(name, _)| *name == parameter.name).map(|(_, p)| *p) {
-                        if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
-                            object.pattern = Some(pattern.to_owned());
-                        }
+                        object.pattern = Some(pattern.to_owned());
+                    }
+                    if let Some((_, _, values)) =
+                        enums().into_iter().find(|(op, name, _)| *op == id && *name == parameter.name)
+                    {
+                        object.enum_values = Some(values.into_iter().map(serde_json::Value::from).collect());
                     }
                 }
                 if operation.request_body.is_some() {
@@ -121,6 +126,14 @@ impl Modify for ProblemResponses {
             }
         }
         if let Some(components) = openapi.components.as_mut() {
+            for (schema_name, values) in enums().into_iter().map(|(schema, field, values)| ((schema, field), values)) {
+                let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema_name.0) else {
+                    continue;
+                };
+                if let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(schema_name.1) {
+                    field.enum_values = Some(values.into_iter().map(serde_json::Value::from).collect());
+                }
+            }
             for schema in components.schemas.values_mut() {
                 if let RefOr::T(Schema::Object(object)) = schema {
                     for (name, pattern) in PATTERNS {
@@ -154,7 +167,21 @@ impl Modify for ProblemResponses {
 
 /// Constraints the server checks on values of these names, wherever they are a path parameter or a
 /// body field.
-const PATTERNS: [(&str, &str); 2] = [("vin", crate::domain::vin::PATTERN), ("device_id", "^[A-Za-z0-9._-]{1,64}$")];
+const PATTERNS: [(&str, &str); 3] = [
+    ("vin", crate::domain::vin::PATTERN),
+    ("device_id", "^[A-Za-z0-9._-]{1,64}$"),
+    ("purpose", crate::domain::consent::Purpose::PATTERN),
+];
+
+/// The values the server accepts for a body field (schema, field) or a query parameter (operation,
+/// parameter).
+fn enums() -> [(&'static str, &'static str, Vec<&'static str>); 2] {
+    use crate::domain::command::{catalogue, status};
+    [
+        ("RequestBody", "name", catalogue::NAMES.to_vec()),
+        ("list_vehicle_commands", "status", status::ALL.iter().map(|s| s.as_str()).collect()),
+    ]
+}
 
 /// Where a created resource is read: (path, method, status, link name, operation, parameters).
 type LinkSpec =

@@ -7,7 +7,7 @@ mod answer_tests;
 pub mod catalogue;
 mod commands;
 mod events;
-mod status;
+pub mod status;
 #[cfg(test)]
 mod tests;
 

@@ -18,6 +18,10 @@ impl Purpose {
     /// Consent needed to send remote commands.
     pub const REMOTE_COMMANDS: &'static str = "remote_commands";
 
+    /// What [`Self::parse`] accepts, as a regular expression (for the API's schema).
+    pub const PATTERN: &'static str =
+        "^(remote_commands|location|telemetry|diagnostics|data_sharing:[a-z0-9_.-]{1,64})$";
+
     /// Validates a purpose string.
     pub fn parse(raw: &str) -> Result<Self, ConsentError> {
         let ok = match raw.strip_prefix("data_sharing:") {
