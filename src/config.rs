@@ -182,7 +182,7 @@ pub struct Config {
     #[arg(long, env = "TACHO_MQTT_PUBLISH_LANES", default_value_t = 4)]
     pub mqtt_publish_lanes: usize,
     /// How long state history is kept, in hours.
-    #[arg(long, env = "TACHO_HISTORY_RETENTION_HOURS", default_value_t = 168)]
+    #[arg(long, env = "TACHO_HISTORY_RETENTION_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u32).range(1..=87_600))]
     pub history_retention_hours: u32,
     /// The MQTT URL devices are told to connect to (default: the broker tacho uses).
     #[arg(long, env = "TACHO_PUBLIC_MQTT_URL")]
@@ -198,19 +198,19 @@ pub struct Config {
     pub max_signals_per_vehicle: usize,
     /// How many seconds a vehicle's clock may run ahead of tacho's (a report dated later is a dead
     /// letter).
-    #[arg(long, env = "TACHO_MAX_CLOCK_SKEW_S", default_value_t = 300)]
+    #[arg(long, env = "TACHO_MAX_CLOCK_SKEW_S", default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=86_400))]
     pub max_clock_skew_s: u32,
     /// How long refused MQTT messages are kept in the dead-letter table, in days.
-    #[arg(long, env = "TACHO_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30)]
+    #[arg(long, env = "TACHO_DEAD_LETTER_RETENTION_DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3_650))]
     pub dead_letter_retention_days: u32,
     /// HTTP connections open at once (the next wait in the listen backlog).
     #[arg(long, env = "TACHO_HTTP_MAX_CONNECTIONS", default_value_t = 1024)]
     pub http_max_connections: usize,
     /// Seconds a client has to send a request's headers.
-    #[arg(long, env = "TACHO_HTTP_HEADER_TIMEOUT_S", default_value_t = 10)]
+    #[arg(long, env = "TACHO_HTTP_HEADER_TIMEOUT_S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub http_header_timeout_s: u64,
     /// Seconds a request may take (a long poll `?wait=S`: S more).
-    #[arg(long, env = "TACHO_HTTP_REQUEST_TIMEOUT_S", default_value_t = 30)]
+    #[arg(long, env = "TACHO_HTTP_REQUEST_TIMEOUT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub http_request_timeout_s: u64,
     /// Server-sent event streams open at once, and long polls open at once (each).
     #[arg(long, env = "TACHO_HTTP_MAX_STREAMS", default_value_t = 1000)]
@@ -219,7 +219,7 @@ pub struct Config {
     #[arg(long, env = "TACHO_HTTP_MAX_STREAMS_PER_CALLER", default_value_t = 10)]
     pub http_max_streams_per_caller: usize,
     /// How long an Idempotency-Key names its command, in hours (after that the key may be used again).
-    #[arg(long, env = "TACHO_IDEMPOTENCY_KEY_HOURS", default_value_t = 24)]
+    #[arg(long, env = "TACHO_IDEMPOTENCY_KEY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8_760))]
     pub idempotency_key_hours: u32,
 }
 

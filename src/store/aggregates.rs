@@ -53,11 +53,9 @@ impl Repository {
 
     /// The events of stream `id` of `A` after `after`, for cqrs-es.
     async fn read<A: Aggregate>(&self, id: &str, after: usize) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let unavailable = |e: sqlx::Error| match e {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-                PersistenceError::ConnectionError(Box::new(e))
-            }
-            other => PersistenceError::UnknownError(Box::new(other)),
+        let unavailable = |e: sqlx::Error| match super::is_transient(&e) {
+            true => PersistenceError::ConnectionError(Box::new(e)),
+            false => PersistenceError::UnknownError(Box::new(e)),
         };
         let mut pooled = self.db.acquire().await.map_err(unavailable)?;
         let events = log::read_stream(&mut pooled.conn(), A::TYPE, id).await.map_err(unavailable)?;

@@ -30,6 +30,24 @@ pub struct DeadLetter {
     pub detail: String,
 }
 
+impl DeadLetter {
+    /// Longest topic or detail stored, in characters.
+    const MAX_TEXT: usize = 1024;
+
+    /// This letter as it can be stored: NUL characters replaced, topic and detail cut to
+    /// [`Self::MAX_TEXT`] characters.
+    fn storable(&self) -> Self {
+        let clean =
+            |text: &str| text.chars().take(Self::MAX_TEXT).map(|c| if c == '\0' { '\u{fffd}' } else { c }).collect();
+        Self {
+            topic: clean(&self.topic),
+            payload: self.payload.clone(),
+            reason: self.reason,
+            detail: clean(&self.detail),
+        }
+    }
+}
+
 /// What a vehicle may send, from the registry and consent read models.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
@@ -67,6 +85,10 @@ pub async fn access(db: &Db, vins: &[String], at: DateTime<Utc>) -> Result<HashM
 /// Appends `facts` (minus message ids already stored) and `dead` in one transaction; returns how
 /// many facts were appended. Retries when another instance appended to the same stream meanwhile.
 pub async fn store(db: &Db, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
+    // A dead letter's text comes from whoever sent it: it must store whatever it holds (PostgreSQL
+    // refuses NUL in text), or one refused message would stop the whole consumer.
+    let dead: Vec<DeadLetter> = dead.iter().map(DeadLetter::storable).collect();
+    let dead = dead.as_slice();
     let mut attempt = 0;
     loop {
         let stored = match db {

@@ -265,6 +265,24 @@ impl Pooled {
     }
 }
 
+/// Whether `e` may pass by itself (the database restarting, failing over, busy, out of
+/// connections): worth retrying, never a verdict on the data.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => true,
+        E::Database(d) => d.code().is_some_and(|code| {
+            // PostgreSQL SQLSTATE classes: 08 connection, 40 rollback (serialization, deadlock),
+            // 53 insufficient resources, 57 operator intervention (shutdown, starting up).
+            let postgres = ["08", "40", "53", "57"].iter().any(|class| code.starts_with(class)) && code.len() == 5;
+            // SQLite: BUSY and LOCKED with their extended codes.
+            let sqlite = matches!(code.as_ref(), "5" | "6" | "261" | "262" | "517" | "773");
+            postgres || sqlite
+        }),
+        _ => false,
+    }
+}
+
 /// Whether `e` is a unique-key violation (another writer took the key first).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     // 23505: PostgreSQL; 1555 / 2067: SQLite primary key / unique constraint.

@@ -241,3 +241,38 @@ async fn dead_letters_and_idempotency_keys_expire_after_their_documented_periods
     assert_eq!(topics, ["vehicles/new/state"]);
     assert_eq!(app.scalar("SELECT count(*) FROM command_idempotency").await, 1, "the key claimed anew is kept");
 }
+
+contract!(nul_characters_are_refused_at_every_http_edge);
+async fn nul_characters_are_refused_at_every_http_edge(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    app.register(VIN).await;
+    let before = app.scalar("SELECT count(*) FROM events").await;
+    let body = r#"{"vin":"1HGCM82633A004352","model":"A\u0000B","model_year":2026,"market":"EU"}"#.to_owned();
+    assert_problem(
+        raw_post(&app, "/v1/vehicles", &app.factory(), body).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+    )
+    .await;
+    let admin = app.token("root", &[Role::Admin], None);
+    let suspend = format!("/v1/vehicles/{VIN}/suspend?reason=a%00b");
+    assert_problem(app.post(&suspend, &admin, json!({})).await, StatusCode::BAD_REQUEST, "invalid_query").await;
+    assert_problem(app.get("/v1/devices/tcu%00", &admin).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(app.scalar("SELECT count(*) FROM events").await, before);
+}
+
+contract!(a_dead_letter_stores_whatever_its_sender_put_in_the_topic);
+async fn a_dead_letter_stores_whatever_its_sender_put_in_the_topic(store: Store) {
+    use tacho::store::facts::{self, DeadLetter};
+    let Some(app) = spawn_app(store).await else { return };
+    // rumqttd passes NUL in topics; PostgreSQL refuses NUL in text: storing must not fail the batch.
+    let topic = "vehicles/a\0b/state".to_owned();
+    let letter = DeadLetter { topic, payload: vec![0, 1, 2], reason: "unknown_topic", detail: "x\0".repeat(40_000) };
+    facts::store(app.db(), &[], &[letter]).await.expect("a hostile dead letter is stored");
+    let sql = "SELECT topic, detail FROM dead_letters";
+    let stored: Vec<(String, String)> = on_db!(app.db(), |p| sqlx::query_as(sql).fetch_all(p).await).unwrap();
+    assert_eq!(stored.len(), 1);
+    let (topic, detail) = &stored[0];
+    assert_eq!(topic, "vehicles/a\u{fffd}b/state");
+    assert!(!detail.contains('\0') && detail.chars().count() == 1024, "{}", detail.len());
+}

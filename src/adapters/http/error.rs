@@ -280,12 +280,12 @@ impl From<QueryError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+        match crate::store::is_transient(&error) {
+            true => {
                 tracing::error!(error = %error, "database unavailable");
                 Self::new(ErrorCode::Unavailable, "the database is unavailable; retry later")
             }
-            other => Self::internal(other),
+            false => Self::internal(error),
         }
     }
 }
@@ -332,6 +332,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
             _ => ApiError::new(ErrorCode::InvalidJson, e.body_text()),
         })?;
         budget::check_text(&bytes).map_err(|e| ApiError::new(ErrorCode::TooDeep, e.to_string()))?;
+        // PostgreSQL stores no NUL in text or jsonb: refused here, not as a 500 at the database.
+        if bytes.contains(&0) || bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+            return Err(ApiError::new(ErrorCode::InvalidBody, "the body holds a NUL character"));
+        }
         Ok(Self(axum::Json::<T>::from_bytes(&bytes)?.0))
     }
 }

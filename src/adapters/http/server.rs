@@ -1,6 +1,7 @@
-//! Serving the router with bounds on what one client can hold: a cap on open connections (the
-//! next waits in the listen backlog), a deadline for a request's headers (a client trickling them
-//! holds nothing for long), a deadline for a whole request (long polls get theirs plus a margin),
+//! Serving the router (HTTP/1.1) with bounds on what one client can hold: a cap on open
+//! connections (the next waits in the listen backlog), a deadline for a request's headers (a client
+//! trickling them, or idling between requests, holds nothing for long), a deadline for a whole
+//! request (long polls get theirs plus a margin), no NUL in a URI (PostgreSQL refuses it in text),
 //! and a graceful stop that lets requests in flight finish.
 
 use super::error::{ApiError, ErrorCode};
@@ -49,9 +50,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: the header deadline bounds every idle or slow connection there, while an
+    // HTTP/2 connection (cleartext, prior knowledge) could sit idle on its permit for good. A
+    // proxy in front may speak HTTP/2 to clients.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -88,6 +91,19 @@ pub async fn serve(
     Ok(())
 }
 
+/// Refuses a URI holding an encoded NUL before any handler sees it: in the path as `404 not_found`,
+/// in the query as `400 invalid_query`.
+pub async fn no_nul(request: Request, next: Next) -> Response {
+    let has_nul = |text: &str| text.as_bytes().windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"));
+    if has_nul(request.uri().path()) {
+        return ApiError::new(ErrorCode::NotFound, "no such route or resource (NUL in the path)").into_response();
+    }
+    if request.uri().query().is_some_and(has_nul) {
+        return ApiError::new(ErrorCode::InvalidQuery, "the query holds a NUL character").into_response();
+    }
+    next.run(request).await
+}
+
 /// Ends a request that outlives its deadline with a problem: the server's limit, or for a long poll
 /// (`?wait=S`, at most 60) S seconds more. Server-sent events are answered before the deadline and
 /// stream on, bounded by [`super::capacity::Capacity`] instead.
@@ -98,9 +114,11 @@ pub async fn deadline(limit: Duration, request: Request, next: Next) -> Response
         .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("wait=")))
         .and_then(|w| w.parse::<u64>().ok())
         .map_or(Duration::ZERO, |w| Duration::from_secs(w.min(60)));
-    match tokio::time::timeout(limit + wait, next.run(request)).await {
+    let limit = limit.saturating_add(wait);
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(ErrorCode::RequestTimeout, format!("the request took longer than {:?}", limit + wait))
-            .into_response(),
+        Err(_) => {
+            ApiError::new(ErrorCode::RequestTimeout, format!("the request took longer than {limit:?}")).into_response()
+        }
     }
 }

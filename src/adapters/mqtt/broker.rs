@@ -3,6 +3,10 @@
 use rumqttc::v5::MqttOptions;
 use std::time::Duration;
 
+/// Largest MQTT packet tacho's clients take, and the embedded broker accepts: the largest payload
+/// tacho accepts ([`super::codec::MAX_PAYLOAD`], 64 KiB) with room for the topic and properties. It
+/// also bounds the inbound queue: at most its receive maximum of these.
+pub const MAX_PACKET_BYTES: usize = super::codec::MAX_PAYLOAD + 8 * 1024;
 /// A parsed `mqtt://host:port` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -35,12 +39,12 @@ impl BrokerUrl {
         Self { host: addr.ip().to_string(), port: addr.port() }
     }
 
-    /// Client options for this broker: MQTT v5, 30 s keep-alive, messages up to 256 KiB, and
+    /// Client options for this broker: MQTT v5, 30 s keep-alive, packets up to [`MAX_PACKET_BYTES`], and
     /// TCP_NODELAY: without it Nagle's algorithm and delayed ACKs add ~40 ms to every exchange.
     pub fn options(&self, client_id: &str) -> MqttOptions {
         let mut options = MqttOptions::new(client_id, &self.host, self.port);
         options.set_keep_alive(Duration::from_secs(30));
-        options.set_max_packet_size(Some(256 * 1024));
+        options.set_max_packet_size(Some(MAX_PACKET_BYTES as u32));
         options.set_connection_timeout(5);
         let mut network = rumqttc::NetworkOptions::new();
         network.set_tcp_nodelay(true);

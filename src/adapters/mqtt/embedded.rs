@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 /// Largest packet the broker takes (a vehicle sending more is disconnected).
-pub const MAX_PACKET_BYTES: usize = 256 * 1024;
+pub use super::broker::MAX_PACKET_BYTES;
 
 fn config(listen: SocketAddr) -> Config {
     let router = RouterConfig {

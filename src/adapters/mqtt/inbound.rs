@@ -31,7 +31,8 @@ const BATCH: usize = 1000;
 
 /// QoS 1 messages the broker may send before tacho acknowledges them (MQTT v5 receive maximum):
 /// the bound on what waits in the handler's queue, so memory stays bounded (at most this many
-/// payloads of 64 KiB) and a slow database pushes back on the broker, which keeps the rest.
+/// packets of [`super::broker::MAX_PACKET_BYTES`], 72 KiB: about 144 MiB) and a slow database pushes
+/// back on the broker, which keeps the rest.
 const IN_FLIGHT: u16 = 2 * BATCH as u16;
 
 /// QoS 0 messages (at most once, not counted by the broker against the receive maximum) queued at
@@ -213,6 +214,22 @@ enum BatchError {
     },
 }
 
+/// Whether recording failed for a reason that may pass (the database restarting, busy ...): then the
+/// answer is retried, never dead-lettered.
+fn transient<E: std::error::Error + 'static>(e: &AggregateError<E>) -> bool {
+    if matches!(e, AggregateError::DatabaseConnectionError(_) | AggregateError::AggregateConflict) {
+        return true;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = source {
+        if error.downcast_ref::<sqlx::Error>().is_some_and(crate::store::is_transient) {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
 /// A decoded message waiting for the registry and consent checks.
 enum Pending {
     State(StateReport),
@@ -331,7 +348,7 @@ impl Handler {
                         }
                         Err(AggregateError::UserError(e)) => refused.push((i, topic, "refused", e.to_string())),
                         // Transient: the batch is retried, unacknowledged.
-                        Err(e @ AggregateError::DatabaseConnectionError(_)) => {
+                        Err(e) if transient(&e) => {
                             return Err(BatchError::Answer { command: id, error: e.to_string() });
                         }
                         // Anything else would fail every retry and stall every vehicle's traffic.
