@@ -1,206 +1,23 @@
-//! The inbound consumer: one persistent MQTT session (QoS 1, manual acks) whose event loop only
-//! decodes and hands off. A handler task takes messages in batches: vehicle answers drive their
-//! commands, state reports, events and connection changes become facts in the log, everything else
-//! becomes a dead letter. A batch is acknowledged to the broker only once it is durably handled, so a
-//! crash loses nothing: the broker redelivers to the persistent session.
+//! One batch of inbound messages: decoded, checked against the budgets, the registry and the
+//! consents, then recorded (answers on their commands, facts and dead letters in one transaction).
 
-use super::admission::{valid_msg_id, Limits, SignalBudget};
-use super::broker::{backoff, BrokerUrl};
-use super::codec::{self, CommandResponse, ConnectionReport, ConnectionState, StateReport, VehicleEventReport};
-use super::topics::{self, Inbound};
+use super::{Handler, Received};
+use crate::adapters::mqtt::admission::{valid_msg_id, SignalBudget};
+use crate::adapters::mqtt::codec::{
+    self, CommandResponse, ConnectionReport, ConnectionState, StateReport, VehicleEventReport,
+};
+use crate::adapters::mqtt::topics::{self, Inbound};
 use crate::domain::command::{CommandCommand, CommandError, VehicleAnswer};
 use crate::domain::observation::{without_location, VehicleFact};
-use crate::metrics::Metrics;
 use crate::store::facts::{self, DeadLetter, Observed};
-use crate::store::Db;
-use crate::store::Frameworks;
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use futures::StreamExt;
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
-use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::{AsyncClient, Event};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
-/// Largest batch handled in one transaction.
-const BATCH: usize = 1000;
-
-/// QoS 1 messages the broker may send before tacho acknowledges them (MQTT v5 receive maximum):
-/// the bound on what waits in the handler's queue, so memory stays bounded (at most this many
-/// packets of [`super::broker::MAX_PACKET_BYTES`], 72 KiB: about 144 MiB) and a slow database pushes
-/// back on the broker, which keeps the rest.
-const IN_FLIGHT: u16 = 2 * BATCH as u16;
-
-/// QoS 0 messages (at most once, not counted by the broker against the receive maximum) queued at
-/// most; beyond, they are dropped and counted.
-const QOS0_QUEUED: usize = BATCH;
-
-/// How the consumer connects.
-#[derive(Debug, Clone)]
-pub struct InboundOptions {
-    /// Client id of the persistent session (stable across restarts, distinct per instance).
-    pub client_id: String,
-    /// Shared-subscription group (`$share/{group}/...`) when several instances consume.
-    pub shared_group: Option<String>,
-    /// How long the broker keeps the session while tacho is away, in seconds.
-    pub session_expiry_s: u32,
-}
-
-/// What the handler needs.
-pub struct Handler {
-    /// The database.
-    pub db: Db,
-    /// Frameworks for the vehicles' answers.
-    pub frameworks: Arc<Frameworks>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// What one vehicle may send.
-    pub limits: Limits,
-}
-
-struct Received {
-    publish: Publish,
-    at: DateTime<Utc>,
-}
-
-/// Connects the consumer and starts its two tasks.
-pub fn start(broker: &BrokerUrl, options: &InboundOptions, handler: Arc<Handler>, shutdown: CancellationToken) {
-    let mut mqtt = broker.options(&options.client_id);
-    mqtt.set_clean_start(false);
-    mqtt.set_session_expiry_interval(Some(options.session_expiry_s));
-    mqtt.set_manual_acks(true);
-    // Enough unacknowledged messages in flight to keep a batch filling while the last one commits,
-    // and no more.
-    mqtt.set_receive_maximum(Some(IN_FLIGHT));
-    let (client, eventloop) = AsyncClient::new(mqtt, 64);
-    let filters: Vec<Filter> = topics::INBOUND
-        .iter()
-        .map(|t| match &options.shared_group {
-            Some(group) => format!("$share/{group}/{t}"),
-            None => (*t).to_owned(),
-        })
-        .map(|path| Filter::new(path, QoS::AtLeastOnce))
-        .collect();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let queued_qos0 = Arc::new(AtomicUsize::new(0));
-    let queue = Queue { received: tx, queued_qos0: Arc::clone(&queued_qos0), metrics: Arc::clone(&handler.metrics) };
-    tokio::spawn(poll(eventloop, client.clone(), filters, queue, shutdown.clone()));
-    tokio::spawn(handle(client, rx, queued_qos0, handler, shutdown));
-}
-
-/// The handler's queue, as the polling task fills it: never awaited on (the event loop must keep
-/// turning), bounded by the receive maximum for QoS 1 and by [`QOS0_QUEUED`] for QoS 0.
-struct Queue {
-    received: mpsc::UnboundedSender<Received>,
-    queued_qos0: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
-}
-
-impl Queue {
-    /// Queues `publish`; false when the handler is gone.
-    fn push(&self, publish: Publish) -> bool {
-        if publish.qos == QoS::AtMostOnce {
-            if self.queued_qos0.load(Ordering::Relaxed) >= QOS0_QUEUED {
-                self.metrics.inc("tacho_mqtt_dropped_total", &[("qos", "0")]);
-                return true;
-            }
-            self.queued_qos0.fetch_add(1, Ordering::Relaxed);
-        }
-        self.received.send(Received { publish, at: Utc::now() }).is_ok()
-    }
-}
-
-async fn poll(
-    mut eventloop: rumqttc::v5::EventLoop,
-    client: AsyncClient,
-    filters: Vec<Filter>,
-    queue: Queue,
-    shutdown: CancellationToken,
-) {
-    let mut failures = 0;
-    loop {
-        let polled = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            polled = eventloop.poll() => polled,
-        };
-        match polled {
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if !queue.push(publish) {
-                    return;
-                }
-            }
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
-                tracing::info!(session_present = ack.session_present, "MQTT consumer connected");
-                // Never await on the polling task: subscribe from a task of its own, which waits for
-                // room in the client's channel (the handler's acks share it).
-                let (client, filters) = (client.clone(), filters.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = client.subscribe_many(filters).await {
-                        tracing::error!(error = %e, "cannot subscribe to vehicle topics");
-                    }
-                });
-            }
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, attempt = failures, "MQTT consumer disconnected; reconnecting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff(failures)) => {}
-                }
-                failures += 1;
-            }
-        }
-    }
-}
-
-async fn handle(
-    client: AsyncClient,
-    mut rx: mpsc::UnboundedReceiver<Received>,
-    queued_qos0: Arc<AtomicUsize>,
-    handler: Arc<Handler>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            first = rx.recv() => match first { Some(m) => m, None => return },
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        let qos0 = batch.iter().filter(|m| m.publish.qos == QoS::AtMostOnce).count();
-        queued_qos0.fetch_sub(qos0, Ordering::Relaxed);
-        let mut failures = 0;
-        while let Err(e) = handler.handle_batch(&batch).await {
-            failures += 1;
-            tracing::error!(error = %e, messages = batch.len(), failures, "inbound batch not stored; retrying");
-            tokio::select! {
-                // Unacknowledged: the broker redelivers them to the session after a restart.
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff(failures)) => {}
-            }
-        }
-        // In order of receipt, as MQTT requires for QoS 1.
-        for message in &batch {
-            if let Err(e) = client.ack(&message.publish).await {
-                tracing::warn!(error = %e, "cannot acknowledge an inbound message");
-            }
-        }
-    }
-}
 
 /// Why a batch could not be handled now; it is retried, unacknowledged.
 #[derive(Debug, thiserror::Error)]
-enum BatchError {
+pub(super) enum BatchError {
     /// The store failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
@@ -239,7 +56,7 @@ enum Pending {
 
 impl Handler {
     /// Handles one batch: answers, facts and dead letters. Idempotent: a retried batch adds nothing twice.
-    async fn handle_batch(&self, batch: &[Received]) -> Result<(), BatchError> {
+    pub(super) async fn handle_batch(&self, batch: &[Received]) -> Result<(), BatchError> {
         let mut dead = Vec::new();
         let mut answers: BTreeMap<uuid::Uuid, Vec<(usize, String, VehicleAnswer)>> = BTreeMap::new();
         let mut pending: Vec<(usize, String, Pending, DateTime<Utc>)> = Vec::new();
