@@ -5,12 +5,15 @@
 //! as a fallback.
 
 mod fill;
+mod subscriber;
+
+use subscriber::{Kind, Subscriber};
 
 use crate::metrics::Metrics;
 use crate::store::log::{self, Checkpoint, StoredEvent, Undecodable, EVENTS_CHANNEL};
 use crate::store::{checkpoints, Conn, Db};
 use futures::FutureExt;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,76 +90,6 @@ pub trait Process: Send + Sync + 'static {
     fn aggregate_types(&self) -> &'static [&'static str];
     /// Handles a batch; an error makes the runner retry the same batch later.
     async fn handle(&self, events: &[StoredEvent]) -> Result<(), ProjectionError>;
-}
-
-enum Kind {
-    Projection(Arc<dyn Projection>),
-    Process(Arc<dyn Process>),
-}
-
-impl Kind {
-    /// The aggregate types it reads; `None` for all (an empty list).
-    fn types(&self) -> Option<&'static [&'static str]> {
-        let types = match self {
-            Self::Projection(p) => p.aggregate_types(),
-            Self::Process(p) => p.aggregate_types(),
-        };
-        Some(types).filter(|t| !t.is_empty())
-    }
-}
-
-struct Subscriber {
-    kind: Kind,
-    progress: watch::Sender<Checkpoint>,
-    /// One batch at a time within this instance (across instances: an advisory lock).
-    turn: tokio::sync::Mutex<()>,
-    /// Positions of events that do not decode for this subscriber: reported once, then passed over.
-    passed_over: std::sync::Mutex<HashSet<i64>>,
-}
-
-impl Subscriber {
-    /// The events of `events` this subscriber takes: not those it passed over before, nor rows
-    /// that do not parse unless it takes them (each reported the first time it is passed over).
-    fn takes(&self, name: &str, events: Vec<StoredEvent>, metrics: &Metrics) -> Vec<StoredEvent> {
-        let takes_unreadable = matches!(&self.kind, Kind::Projection(p) if p.takes_unreadable());
-        let Ok(mut passed_over) = self.passed_over.lock() else { return events };
-        events
-            .into_iter()
-            .filter(|event| {
-                if passed_over.contains(&event.position) {
-                    return false;
-                }
-                let Some(unreadable) = event.unreadable.as_ref().filter(|_| !takes_unreadable) else { return true };
-                passed_over.insert(event.position);
-                report(name, &event.undecodable(&unreadable.reason), metrics);
-                false
-            })
-            .collect()
-    }
-
-    /// Passes over the event `undecodable` names from now on.
-    fn pass_over(&self, name: &str, undecodable: &Undecodable, metrics: &Metrics) {
-        if let Ok(mut passed_over) = self.passed_over.lock() {
-            if passed_over.insert(undecodable.position) {
-                report(name, undecodable, metrics);
-            }
-        }
-    }
-}
-
-/// Says that subscriber `name` passes over an event it cannot decode: an error naming the event, a
-/// `/metrics` counter. `audit verify` names it too.
-fn report(name: &str, undecodable: &Undecodable, metrics: &Metrics) {
-    tracing::error!(
-        subscriber = name,
-        aggregate_type = %undecodable.aggregate_type,
-        aggregate_id = %undecodable.aggregate_id,
-        sequence = undecodable.sequence,
-        position = undecodable.position,
-        reason = %undecodable.reason,
-        "passing over an event that does not decode"
-    );
-    metrics.inc("tacho_events_passed_over_total", &[("subscriber", name)]);
 }
 
 /// All subscribers of one tacho instance.
