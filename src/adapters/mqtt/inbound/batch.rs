@@ -199,8 +199,19 @@ impl Handler {
         vins.sort_unstable();
         vins.dedup();
         let access = facts::access(&self.db, &vins, Utc::now()).await?;
-        let mut budget =
-            SignalBudget::new(facts::signal_counts(&self.db, &vins).await?, self.limits.signals_per_vehicle);
+        // Signals are counted only for vehicles that report state in this batch: one query, or none.
+        let reporting: Vec<String> = pending
+            .iter()
+            .filter(|p| matches!(p.2, Pending::State(_)))
+            .map(|p| p.1.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let counts = match reporting.is_empty() {
+            true => HashMap::new(),
+            false => facts::signal_counts(&self.db, &reporting).await?,
+        };
+        let mut budget = SignalBudget::new(counts, self.limits.signals_per_vehicle);
         let mut observed = Vec::with_capacity(pending.len());
         for (i, vin, message, received_at) in pending {
             let publish = &batch[i].publish;
