@@ -129,7 +129,7 @@ pub async fn online_in_log(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     let last: Vec<(String, Value)> = Sql::new(sql).bind(STREAM_TYPE).bind(CONNECTION_CHANGED).fetch_all(db).await?;
     let online = |payload: &Value| {
         matches!(
-            serde_json::from_value::<VehicleFact>(payload.clone()),
+            <VehicleFact as serde::Deserialize>::deserialize(payload),
             Ok(VehicleFact::ConnectionChanged { online: true, .. })
         )
     };

@@ -105,6 +105,15 @@ impl Dialect {
         }
     }
 
+    /// A table of the entries of the JSON object `column`, as `alias` (columns `key`), and the
+    /// expression of an entry's value as JSON: `(FROM item, value expression)`.
+    pub fn object_entries(self, column: &str, alias: &str) -> (String, String) {
+        match self {
+            Self::Postgres => postgres::dialect::object_entries(column, alias),
+            Self::Sqlite => sqlite::dialect::object_entries(column, alias),
+        }
+    }
+
     /// The time `time` plus `seconds` (an expression) seconds.
     pub fn plus_seconds(self, time: &str, seconds: &str) -> String {
         match self {

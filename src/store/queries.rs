@@ -185,18 +185,10 @@ pub struct HistoryFilter {
 
 /// Historical values of `vin`'s signals, newest vehicle time first.
 pub async fn state_history(db: &Db, vin: &str, filter: &HistoryFilter) -> Result<Vec<SignalRow>, QueryError> {
-    // One row per signal of each report; SQLite's json_each gives strings unquoted and booleans as
-    // 1/0, so they are turned back into JSON.
-    let (signals, value) = match db {
-        Db::Postgres(_) => ("jsonb_each(h.signals)", "s.value"),
-        Db::Sqlite(_) => (
-            "json_each(h.signals)",
-            "CASE s.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'object' THEN s.value \
-             WHEN 'array' THEN s.value ELSE json_quote(s.value) END",
-        ),
-    };
+    // One row per signal of each report.
+    let (signals, value) = db.dialect().object_entries("h.signals", "s");
     let sql = format!(
-        "SELECT s.key AS signal, {value} AS value, h.vehicle_ts, h.received_at FROM rm_state_history h, {signals} s \
+        "SELECT s.key AS signal, {value} AS value, h.vehicle_ts, h.received_at FROM rm_state_history h, {signals} \
          WHERE h.vin = $1 AND ($2 IS NULL OR s.key = $2) \
          AND ($3 IS NULL OR h.vehicle_ts >= $3) AND ($4 IS NULL OR h.vehicle_ts < $4) \
          ORDER BY h.vehicle_ts DESC, h.position DESC, s.key LIMIT $5"

@@ -110,8 +110,9 @@ async fn request(
     let store_and_forward = body.store_and_forward.unwrap_or(false);
     let ttl_s = body.ttl_s.unwrap_or(catalogue::DEFAULT_TTL_S);
     let key = idempotency_key(&headers)?;
-    let request = json!([vin, body.name, params, timeout_s, store_and_forward, ttl_s]);
-    let Keyed { id, claimed, mut replay } = claim(&state, &principal, key.as_deref(), &request).await?;
+    // What the key stands for, built only when a key came.
+    let keyed = key.as_deref().map(|key| (key, json!([vin, body.name, params, timeout_s, store_and_forward, ttl_s])));
+    let Keyed { id, claimed, mut replay } = claim(&state, &principal, keyed).await?;
     let command = CommandCommand::Request(RequestCommand {
         command_id: id,
         vin: vin.clone(),
@@ -183,9 +184,9 @@ struct Keyed {
 
 /// Claims `key` of the caller for a new command id, unless it already names one: the same
 /// `request` replays that command, another request is a conflict.
-async fn claim(state: &AppState, principal: &Principal, key: Option<&str>, request: &Value) -> Result<Keyed, ApiError> {
+async fn claim(state: &AppState, principal: &Principal, keyed: Option<(&str, Value)>) -> Result<Keyed, ApiError> {
     let id = Uuid::new_v4();
-    let Some(key) = key else { return Ok(Keyed { id, claimed: false, replay: false }) };
+    let Some((key, request)) = keyed else { return Ok(Keyed { id, claimed: false, replay: false }) };
     let hash = hex::encode(Sha256::digest(request.to_string().as_bytes()));
     let expired_before = Utc::now() - state.idempotency_key_ttl;
     match idempotency::claim(&state.db, principal.sub(), key, &hash, id, expired_before).await? {

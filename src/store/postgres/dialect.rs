@@ -14,3 +14,8 @@ pub fn json_append(column: &str, param: &str) -> String {
 pub fn plus_seconds(time: &str, seconds: &str) -> String {
     format!("{time} + make_interval(secs => {seconds})")
 }
+
+/// The entries of the JSON object `column` as `alias`, and an entry's value as JSON.
+pub fn object_entries(column: &str, alias: &str) -> (String, String) {
+    (format!("jsonb_each({column}) {alias}"), format!("{alias}.value"))
+}

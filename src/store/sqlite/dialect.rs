@@ -14,3 +14,13 @@ pub fn json_append(column: &str, param: &str) -> String {
 pub fn plus_seconds(time: &str, seconds: &str) -> String {
     format!("strftime('%Y-%m-%dT%H:%M:%f+00:00', {time}, '+' || {seconds} || ' seconds')")
 }
+
+/// The entries of the JSON object `column` as `alias`, and an entry's value as JSON: `json_each`
+/// gives strings unquoted and booleans as 1/0, so they are turned back into JSON.
+pub fn object_entries(column: &str, alias: &str) -> (String, String) {
+    let value = format!(
+        "CASE {alias}.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'object' THEN {alias}.value \
+         WHEN 'array' THEN {alias}.value ELSE json_quote({alias}.value) END"
+    );
+    (format!("json_each({column}) {alias}"), value)
+}
