@@ -20,6 +20,7 @@ use crate::projections::state::StateProjection;
 use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::{Projection, Subscriptions};
 use crate::store::facts::{self, Observed};
+use crate::store::leases::Leases;
 use crate::store::{postgres, sqlite, Db, Frameworks};
 use anyhow::Context;
 use secrecy::ExposeSecret;
@@ -145,12 +146,16 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::default());
     let frameworks = Arc::new(Frameworks::new(&db));
-    let mut subscriptions = Subscriptions::new(db.clone(), projections()).with_metrics(Arc::clone(&metrics));
+    let instance = config.instance_name();
+    // Leases name this run of the instance: a restarted instance waits for its old leases to expire.
+    let leases = Leases::new(db.clone(), &format!("{instance}/{}", Uuid::new_v4().simple()));
+    let mut subscriptions =
+        Subscriptions::new(db.clone(), projections()).with_metrics(Arc::clone(&metrics)).with_leases(leases.clone());
     let mut tasks = Vec::new();
     let mut publisher = None;
     let mut dispatcher = None;
     if let Some(broker) = &broker {
-        let lanes = Publisher::start(broker, &config.mqtt_client_id, config.mqtt_publish_lanes, shutdown.clone());
+        let lanes = Publisher::start(broker, &instance, config.mqtt_publish_lanes, shutdown.clone());
         let link = MqttLink { publisher: lanes.clone(), metrics: Arc::clone(&metrics) };
         let sender = Arc::new(Dispatcher { db: db.clone(), frameworks: Arc::clone(&frameworks), link: Arc::new(link) });
         let processes =
@@ -164,7 +169,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
             limits: config.vehicle_limits(),
         };
         let options = InboundOptions {
-            client_id: format!("{}-in", config.mqtt_client_id),
+            client_id: format!("{instance}-in"),
             shared_group: config.mqtt_shared_group.clone(),
             session_expiry_s: config.mqtt_session_expiry_s,
         };
@@ -181,8 +186,10 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         Arc::clone(&frameworks),
         dispatcher,
         retention,
+        leases.clone(),
         shutdown.clone(),
     )));
+    tasks.push(tokio::spawn(leases.keep(shutdown.clone())));
     let (command_changes, _) = broadcast::channel(1024);
     tasks.push(tokio::spawn(relay_command_changes(db.clone(), command_changes.clone(), shutdown.clone())));
     let public_mqtt_url = match (&config.public_mqtt_url, &broker) {

@@ -169,9 +169,11 @@ pub struct Config {
     /// Where the embedded broker listens (MQTT v5).
     #[arg(long, env = "TACHO_EMBEDDED_MQTT_ADDR", default_value = "127.0.0.1:1883")]
     pub embedded_mqtt_addr: SocketAddr,
-    /// Client id of the persistent inbound session: stable across restarts, distinct per instance.
-    #[arg(long, env = "TACHO_MQTT_CLIENT_ID", default_value = "tacho")]
-    pub mqtt_client_id: String,
+    /// This instance's name: stable across its restarts, distinct per instance. Its MQTT client ids
+    /// derive from it (the persistent inbound session is `<name>-in`). Default:
+    /// `tacho-<host name>-<HTTP port>`, distinct for instances on different hosts or ports.
+    #[arg(long, env = "TACHO_INSTANCE", alias = "mqtt-client-id")]
+    pub instance: Option<String>,
     /// Shared-subscription group, to spread vehicle messages over several instances.
     #[arg(long, env = "TACHO_MQTT_SHARED_GROUP")]
     pub mqtt_shared_group: Option<String>,
@@ -256,6 +258,22 @@ impl Config {
             signals_per_vehicle: self.max_signals_per_vehicle.max(1),
             clock_skew: chrono::Duration::seconds(i64::from(self.max_clock_skew_s)),
         }
+    }
+
+    /// This instance's name ([`Self::instance`], or its default from the host name and HTTP port).
+    pub fn instance_name(&self) -> String {
+        if let Some(name) = self.instance.as_deref().filter(|n| !n.is_empty()) {
+            return name.to_owned();
+        }
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        let host: String =
+            host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+        format!("tacho-{host}-{}", self.http_addr.port())
     }
 
     /// How long what tacho keeps for a while is kept.

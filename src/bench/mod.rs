@@ -74,7 +74,7 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     let mut bench_config = config.clone();
     bench_config.database_url = SecretString::from(format!("{server}/{database}"));
     bench_config.auth_secret = Some(SecretString::from(uuid::Uuid::new_v4().to_string()));
-    bench_config.mqtt_client_id = format!("tacho-bench-{}", std::process::id());
+    bench_config.instance = Some(format!("tacho-bench-{}", std::process::id()));
     bench_config.mqtt_session_expiry_s = 60;
     eprintln!("floors: raw MQTT round trips and a raw PostgreSQL insert ...");
     let (mqtt_p50, mqtt_p99) = floors::mqtt_round_trip(&broker, 2000).await?;

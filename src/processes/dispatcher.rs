@@ -6,6 +6,7 @@ use super::{acting, effect, CommandLink, Outgoing};
 use crate::domain::command::{Command, CommandCommand, CommandStatus};
 use crate::domain::streams;
 use crate::projections::{Process, ProjectionError};
+use crate::store::leases::Lease;
 use crate::store::log::StoredEvent;
 use crate::store::{pending, Db, Frameworks};
 use chrono::Utc;
@@ -31,7 +32,7 @@ impl Dispatcher {
 
     /// Sends command `id` if it still waits to be sent: published when its vehicle is online, else
     /// queued (store-and-forward) or failed fast. Safe to call again for the same command.
-    pub async fn dispatch(&self, id: &str) -> Result<(), ProjectionError> {
+    pub async fn dispatch(&self, id: &str, lease: &Lease) -> Result<(), ProjectionError> {
         let command = match self.frameworks.stores.load::<Command>(id).await {
             Ok(command) => command,
             // Its stream holds a row that does not parse: it can never be sent; the others can.
@@ -63,6 +64,7 @@ impl Dispatcher {
             params: command.params.clone(),
             timeout_s: command.timeout_s,
         };
+        lease.check()?;
         self.link.send(&outgoing).await.map_err(|e| effect(format!("sending command {id}: {e}")))?;
         fw.execute(&fw.commands, id, CommandCommand::MarkDispatched { at: Utc::now() }, &acting(ACTOR))
             .await
@@ -70,9 +72,9 @@ impl Dispatcher {
     }
 
     /// Sends the queued commands of `vin` (it came online).
-    pub async fn send_queued(&self, vin: &str) -> Result<(), ProjectionError> {
+    pub async fn send_queued(&self, vin: &str, lease: &Lease) -> Result<(), ProjectionError> {
         for id in pending::queued(&self.db, vin).await? {
-            self.dispatch(&id.to_string()).await?;
+            self.dispatch(&id.to_string(), lease).await?;
         }
         Ok(())
     }
@@ -88,14 +90,14 @@ impl Process for Dispatcher {
         &[streams::COMMAND]
     }
 
-    async fn handle(&self, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+    async fn handle(&self, events: &[StoredEvent], lease: &Lease) -> Result<(), ProjectionError> {
         // Owned ids: borrowing closures here trip the `Send` check of async-trait futures.
         let requested: Vec<String> =
             events.iter().filter(|e| e.event_type == "CommandRequested").map(|e| e.aggregate_id.clone()).collect();
         // Every dispatch runs to its end before the first error is returned: dropping one between
         // its PUBACK and its record would publish it twice on the retry.
         let outcomes: Vec<Result<(), ProjectionError>> = futures::stream::iter(requested)
-            .map(|id| async move { self.dispatch(&id).await })
+            .map(|id| async move { self.dispatch(&id, lease).await })
             .buffer_unordered(64)
             .collect()
             .await;

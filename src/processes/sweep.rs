@@ -6,61 +6,88 @@ use super::acting;
 use super::dispatcher::Dispatcher;
 use crate::domain::command::CommandCommand;
 use crate::projections::ProjectionError;
+use crate::store::leases::{Lease, Leases};
 use crate::store::{pending, Db, Frameworks};
 use chrono::Utc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Every second: time out commands past their deadline, expire queued commands past their TTL,
-/// send queued commands whose vehicle is online (covers races with the connection process), and
-/// every minute prune the state history and the inbound dedupe window.
+/// The clock's lease name: one instance sweeps at a time.
+pub const NAME: &str = "clock";
+
+/// Every second, on the instance holding the clock's lease: time out commands past their deadline,
+/// expire queued commands past their TTL, send queued commands whose vehicle is online (covers races
+/// with the connection process), and every minute prune the state history and the inbound dedupe
+/// window.
 pub async fn sweep(
     db: Db,
     frameworks: Arc<Frameworks>,
     dispatcher: Option<Arc<Dispatcher>>,
     retention: Retention,
+    leases: Leases,
     shutdown: CancellationToken,
 ) {
     let mut ticks: u64 = 0;
+    let mut lease: Option<Lease> = None;
     loop {
-        if let Err(e) = sweep_once(&db, &frameworks, dispatcher.as_deref()).await {
-            tracing::warn!(error = %e, "deadline sweep failed; retrying");
-        }
-        if ticks.is_multiple_of(60) {
-            if let Err(e) = prune(&db, retention).await {
-                tracing::warn!(error = %e, "pruning failed; retrying");
+        if lease.as_ref().is_some_and(|l| l.check().is_err()) {
+            if let Some(lost) = lease.take() {
+                tracing::warn!("the clock's lease was lost; standing by");
+                leases.release(&lost).await;
             }
         }
-        ticks += 1;
+        if lease.is_none() {
+            lease = leases.try_take(NAME).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot take the clock's lease");
+                None
+            });
+        }
+        if let Some(lease) = &lease {
+            if let Err(e) = sweep_once(&db, &frameworks, dispatcher.as_deref(), lease).await {
+                tracing::warn!(error = %e, "deadline sweep failed; retrying");
+            }
+            if ticks.is_multiple_of(60) {
+                if let Err(e) = prune(&db, retention).await {
+                    tracing::warn!(error = %e, "pruning failed; retrying");
+                }
+            }
+            ticks += 1;
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
+    if let Some(lease) = lease {
+        leases.release(&lease).await;
+    }
 }
 
-/// One sweep (also run by tests).
+/// One sweep under `lease` (also run by tests).
 pub async fn sweep_once(
     db: &Db,
     frameworks: &Frameworks,
     dispatcher: Option<&Dispatcher>,
+    lease: &Lease,
 ) -> Result<(), ProjectionError> {
     let now = Utc::now();
     for id in pending::overdue(db, now).await? {
+        lease.check()?;
         // The read model may lag a re-dispatch that moved the deadline: the aggregate decides.
         let _ = frameworks
             .execute(&frameworks.commands, &id.to_string(), CommandCommand::TimeOut { at: now }, &acting("tacho:clock"))
             .await;
     }
     for id in pending::expired(db, now).await? {
+        lease.check()?;
         let _ = frameworks
             .execute(&frameworks.commands, &id.to_string(), CommandCommand::Expire { at: now }, &acting("tacho:clock"))
             .await;
     }
     if let Some(dispatcher) = dispatcher {
         for id in pending::ready(db).await? {
-            if let Err(e) = dispatcher.dispatch(&id.to_string()).await {
+            if let Err(e) = dispatcher.dispatch(&id.to_string(), lease).await {
                 tracing::warn!(command = %id, error = %e, "sending a queued command failed; retrying");
             }
         }

@@ -9,6 +9,7 @@ use crate::domain::consent::{ConsentEvent, Purpose};
 use crate::domain::observation::{VehicleFact, CONNECTION_CHANGED};
 use crate::domain::streams;
 use crate::projections::{Process, ProjectionError};
+use crate::store::leases::Lease;
 use crate::store::log::StoredEvent;
 use crate::store::{pending, Db, Frameworks};
 use chrono::{DateTime, Utc};
@@ -71,13 +72,13 @@ impl Process for VehicleProcesses {
         &[streams::VEHICLE_STATE, streams::CONSENT]
     }
 
-    async fn handle(&self, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+    async fn handle(&self, events: &[StoredEvent], lease: &Lease) -> Result<(), ProjectionError> {
         for event in events {
             match (event.aggregate_type.as_str(), event.event_type.as_str()) {
                 (streams::VEHICLE_STATE, CONNECTION_CHANGED) => {
                     if let VehicleFact::ConnectionChanged { online, received_at, .. } = event.decode::<VehicleFact>()? {
                         match online {
-                            true => self.dispatcher.send_queued(&event.aggregate_id).await?,
+                            true => self.dispatcher.send_queued(&event.aggregate_id, lease).await?,
                             false => self.interrupt_in_flight(&event.aggregate_id, received_at).await?,
                         }
                     }

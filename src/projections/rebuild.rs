@@ -103,7 +103,7 @@ pub async fn rebuild(
             finished => finished?,
         }
         tables::swap(&mut tx, projection.tables()).await?;
-        checkpoints::save(&mut tx, projection.name(), last).await?;
+        checkpoints::reset(&mut tx, projection.name(), last).await?;
         tables::commit(tx).await?;
         done.events += rest;
         break;

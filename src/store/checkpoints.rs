@@ -1,14 +1,14 @@
 //! Where each reader of the log stands (`subscription_checkpoints`), and the locks that keep one
 //! reader per name at a time across instances.
 //!
-//! Every lock on a subscriber's name is taken here, on one key ([`LOCK_KEY`]): the live subscriber's
-//! batch, a process's single-instance guard and a rebuild's swap all exclude each other because
-//! they lock the same thing, not because two literals happen to match.
+//! A read model's batch and a rebuild's swap exclude each other because they lock the same key
+//! ([`LOCK_KEY`]), not because two literals happen to match. A process is guarded by its lease
+//! ([`super::leases`]), which also fences its checkpoint. Checkpoints only move forward.
 
+use super::leases::Lease;
 use super::log::Checkpoint;
-use super::{Conn, Db, Sql};
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, Postgres};
+use super::{Conn, Sql};
+use sqlx::PgConnection;
 
 /// The advisory-lock key of subscriber `$1` (PostgreSQL).
 const LOCK_KEY: &str = "hashtext('tacho:' || $1)";
@@ -24,8 +24,47 @@ pub async fn load(conn: &mut Conn<'_>, name: &str) -> Result<Checkpoint, sqlx::E
     Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }).unwrap_or_default())
 }
 
-/// Stores `at` as subscriber `name`'s checkpoint.
-pub async fn save(conn: &mut Conn<'_>, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
+/// Moves subscriber `name`'s checkpoint forward to `to`; false when it did not move: it already
+/// stood there or beyond, or `lease` (a process's, PostgreSQL) is no longer the current one. A
+/// checkpoint never moves backwards, and only its lease's holder moves a process's.
+pub async fn advance(
+    conn: &mut Conn<'_>,
+    name: &str,
+    to: Checkpoint,
+    lease: Option<&Lease>,
+) -> Result<bool, sqlx::Error> {
+    let fence = match lease.filter(|l| l.is_fenced()) {
+        Some(_) => {
+            "EXISTS (SELECT 1 FROM process_leases WHERE name = $1 AND holder = $5 AND epoch = $6 \
+                    AND expires_at > clock_timestamp())"
+        }
+        None => "$5 IS NULL AND $6 IS NULL",
+    };
+    let sql = format!(
+        "INSERT INTO subscription_checkpoints (name, tx_id, position, updated_at) SELECT $1, $2, $3, $4 WHERE {fence} \
+         ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, \
+         updated_at = excluded.updated_at \
+         WHERE (subscription_checkpoints.tx_id, subscription_checkpoints.position) < (excluded.tx_id, excluded.position)"
+    );
+    let (holder, epoch) = match lease.filter(|l| l.is_fenced()) {
+        Some(lease) => (Some(lease.holder().to_owned()), Some(lease.epoch())),
+        None => (None, None),
+    };
+    let moved = Sql::new(&sql)
+        .bind(name)
+        .bind(to.tx_id)
+        .bind(to.position)
+        .bind(chrono::Utc::now())
+        .bind(holder)
+        .bind(epoch)
+        .execute(conn)
+        .await?;
+    Ok(moved > 0)
+}
+
+/// Sets read model `name`'s checkpoint to `at`, wherever it stood: a rebuild's swap, whose fresh
+/// tables hold the log up to `at`.
+pub async fn reset(conn: &mut Conn<'_>, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO subscription_checkpoints (name, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (name) DO UPDATE SET tx_id = $2, position = $3, updated_at = $4";
     Sql::new(sql).bind(name).bind(at.tx_id).bind(at.position).bind(chrono::Utc::now()).execute(conn).await?;
@@ -49,19 +88,6 @@ pub async fn take_turn(conn: &mut Conn<'_>, name: &str, wait: bool) -> Result<bo
         false => format!("SELECT pg_try_advisory_xact_lock({LOCK_KEY})"),
     };
     sqlx::query_scalar(&sql).bind(name).fetch_one(&mut **c).await
-}
-
-/// A connection holding subscriber `name`'s lock for as long as it is open (a process's
-/// single-instance guard); `None` when another instance holds it. The embedded store has one
-/// instance (a file lock guards it): `Some(None)`.
-pub async fn try_hold(db: &Db, name: &str) -> Result<Option<Option<PoolConnection<Postgres>>>, sqlx::Error> {
-    let Db::Postgres(pool) = db else { return Ok(Some(None)) };
-    let mut conn = pool.acquire().await?;
-    let locked: bool = sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({LOCK_KEY})"))
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(locked.then_some(Some(conn)))
 }
 
 /// Holds off read model `name`'s other rebuilds until `conn` closes (PostgreSQL).

@@ -27,6 +27,7 @@ pub mod bulk;
 pub mod checkpoints;
 pub mod facts;
 pub mod idempotency;
+pub mod leases;
 pub mod log;
 pub mod pending;
 pub mod postgres;

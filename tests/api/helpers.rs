@@ -135,7 +135,7 @@ pub fn config(database_url: &str) -> Config {
         http_max_streams: 1000,
         http_max_streams_per_caller: 10,
         mqtt_url: "none".to_owned(),
-        mqtt_client_id: format!("tacho-test-{}", uuid::Uuid::new_v4().simple()),
+        instance: Some(format!("tacho-test-{}", uuid::Uuid::new_v4().simple())),
         mqtt_shared_group: None,
         mqtt_session_expiry_s: 60,
         mqtt_publish_lanes: 2,

@@ -25,6 +25,7 @@ mod commands;
 mod consents;
 mod devices;
 mod embedded;
+mod fencing;
 mod fuzz;
 mod limits;
 mod log;

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 use tacho::domain::command::AnswerStatus;
 use tacho::sim::{Behaviour, SimVehicle};
+use tacho::store::leases::Lease;
 
 const TERMINAL: [&str; 7] = ["succeeded", "failed", "rejected", "timed_out", "expired", "interrupted", "canceled"];
 
@@ -386,11 +387,11 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
         }),
     };
     let broken = dispatcher(&BrokerUrl::parse("mqtt://127.0.0.1:9").unwrap(), "broken");
-    assert!(broken.dispatch(&id.to_string()).await.is_err(), "no PUBACK, no success");
+    assert!(broken.dispatch(&id.to_string(), &Lease::exclusive("dispatcher")).await.is_err(), "no PUBACK, no success");
     let command = frameworks.stores.load::<Command>(&id.to_string()).await.unwrap();
     assert_eq!(command.status, CommandStatus::Requested, "an unpublished command is never marked dispatched");
 
-    dispatcher(&broker, "working").dispatch(&id.to_string()).await.unwrap();
+    dispatcher(&broker, "working").dispatch(&id.to_string(), &Lease::exclusive("dispatcher")).await.unwrap();
     let command = frameworks.stores.load::<Command>(&id.to_string()).await.unwrap();
     assert_eq!(command.status, CommandStatus::Dispatched);
     for _ in 0..100 {
@@ -453,7 +454,7 @@ async fn two_instances_share_the_vehicles_messages_and_dispatch_each_command_onc
     let instance = |n: u32| {
         let mut config = config.clone();
         config.mqtt_shared_group = Some(group.clone());
-        config.mqtt_client_id = format!("{group}-{n}");
+        config.instance = Some(format!("{group}-{n}"));
         config
     };
     let a = start(instance(1)).await;

@@ -10,6 +10,7 @@ mod subscriber;
 use subscriber::{Kind, Subscriber};
 
 use crate::metrics::Metrics;
+use crate::store::leases::{self, Lease, LeaseLost, Leases};
 use crate::store::log::{self, Checkpoint, StoredEvent, Undecodable, EVENTS_CHANNEL};
 use crate::store::{checkpoints, Conn, Db};
 use futures::FutureExt;
@@ -42,6 +43,9 @@ pub enum ProjectionError {
     /// The read model is a reference that is never rebuilt (the seals).
     #[error("{0} is never rebuilt: audit verify checks the log against it")]
     NotRebuildable(String),
+    /// A process's lease is no longer this instance's: it stops acting and stands by.
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
 }
 
 /// A read model fed by the log. Implementations MUST write only through `conn` (the transaction
@@ -80,16 +84,17 @@ pub trait Projection: Send + Sync + 'static {
 }
 
 /// A subscriber with side effects outside the database (publishing, commands on aggregates). It
-/// runs on one instance at a time (advisory lock) and is at-least-once: after a crash it sees again
-/// the events after its checkpoint, so its effects MUST be idempotent.
+/// runs on one instance at a time, the holder of its lease ([`Lease`]), and is at-least-once: after
+/// a crash or a change of holder it sees again the events after its checkpoint, so its effects MUST
+/// be idempotent, and it MUST check the lease before each side effect.
 #[async_trait::async_trait]
 pub trait Process: Send + Sync + 'static {
     /// Stable subscriber name (the checkpoint key).
     fn name(&self) -> &'static str;
     /// Aggregate types it reads.
     fn aggregate_types(&self) -> &'static [&'static str];
-    /// Handles a batch; an error makes the runner retry the same batch later.
-    async fn handle(&self, events: &[StoredEvent]) -> Result<(), ProjectionError>;
+    /// Handles a batch while `lease` holds; an error makes the runner retry the same batch later.
+    async fn handle(&self, events: &[StoredEvent], lease: &Lease) -> Result<(), ProjectionError>;
 }
 
 /// All subscribers of one tacho instance.
@@ -102,6 +107,7 @@ pub struct Subscriptions {
     batch_size: i64,
     poll_interval: Duration,
     metrics: Arc<Metrics>,
+    leases: Leases,
 }
 
 fn unknown(name: &str) -> ProjectionError {
@@ -113,13 +119,14 @@ impl Subscriptions {
     pub fn new(db: Db, projections: Vec<Arc<dyn Projection>>) -> Self {
         let (wake, _) = watch::channel(0);
         let mut subscriptions = Self {
-            db,
+            db: db.clone(),
             unfilled: Default::default(),
             subscribers: HashMap::new(),
             wake,
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
             metrics: Arc::default(),
+            leases: Leases::new(db.clone(), &format!("tacho-{}", uuid::Uuid::new_v4())),
         };
         for projection in projections {
             subscriptions.add(projection.name(), Kind::Projection(projection));
@@ -139,6 +146,12 @@ impl Subscriptions {
         let (progress, _) = watch::channel(Checkpoint::default());
         let (turn, passed_over) = (tokio::sync::Mutex::new(()), Default::default());
         self.subscribers.insert(name, Subscriber { kind, progress, turn, passed_over });
+    }
+
+    /// Runs processes under `leases` (this instance's).
+    pub fn with_leases(mut self, leases: Leases) -> Self {
+        self.leases = leases;
+        self
     }
 
     /// Counts on `metrics` (events passed over).
@@ -176,14 +189,6 @@ impl Subscriptions {
 
     async fn run(self: Arc<Self>, name: &'static str, shutdown: CancellationToken) {
         let is_process = self.subscribers.get(name).is_some_and(|s| matches!(s.kind, Kind::Process(_)));
-        // Held for as long as this task runs: the lock is the process's single-instance guard.
-        let _lock = match is_process {
-            true => match self.lock(name, &shutdown).await {
-                Some(lock) => Some(lock),
-                None => return,
-            },
-            false => None,
-        };
         while let Err(e) = self.fill_if_new(name).await {
             tracing::error!(subscriber = name, error = %e, "filling a new read model failed; retrying");
             tokio::select! {
@@ -191,17 +196,40 @@ impl Subscriptions {
                 _ = tokio::time::sleep(self.poll_interval * 4) => {}
             }
         }
+        loop {
+            // A process acts only while this instance holds its lease.
+            let lease = match is_process {
+                true => match self.take_lease(name, &shutdown).await {
+                    Some(lease) => Some(lease),
+                    None => return,
+                },
+                false => None,
+            };
+            let stopped = self.follow(name, lease.as_ref(), &shutdown).await;
+            if let Some(lease) = &lease {
+                self.leases.release(lease).await;
+            }
+            if stopped {
+                return;
+            }
+        }
+    }
+
+    /// Handles batch after batch for subscriber `name` (under `lease`, for a process) until
+    /// `shutdown` (true) or the lease is lost (false).
+    async fn follow(&self, name: &'static str, lease: Option<&Lease>, shutdown: &CancellationToken) -> bool {
         let mut wake = self.wake.subscribe();
         let mut failures = 0u32;
         loop {
             // A panic in a subscriber is a bug; it must not end the subscriber for good.
-            let stepped = AssertUnwindSafe(self.step_batch(name, false)).catch_unwind().await.unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned());
-                Err(ProjectionError::Effect(format!("panicked: {}", what.unwrap_or_default())))
-            });
+            let stepped =
+                AssertUnwindSafe(self.step_batch(name, false, lease)).catch_unwind().await.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned());
+                    Err(ProjectionError::Effect(format!("panicked: {}", what.unwrap_or_default())))
+                });
             match stepped {
                 Ok(applied) if applied as i64 >= self.batch_size => {
                     failures = 0;
@@ -210,6 +238,10 @@ impl Subscriptions {
                 Ok(_) => failures = 0,
                 // Passed over from now on: go again at once.
                 Err(ProjectionError::Undecodable(_)) => continue,
+                Err(ProjectionError::LeaseLost(e)) => {
+                    tracing::warn!(subscriber = name, error = %e, "stopped acting; standing by to take the lease again");
+                    return false;
+                }
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     tracing::error!(subscriber = name, error = %e, failures, "subscriber failed; retrying from its checkpoint");
@@ -217,29 +249,24 @@ impl Subscriptions {
             }
             let backoff = self.poll_interval * failures.clamp(1, 20);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return true,
                 _ = wake.changed() => {}
                 _ = tokio::time::sleep(backoff) => {}
             }
         }
     }
 
-    /// Waits until this instance holds subscriber `name`'s lock (see [`checkpoints::try_hold`]);
-    /// `None` on shutdown.
-    async fn lock(
-        &self,
-        name: &str,
-        shutdown: &CancellationToken,
-    ) -> Option<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>> {
+    /// Waits until this instance holds process `name`'s lease; `None` on shutdown.
+    async fn take_lease(&self, name: &str, shutdown: &CancellationToken) -> Option<Lease> {
         loop {
-            match checkpoints::try_hold(&self.db, name).await {
-                Ok(Some(held)) => return Some(held),
-                Ok(None) => tracing::debug!(subscriber = name, "another instance runs this subscriber; standing by"),
-                Err(e) => tracing::warn!(subscriber = name, error = %e, "cannot take the subscriber lock"),
+            match self.leases.try_take(name).await {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) => tracing::debug!(subscriber = name, "another instance runs this process; standing by"),
+                Err(e) => tracing::warn!(subscriber = name, error = %e, "cannot take the process's lease"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                _ = tokio::time::sleep(leases::RENEW_EVERY) => {}
             }
         }
     }
@@ -247,16 +274,29 @@ impl Subscriptions {
     /// Handles at most one batch for subscriber `name` (waiting for another instance's batch to
     /// finish first); returns how many events it handled.
     pub async fn step(&self, name: &str) -> Result<usize, ProjectionError> {
-        self.step_batch(name, true).await
+        self.step_batch(name, true, None).await
     }
 
     /// One batch; returns how many events were handled. Without `wait`, a batch another instance
     /// is applying means nothing to do here.
-    async fn step_batch(&self, name: &str, wait: bool) -> Result<usize, ProjectionError> {
+    async fn step_batch(&self, name: &str, wait: bool, lease: Option<&Lease>) -> Result<usize, ProjectionError> {
         let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
         let projection = match &subscriber.kind {
             Kind::Projection(projection) => projection,
-            Kind::Process(process) => return self.step_process(name, process.as_ref(), subscriber).await,
+            Kind::Process(process) => {
+                return match lease {
+                    Some(lease) => self.step_process(name, process.as_ref(), subscriber, lease).await,
+                    // Stepped by hand (tests, catch-up): only with the lease, given back after.
+                    None => match self.leases.try_take(name).await? {
+                        Some(lease) => {
+                            let stepped = self.step_process(name, process.as_ref(), subscriber, &lease).await;
+                            self.leases.release(&lease).await;
+                            stepped
+                        }
+                        None => Ok(0),
+                    },
+                };
+            }
         };
         let _turn = match wait {
             true => subscriber.turn.lock().await,
@@ -285,7 +325,7 @@ impl Subscriptions {
             }
         }
         if to != from {
-            checkpoints::save(&mut conn, name, to).await?;
+            checkpoints::advance(&mut conn, name, to, None).await?;
         }
         let changed = Self::changed_streams(projection.as_ref(), &events);
         if let Some(channel) = projection.channel() {
@@ -312,14 +352,16 @@ impl Subscriptions {
         ids
     }
 
-    /// One batch of a process: read after the checkpoint, act outside any transaction (so no lock is
-    /// held while it publishes), then move the checkpoint.
+    /// One batch of a process under `lease`: read after the checkpoint, act outside any transaction
+    /// (so no lock is held while it publishes), then move the checkpoint while the lease holds.
     async fn step_process(
         &self,
         name: &str,
         process: &dyn Process,
         subscriber: &Subscriber,
+        lease: &Lease,
     ) -> Result<usize, ProjectionError> {
+        lease.check()?;
         let (from, batch) = {
             let mut pooled = self.db.acquire().await?;
             let mut conn = pooled.conn();
@@ -331,15 +373,16 @@ impl Subscriptions {
         let read = batch.events.len();
         let events = subscriber.takes(name, batch.events, &self.metrics);
         if !events.is_empty() {
-            if let Err(e) = process.handle(&events).await {
+            if let Err(e) = process.handle(&events, lease).await {
                 if let ProjectionError::Undecodable(undecodable) = &e {
                     subscriber.pass_over(name, undecodable, &self.metrics);
                 }
                 return Err(e);
             }
         }
-        if to != from {
-            checkpoints::save(&mut self.db.acquire().await?.conn(), name, to).await?;
+        lease.check()?;
+        if to != from && !checkpoints::advance(&mut self.db.acquire().await?.conn(), name, to, Some(lease)).await? {
+            return Err(LeaseLost(name.to_owned()).into());
         }
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
         Ok(read)
@@ -348,7 +391,7 @@ impl Subscriptions {
     /// Runs subscriber `name` until it has nothing more to read.
     pub async fn catch_up(&self, name: &str) -> Result<(), ProjectionError> {
         loop {
-            match self.step_batch(name, true).await {
+            match self.step_batch(name, true, None).await {
                 Ok(0) => return Ok(()),
                 // Passed over from now on.
                 Ok(_) | Err(ProjectionError::Undecodable(_)) => {}
