@@ -133,7 +133,7 @@ async fn disconnect_all(db: &Db) -> anyhow::Result<()> {
         .collect();
     if !dropped.is_empty() {
         tracing::info!(vehicles = dropped.len(), "recorded as disconnected: the embedded broker restarted");
-        facts::store(db, &dropped, &[]).await?;
+        facts::store(db, &dropped, &[], &[]).await?;
     }
     Ok(())
 }

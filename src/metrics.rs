@@ -5,17 +5,24 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 /// Help texts of the counters tacho keeps.
-const HELP: [(&str, &str); 10] = [
+const HELP: [(&str, &str); 11] = [
     ("tacho_mqtt_messages_total", "MQTT messages received, by kind"),
     ("tacho_dead_letters_total", "MQTT messages refused and stored as dead letters, by reason"),
     ("tacho_facts_appended_total", "Vehicle facts appended to the log, by type"),
     ("tacho_commands_published_total", "Command requests published and acknowledged by the broker"),
-    ("tacho_publish_failures_total", "Publishes without a broker acknowledgement, by kind"),
+    (
+        "tacho_publish_failures_total",
+        "Publishes the broker did not take, by kind and reason (no_subscriber, refused, unavailable)",
+    ),
     ("tacho_answers_wrong_vehicle_total", "Command answers refused because they came on another vehicle's topic"),
     ("tacho_signals_dropped_total", "Position signals dropped because the location consent was missing"),
     (
         "tacho_events_passed_over_total",
         "Events of the log a subscriber passed over because they do not decode, by subscriber",
+    ),
+    (
+        "tacho_connection_messages_ignored_total",
+        "Connection messages and Last Wills that said nothing new, by reason (stale: of an older session; repeat)",
     ),
     ("tacho_mqtt_dropped_total", "QoS 0 MQTT messages dropped because the inbound queue was full"),
     ("tacho_http_refused_total", "HTTP requests refused for lack of capacity, by what was full"),

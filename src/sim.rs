@@ -6,7 +6,7 @@ use crate::adapters::mqtt::broker::BrokerUrl;
 use crate::adapters::mqtt::codec::{CommandRequest, CommandResponse};
 use crate::adapters::mqtt::topics;
 use crate::domain::command::AnswerStatus;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
@@ -78,14 +78,10 @@ impl SimVehicle {
         let mut options = broker.options(&format!("sim-{vin}-{}", uuid::Uuid::new_v4().simple()));
         options.set_clean_start(true);
         options.set_keep_alive(Duration::from_secs(5));
-        let will = LastWill::new(
-            topics::connection(vin),
-            json!({"state": "offline"}).to_string(),
-            QoS::AtLeastOnce,
-            false,
-            None,
-        );
-        options.set_last_will(will);
+        // The session's time: its `online` message and its Last Will carry the same `ts`, so tacho can
+        // tell a Last Will of this session from one of an earlier session read late.
+        let session = Utc::now();
+        options.set_last_will(last_will(vin, session));
         let (client, mut eventloop) = AsyncClient::new(options, 256);
         let shared = Arc::new(Shared {
             vin: vin.to_owned(),
@@ -99,9 +95,18 @@ impl SimVehicle {
         let poll_shared = Arc::clone(&shared);
         let poll = tokio::spawn(async move {
             let mut ready_tx = Some(ready_tx);
+            // Set when the connection broke: the next CONNACK starts a new session.
+            let mut reconnecting: Option<DateTime<Utc>> = None;
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        // Back after a broken connection, as a vehicle would be: subscribe again (the
+                        // session is clean) and say online with the new session's time. Never awaited
+                        // here: this task must keep polling.
+                        if let Some(session) = reconnecting.take() {
+                            poll_shared.resume(session);
+                        }
+                    }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(tx) = ready_tx.take() {
                             let _ = tx.send(Ok(()));
@@ -117,6 +122,9 @@ impl SimVehicle {
                             let _ = tx.send(Err(e.to_string()));
                             return;
                         }
+                        let session = Utc::now();
+                        eventloop.options.set_last_will(last_will(&poll_shared.vin, session));
+                        reconnecting = Some(session);
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                 }
@@ -129,7 +137,7 @@ impl SimVehicle {
             .map_err(|_| anyhow::anyhow!("simulated vehicle {vin}: no SUBACK within 10 s"))?
             .map_err(|_| anyhow::anyhow!("simulated vehicle {vin}: event loop stopped"))?
             .map_err(|e| anyhow::anyhow!("simulated vehicle {vin} cannot connect: {e}"))?;
-        shared.publish(topics::connection(vin), json!({"state": "online", "ts": Utc::now()})).await?;
+        shared.publish(topics::connection(vin), json!({"state": "online", "ts": session})).await?;
         let reporter = shared.behaviour.state_every.map(|every| {
             let shared = Arc::clone(&shared);
             tokio::spawn(async move {
@@ -210,7 +218,22 @@ impl SimVehicle {
     }
 }
 
+/// A vehicle's Last Will: offline, with the time of the session it ends.
+fn last_will(vin: &str, session: DateTime<Utc>) -> LastWill {
+    let payload = json!({"state": "offline", "ts": session}).to_string();
+    LastWill::new(topics::connection(vin), payload, QoS::AtLeastOnce, false, None)
+}
+
 impl Shared {
+    /// After a reconnection: subscribes again and says online for `session` (queued, not awaited).
+    fn resume(&self, session: DateTime<Utc>) {
+        let vin = &self.vin;
+        let _ = self.client.try_subscribe(format!("vehicles/{vin}/commands/+/request"), QoS::AtLeastOnce);
+        let _ = self.client.try_subscribe("broadcast/#", QoS::AtLeastOnce);
+        let online = json!({"state": "online", "ts": session}).to_string();
+        let _ = self.client.try_publish(topics::connection(vin), QoS::AtLeastOnce, false, online);
+    }
+
     async fn publish(&self, topic: String, payload: Value) -> anyhow::Result<()> {
         self.client.publish(topic, QoS::AtLeastOnce, false, payload.to_string()).await?;
         self.messages.fetch_add(1, Ordering::Relaxed);

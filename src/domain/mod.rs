@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod command;
+pub mod connection;
 pub mod consent;
 pub mod device;
 pub mod observation;

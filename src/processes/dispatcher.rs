@@ -2,8 +2,8 @@
 //! vehicles. A command becomes `dispatched` only after the broker's PUBACK; a crash between the
 //! publish and the record re-publishes it on restart with the same command id (at-least-once).
 
-use super::{acting, effect, CommandLink, Outgoing};
-use crate::domain::command::{Command, CommandCommand, CommandStatus};
+use super::{acting, effect, ignore_refusal, CommandLink, Outgoing, SendError, Sent};
+use crate::domain::command::{Command, CommandCommand, CommandStatus, Undelivered};
 use crate::domain::streams;
 use crate::projections::{Process, ProjectionError};
 use crate::store::leases::Lease;
@@ -31,32 +31,34 @@ impl Dispatcher {
     pub const NAME: &'static str = "dispatcher";
 
     /// Sends command `id` if it still waits to be sent: published when its vehicle is online, else
-    /// queued (store-and-forward) or failed fast. Safe to call again for the same command.
+    /// queued (store-and-forward) or failed fast. Just before publishing, the command is checked
+    /// once more and released (no longer cancelable); what the broker answers is recorded on the
+    /// command alone. An error (the broker or the store unavailable) means: retry later. Safe to
+    /// call again for the same command.
     pub async fn dispatch(&self, id: &str, lease: &Lease) -> Result<(), ProjectionError> {
-        let command = match self.frameworks.stores.load::<Command>(id).await {
-            Ok(command) => command,
-            // Its stream holds a row that does not parse: it can never be sent; the others can.
-            Err(AggregateError::DeserializationError(e)) => {
-                tracing::error!(command = id, error = %e, "the command's stream does not load; it is not sent");
-                return Ok(());
-            }
-            Err(e) => return Err(effect(e)),
-        };
+        let Some(command) = self.load(id).await? else { return Ok(()) };
         if !matches!(command.status, CommandStatus::Requested | CommandStatus::Queued) {
             return Ok(());
         }
-        let online = pending::is_connected(&self.db, &command.vin).await?;
-        let now = Utc::now();
         let fw = &self.frameworks;
-        if !online {
+        // A released command may already be at the broker: it is sent again whatever the registry
+        // shows, and the broker's answer decides.
+        if !command.is_released() && !pending::is_connected(&self.db, &command.vin).await? {
+            let now = Utc::now();
             let next = match (command.status, command.store_and_forward) {
                 (CommandStatus::Requested, true) => CommandCommand::Queue { at: now },
                 (CommandStatus::Requested, false) => CommandCommand::FailOffline { at: now },
                 // Queued: it waits for the vehicle to come online, or for its TTL.
                 _ => return Ok(()),
             };
-            return fw.execute(&fw.commands, id, next, &acting(ACTOR)).await.map_err(effect);
+            lease.check()?;
+            return ignore_refusal(fw.execute(&fw.commands, id, next, &acting(ACTOR)).await);
         }
+        lease.check()?;
+        let released = fw.execute(&fw.commands, id, CommandCommand::Release { at: Utc::now() }, &acting(ACTOR)).await;
+        ignore_refusal(released)?;
+        // Expired, timed out or rejected instead, or moved on meanwhile: nothing to send.
+        let Some(command) = self.load(id).await?.filter(Command::is_released) else { return Ok(()) };
         let outgoing = Outgoing {
             command_id: uuid::Uuid::parse_str(id).map_err(effect)?,
             vin: command.vin.clone(),
@@ -65,10 +67,33 @@ impl Dispatcher {
             timeout_s: command.timeout_s,
         };
         lease.check()?;
-        self.link.send(&outgoing).await.map_err(|e| effect(format!("sending command {id}: {e}")))?;
-        fw.execute(&fw.commands, id, CommandCommand::MarkDispatched { at: Utc::now() }, &acting(ACTOR))
-            .await
-            .map_err(effect)
+        let now = Utc::now();
+        let outcome = match self.link.send(&outgoing).await {
+            Ok(Sent::Delivered) => CommandCommand::MarkDispatched { at: now },
+            Ok(Sent::NoSubscriber) => CommandCommand::FailUndelivered {
+                undelivered: Undelivered::VehicleUnreachable,
+                reason: "the broker has no subscriber for the vehicle's request topic".into(),
+                at: now,
+            },
+            Err(SendError::Refused(reason)) => {
+                tracing::warn!(command = id, vin = %command.vin, %reason, "the broker refused the command's request");
+                CommandCommand::FailUndelivered { undelivered: Undelivered::PublishRefused, reason, at: now }
+            }
+            Err(e @ SendError::Unavailable(_)) => return Err(effect(format!("sending command {id}: {e}"))),
+        };
+        ignore_refusal(fw.execute(&fw.commands, id, outcome, &acting(ACTOR)).await)
+    }
+
+    /// Command `id`, `None` when its stream does not load (it can never be sent; the others can).
+    async fn load(&self, id: &str) -> Result<Option<Command>, ProjectionError> {
+        match self.frameworks.stores.load::<Command>(id).await {
+            Ok(command) => Ok(Some(command)),
+            Err(AggregateError::DeserializationError(e)) => {
+                tracing::error!(command = id, error = %e, "the command's stream does not load; it is not sent");
+                Ok(None)
+            }
+            Err(e) => Err(effect(e)),
+        }
     }
 
     /// Sends the queued commands of `vin` (it came online).

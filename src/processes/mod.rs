@@ -31,22 +31,55 @@ pub struct Outgoing {
     pub timeout_s: u32,
 }
 
+/// What the transport said of a request it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Confirmed on its way to the vehicle (MQTT: PUBACK success).
+    Delivered,
+    /// Taken, but nobody was subscribed to the vehicle's request topic (MQTT v5: PUBACK 16): it
+    /// reached no one.
+    NoSubscriber,
+}
+
 /// Why a request was not confirmed sent.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct SendError(pub String);
+pub enum SendError {
+    /// The transport refused this request (MQTT: a PUBACK reason code of 128 or more): sending it
+    /// again would be refused again; other requests are not concerned.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The transport is not available (broker down, no confirmation in time): the request may or may
+    /// not have arrived; it is sent again later with the same command id.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
 
 /// The port commands leave tacho through. `send` MUST return `Ok` only once the transport confirmed
-/// the request (MQTT: the broker's PUBACK); an error means it may or may not have arrived, and the
-/// dispatcher sends it again later with the same command id.
+/// the request (MQTT: the broker's PUBACK).
 #[async_trait::async_trait]
 pub trait CommandLink: Send + Sync + 'static {
     /// Sends `command` to its vehicle.
-    async fn send(&self, command: &Outgoing) -> Result<(), SendError>;
+    async fn send(&self, command: &Outgoing) -> Result<Sent, SendError>;
 }
 
 fn effect(e: impl std::fmt::Display) -> ProjectionError {
     ProjectionError::Effect(e.to_string())
+}
+
+/// The read model lags the aggregates: a command it still lists may have moved on, and the aggregate
+/// refuses. That is not a failure of the process (retrying would stall it); other errors are.
+pub(crate) fn ignore_refusal<E: std::error::Error>(
+    result: Result<(), cqrs_es::AggregateError<E>>,
+) -> Result<(), ProjectionError> {
+    match result {
+        Ok(()) | Err(cqrs_es::AggregateError::UserError(_)) => Ok(()),
+        // A stream that does not load can never be moved: retrying would stall every vehicle.
+        Err(cqrs_es::AggregateError::DeserializationError(e)) => {
+            tracing::error!(error = %e, "a command's stream does not load; passed over");
+            Ok(())
+        }
+        Err(e) => Err(effect(e)),
+    }
 }
 
 /// The metadata of events a process records: who acted.

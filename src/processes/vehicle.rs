@@ -1,9 +1,9 @@
-//! The process that moves commands on what happens to their vehicle: its connection (Last Will
-//! interrupts what is in flight, coming online sends what is queued) and revoked consent (cancels
-//! what is queued).
+//! The process that moves commands on what happens to their vehicle: its connection (a Last Will
+//! interrupts what was dispatched before it, coming online sends what is queued) and revoked consent
+//! (cancels what was requested before it and is not yet on its way).
 
 use super::dispatcher::Dispatcher;
-use super::{acting, effect};
+use super::{acting, ignore_refusal};
 use crate::domain::command::CommandCommand;
 use crate::domain::consent::{ConsentEvent, Purpose};
 use crate::domain::observation::{VehicleFact, CONNECTION_CHANGED};
@@ -25,20 +25,6 @@ pub struct VehicleProcesses {
     pub dispatcher: Arc<Dispatcher>,
 }
 
-/// The read model lags the aggregates: a command it still lists may have moved on, and the aggregate
-/// refuses. That is not a failure of the process (retrying would stall it); other errors are.
-fn ignore_refusal<E: std::error::Error>(result: Result<(), cqrs_es::AggregateError<E>>) -> Result<(), ProjectionError> {
-    match result {
-        Ok(()) | Err(cqrs_es::AggregateError::UserError(_)) => Ok(()),
-        // A stream that does not load can never be moved: retrying would stall every vehicle.
-        Err(cqrs_es::AggregateError::DeserializationError(e)) => {
-            tracing::error!(error = %e, "a command's stream does not load; passed over");
-            Ok(())
-        }
-        Err(e) => Err(effect(e)),
-    }
-}
-
 impl VehicleProcesses {
     /// Subscriber name.
     pub const NAME: &'static str = "vehicle_processes";
@@ -52,8 +38,16 @@ impl VehicleProcesses {
         Ok(())
     }
 
-    async fn cancel_queued(&self, vin: &str, requester: &str) -> Result<(), ProjectionError> {
-        for id in pending::queued_by(&self.db, vin, requester).await? {
+    /// Cancels `requester`'s commands to `vin` requested before `revoked_at` and not yet on their way
+    /// (a released one may be at the vehicle: the aggregate refuses). Those the read model does not
+    /// show yet are rejected when the dispatcher checks the consent before publishing.
+    async fn cancel_pending(
+        &self,
+        vin: &str,
+        requester: &str,
+        revoked_at: DateTime<Utc>,
+    ) -> Result<(), ProjectionError> {
+        for id in pending::not_sent_by(&self.db, vin, requester, revoked_at).await? {
             let cancel = CommandCommand::Cancel { by: "tacho:consent_revoked".into(), at: Utc::now() };
             let fw = &self.frameworks;
             ignore_refusal(fw.execute(&fw.commands, &id.to_string(), cancel, &acting("tacho:consent_revoked")).await)?;
@@ -84,9 +78,9 @@ impl Process for VehicleProcesses {
                     }
                 }
                 (streams::CONSENT, "ConsentRevoked") => {
-                    if let ConsentEvent::ConsentRevoked { subject, purpose, .. } = event.decode::<ConsentEvent>()? {
+                    if let ConsentEvent::ConsentRevoked { subject, purpose, at, .. } = event.decode::<ConsentEvent>()? {
                         if purpose.as_str() == Purpose::REMOTE_COMMANDS {
-                            self.cancel_queued(&event.aggregate_id, &subject).await?;
+                            self.cancel_pending(&event.aggregate_id, &subject, at).await?;
                         }
                     }
                 }

@@ -4,7 +4,7 @@
 //! committed).
 
 use super::{Projection, ProjectionError};
-use crate::domain::command::{CommandEvent, RejectedBy};
+use crate::domain::command::{CommandEvent, RejectedBy, Undelivered};
 use crate::domain::streams;
 use crate::store::log::StoredEvent;
 use crate::store::Conn;
@@ -125,7 +125,7 @@ fn outcome(event: &CommandEvent) -> (Option<Value>, Option<Value>) {
     match event {
         CommandEvent::CommandSucceeded { result, .. } => (Some(result.clone().unwrap_or(Value::Null)), None),
         CommandEvent::CommandFailed { code, message, vehicle_ts, .. } => {
-            let by = if vehicle_ts.is_none() && code == "vehicle_offline" { "tacho" } else { "vehicle" };
+            let by = if vehicle_ts.is_none() && Undelivered::is_tachos(code) { "tacho" } else { "vehicle" };
             (None, Some(json!({ "code": code, "message": message, "by": by })))
         }
         CommandEvent::CommandRejected { by, code, message, .. } => {

@@ -2,7 +2,7 @@
 //! storing refused MQTT messages as dead letters. One transaction per batch.
 
 use super::log::EVENTS_CHANNEL;
-use super::{is_unique_violation, postgres, sqlite, Db, Sql};
+use super::{is_unique_violation, links, postgres, sqlite, Conn, Db, Sql};
 use crate::domain::observation::{VehicleFact, CONNECTION_CHANGED, STREAM_TYPE};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -82,32 +82,58 @@ pub async fn access(db: &Db, vins: &[String], at: DateTime<Utc>) -> Result<HashM
         .collect())
 }
 
-/// Appends `facts` (minus message ids already stored) and `dead` in one transaction; returns how
-/// many facts were appended. Retries when another instance appended to the same stream meanwhile.
-pub async fn store(db: &Db, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
+/// What [`store`] did with a batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Facts appended (connection changes tacho inferred included).
+    pub appended: usize,
+    /// Connection messages that said nothing new, by reason (`stale`, `repeat`).
+    pub ignored: Vec<&'static str>,
+}
+
+/// Appends `facts` (minus message ids already stored, with their connection messages decided by
+/// [`super::links`]; `heard` are the other messages of vehicles, such as answers, received at the
+/// given times) and `dead` in one transaction. Retries when another instance appended to the same
+/// stream meanwhile.
+pub async fn store(
+    db: &Db,
+    facts: &[Observed],
+    heard: &[(String, DateTime<Utc>)],
+    dead: &[DeadLetter],
+) -> Result<Stored, sqlx::Error> {
     // A dead letter's text comes from whoever sent it: it must store whatever it holds (PostgreSQL
     // refuses NUL in text), or one refused message would stop the whole consumer.
     let dead: Vec<DeadLetter> = dead.iter().map(DeadLetter::storable).collect();
     let dead = dead.as_slice();
     let mut attempt = 0;
     loop {
-        let stored = match db {
-            Db::Postgres(pool) => postgres::facts::store(pool, facts, dead).await,
-            Db::Sqlite(embedded) => {
-                let mut tx = embedded.begin().await?;
-                let stored = sqlite::facts::store(&mut tx, facts, dead).await?;
-                tx.commit().await?;
-                if stored > 0 {
+        match store_once(db, facts, heard, dead).await {
+            Err(e) if attempt < 5 && is_unique_violation(&e) => attempt += 1,
+            Ok(stored) => {
+                if stored.appended > 0 {
                     db.signal(EVENTS_CHANNEL, String::new());
                 }
-                Ok(stored)
+                return Ok(stored);
             }
-        };
-        match stored {
-            Err(e) if attempt < 5 && is_unique_violation(&e) => attempt += 1,
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
+}
+
+async fn store_once(
+    db: &Db,
+    facts: &[Observed],
+    heard: &[(String, DateTime<Utc>)],
+    dead: &[DeadLetter],
+) -> Result<Stored, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let (admitted, ignored) = links::admit(&mut tx.conn(), facts, heard).await?;
+    let appended = match tx.conn() {
+        Conn::Postgres(c) => postgres::facts::store(c, &admitted, dead).await?,
+        Conn::Sqlite(c) => sqlite::facts::store(c, &admitted, dead).await?,
+    };
+    tx.commit().await?;
+    Ok(Stored { appended, ignored })
 }
 
 /// `facts` without the repeats of a message id inside the batch.

@@ -28,6 +28,7 @@ pub mod checkpoints;
 pub mod facts;
 pub mod idempotency;
 pub mod leases;
+pub mod links;
 pub mod log;
 pub mod pending;
 pub mod postgres;

@@ -23,10 +23,11 @@ pub async fn queued(db: &Db, vin: &str) -> Result<Vec<Uuid>, sqlx::Error> {
     Sql::new(sql).bind(vin).scalars(db).await
 }
 
-/// `vin`'s queued commands sent by `requester`.
-pub async fn queued_by(db: &Db, vin: &str, requester: &str) -> Result<Vec<Uuid>, sqlx::Error> {
-    let sql = "SELECT command_id FROM rm_commands WHERE vin = $1 AND requester = $2 AND status = 'queued'";
-    Sql::new(sql).bind(vin).bind(requester).scalars(db).await
+/// `vin`'s commands sent by `requester` before `before` and not yet dispatched (requested or queued).
+pub async fn not_sent_by(db: &Db, vin: &str, requester: &str, before: DateTime<Utc>) -> Result<Vec<Uuid>, sqlx::Error> {
+    let sql = "SELECT command_id FROM rm_commands WHERE vin = $1 AND requester = $2 \
+               AND status IN ('requested', 'queued') AND requested_at < $3";
+    Sql::new(sql).bind(vin).bind(requester).bind(before).scalars(db).await
 }
 
 /// `vin`'s commands at the vehicle: dispatched, accepted or in progress.

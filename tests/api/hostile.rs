@@ -195,7 +195,7 @@ async fn dead_letters_and_idempotency_keys_expire_after_their_documented_periods
         reason: "malformed",
         detail: "x".into(),
     };
-    facts::store(app.db(), &[], &[letter("vehicles/old/state"), letter("vehicles/new/state")]).await.unwrap();
+    facts::store(app.db(), &[], &[], &[letter("vehicles/old/state"), letter("vehicles/new/state")]).await.unwrap();
     let long_ago = chrono::Utc::now() - chrono::Duration::days(31);
     let sql = "UPDATE dead_letters SET received_at = $1 WHERE topic = 'vehicles/old/state'";
     on_db!(app.db(), |p| sqlx::query(sql).bind(long_ago).execute(p).await.map(|_| ())).unwrap();
@@ -268,7 +268,7 @@ async fn a_dead_letter_stores_whatever_its_sender_put_in_the_topic(store: Store)
     // rumqttd passes NUL in topics; PostgreSQL refuses NUL in text: storing must not fail the batch.
     let topic = "vehicles/a\0b/state".to_owned();
     let letter = DeadLetter { topic, payload: vec![0, 1, 2], reason: "unknown_topic", detail: "x\0".repeat(40_000) };
-    facts::store(app.db(), &[], &[letter]).await.expect("a hostile dead letter is stored");
+    facts::store(app.db(), &[], &[], &[letter]).await.expect("a hostile dead letter is stored");
     let sql = "SELECT topic, detail FROM dead_letters";
     let stored: Vec<(String, String)> = on_db!(app.db(), |p| sqlx::query_as(sql).fetch_all(p).await).unwrap();
     assert_eq!(stored.len(), 1);

@@ -242,3 +242,17 @@ async fn caught_up(subscriptions: &Subscriptions, pool: &sqlx::PgPool, count: us
     }
     sqlx::query_scalar("SELECT vin FROM rm_vehicles ORDER BY vin").fetch_all(pool).await.unwrap()
 }
+
+/// `vin`'s connection changes in the log, in order: (online, vehicle time).
+pub async fn connection_changes(db: &tacho::store::Db, vin: &str) -> Vec<(bool, Option<String>)> {
+    let mut pooled = db.acquire().await.unwrap();
+    let events = tacho::store::log::read_stream(&mut pooled.conn(), "VehicleState", vin).await.unwrap();
+    events
+        .iter()
+        .filter(|e| e.event_type == "ConnectionChanged")
+        .map(|e| {
+            let change = &e.payload["ConnectionChanged"];
+            (change["online"] == true, change["vehicle_ts"].as_str().map(str::to_owned))
+        })
+        .collect()
+}

@@ -140,23 +140,27 @@ async fn the_last_will_of_a_dropped_vehicle_interrupts_its_command(store: Store)
     app.wait_connected(&vin, false).await;
 }
 
-contract!(a_dispatched_command_is_canceled_and_revoking_consent_cancels_queued_ones);
-async fn a_dispatched_command_is_canceled_and_revoking_consent_cancels_queued_ones(store: Store) {
+contract!(a_dispatched_command_is_not_cancelable_a_queued_one_is_and_revoking_consent_cancels_queued_ones);
+async fn a_dispatched_command_is_not_cancelable_a_queued_one_is_and_revoking_consent_cancels_queued_ones(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let sim = online(&app, &broker, silent()).await;
     let vin = sim.vin().to_owned();
+    let owner = app.owner("alice", &[&vin]);
     let id = request(&app, &vin, json!({"name": "honk"})).await;
     app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
-    let canceled: Value = app
-        .post(&format!("/v1/commands/{id}/cancel"), &app.owner("alice", &[&vin]), json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(canceled["status"], "canceled");
+    let refused = app.post(&format!("/v1/commands/{id}/cancel"), &owner, json!({})).await;
+    assert_problem(refused, StatusCode::CONFLICT, "command_not_cancelable").await;
+    let still: Value = app.get(&format!("/v1/commands/{id}"), &owner).await.json().await.unwrap();
+    assert_eq!(still["status"], "dispatched", "the vehicle has it: it is not said to be canceled");
 
     sim.drop_abruptly();
     app.wait_connected(&vin, false).await;
+    let waiting = request(&app, &vin, json!({"name": "honk", "store_and_forward": true})).await;
+    app.wait_command(&waiting, "alice", &vin, |s| s == "queued").await;
+    let canceled: Value =
+        app.post(&format!("/v1/commands/{waiting}/cancel"), &owner, json!({})).await.json().await.unwrap();
+    assert_eq!(canceled["status"], "canceled", "queued: the vehicle never got it");
+
     let queued = request(&app, &vin, json!({"name": "lock_doors", "store_and_forward": true})).await;
     app.wait_command(&queued, "alice", &vin, |s| s == "queued").await;
     let revoke = app
@@ -357,7 +361,7 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
         vin: vin.clone(),
         fact: VehicleFact::ConnectionChanged { online: true, vehicle_ts: None, received_at: chrono::Utc::now() },
     };
-    facts::store(app.db(), &[online], &[]).await.unwrap();
+    facts::store(app.db(), &[online], &[], &[]).await.unwrap();
     app.wait_connected(&vin, true).await;
     let sim = SimVehicle::connect(&broker, &vin, silent()).await.unwrap();
 
@@ -426,7 +430,7 @@ async fn state_history_older_than_the_retention_is_pruned(store: Store) {
             },
         }
     };
-    facts::store(app.db(), &[report("old", 48, 1), report("new", 1, 2)], &[]).await.unwrap();
+    facts::store(app.db(), &[report("old", 48, 1), report("new", 1, 2)], &[], &[]).await.unwrap();
     app.running.state.subscriptions.catch_up("vehicle_state").await.unwrap();
     let owner = app.owner("alice", &[&vin]);
     let before: Vec<Value> = app.get(&format!("/v1/vehicles/{vin}/state/history"), &owner).await.json().await.unwrap();

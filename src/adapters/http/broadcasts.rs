@@ -4,7 +4,7 @@ use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Problem};
 use super::state::AppState;
 use crate::adapters::mqtt::codec::BroadcastMessage;
-use crate::adapters::mqtt::publisher::Message;
+use crate::adapters::mqtt::publisher::{Message, PublishError};
 use crate::adapters::mqtt::topics;
 use crate::auth::Role;
 use crate::domain::budget::{self, BudgetError};
@@ -126,7 +126,8 @@ async fn broadcast(
         },
     };
     if let Err(e) = publisher.publish(publish).await {
-        state.metrics.inc("tacho_publish_failures_total", &[("kind", "broadcast")]);
+        let reason = if matches!(e, PublishError::Refused(_)) { "refused" } else { "unavailable" };
+        state.metrics.inc("tacho_publish_failures_total", &[("kind", "broadcast"), ("reason", reason)]);
         let failed = json!({ "BroadcastFailed": { "reason": e.to_string(), "at": Utc::now() } });
         let mut pooled = state.db.acquire().await?;
         log::append(&mut pooled.conn(), STREAM_TYPE, &stream, 2, "BroadcastFailed", &failed, &metadata).await?;

@@ -343,11 +343,14 @@ async fn next_change(changes: &mut broadcast::Receiver<Uuid>, id: Uuid) {
     }
 }
 
-/// Cancel a command (its requester) before the vehicle accepted it.
+/// Cancel a command (its requester) while it is still `requested` or `queued` and tacho has not
+/// started to publish it. Once the request may have reached the vehicle (being published, or
+/// `dispatched` and later) it is no longer cancelable: the answer is 409 and the command goes on to
+/// its vehicle's answer or its deadline, so `canceled` always means the vehicle never got it.
 #[utoipa::path(post, path = "/v1/commands/{id}/cancel", tag = "commands", params(("id" = Uuid, Path, description = "Command id")),
     responses((status = 200, description = "Canceled", body = CommandView),
               (status = 404, description = "Unknown or not the caller's", body = Problem),
-              (status = 409, description = "Already accepted or ended (`command_not_cancelable`)", body = Problem)))]
+              (status = 409, description = "Being published, dispatched, at the vehicle or ended (`command_not_cancelable`)", body = Problem)))]
 async fn cancel(
     State(state): State<AppState>,
     principal: Principal,

@@ -2,10 +2,10 @@
 //! vehicle's request topic, confirmed by the broker's PUBACK.
 
 use super::codec::CommandRequest;
-use super::publisher::{Message, Publisher};
+use super::publisher::{Acked, Message, PublishError, Publisher};
 use super::topics;
 use crate::metrics::Metrics;
-use crate::processes::{CommandLink, Outgoing, SendError};
+use crate::processes::{CommandLink, Outgoing, SendError, Sent};
 use bytes::Bytes;
 use chrono::{Duration, Utc};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
@@ -21,7 +21,7 @@ pub struct MqttLink {
 
 #[async_trait::async_trait]
 impl CommandLink for MqttLink {
-    async fn send(&self, command: &Outgoing) -> Result<(), SendError> {
+    async fn send(&self, command: &Outgoing) -> Result<Sent, SendError> {
         let now = Utc::now();
         let id = command.command_id.to_string();
         let request = CommandRequest {
@@ -41,14 +41,26 @@ impl CommandLink for MqttLink {
         };
         let message = Message {
             topic: topics::command_request(&command.vin, &command.name),
-            payload: serde_json::to_vec(&request).map_err(|e| SendError(e.to_string()))?,
+            payload: serde_json::to_vec(&request).map_err(|e| SendError::Refused(e.to_string()))?,
             properties,
         };
-        if let Err(e) = self.publisher.publish(message).await {
-            self.metrics.inc("tacho_publish_failures_total", &[("kind", "command")]);
-            return Err(SendError(e.to_string()));
+        match self.publisher.publish(message).await {
+            Ok(Acked::Success) => {
+                self.metrics.inc("tacho_commands_published_total", &[]);
+                Ok(Sent::Delivered)
+            }
+            Ok(Acked::NoMatchingSubscribers) => {
+                self.metrics.inc("tacho_publish_failures_total", &[("kind", "command"), ("reason", "no_subscriber")]);
+                Ok(Sent::NoSubscriber)
+            }
+            Err(PublishError::Refused(reason)) => {
+                self.metrics.inc("tacho_publish_failures_total", &[("kind", "command"), ("reason", "refused")]);
+                Err(SendError::Refused(reason))
+            }
+            Err(e) => {
+                self.metrics.inc("tacho_publish_failures_total", &[("kind", "command"), ("reason", "unavailable")]);
+                Err(SendError::Unavailable(e.to_string()))
+            }
         }
-        self.metrics.inc("tacho_commands_published_total", &[]);
-        Ok(())
     }
 }

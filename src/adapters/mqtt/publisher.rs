@@ -50,9 +50,18 @@ pub struct Message {
     pub properties: PublishProperties,
 }
 
+/// What the broker said of a publish it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acked {
+    /// Taken (PUBACK 0).
+    Success,
+    /// Taken, but no subscription matched its topic (MQTT v5 PUBACK 16): it reached no one.
+    NoMatchingSubscribers,
+}
+
 struct Job {
     message: Message,
-    done: oneshot::Sender<Result<(), PublishError>>,
+    done: oneshot::Sender<Result<Acked, PublishError>>,
 }
 
 enum LaneEvent {
@@ -84,7 +93,7 @@ impl Publisher {
     }
 
     /// Publishes `message` at QoS 1 and returns once the broker acknowledged it.
-    pub async fn publish(&self, message: Message) -> Result<(), PublishError> {
+    pub async fn publish(&self, message: Message) -> Result<Acked, PublishError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len();
         let (done, confirmed) = oneshot::channel();
         self.lanes[n].send(Job { message, done }).await.map_err(|_| PublishError::Stopped)?;
@@ -184,7 +193,7 @@ async fn lane(options: rumqttc::v5::MqttOptions, mut jobs: mpsc::Receiver<Job>, 
     }
 }
 
-async fn confirmation(events: &mut mpsc::UnboundedReceiver<LaneEvent>) -> Result<(), PublishError> {
+async fn confirmation(events: &mut mpsc::UnboundedReceiver<LaneEvent>) -> Result<Acked, PublishError> {
     let mut ours = None;
     while let Some(event) = events.recv().await {
         match event {
@@ -192,7 +201,8 @@ async fn confirmation(events: &mut mpsc::UnboundedReceiver<LaneEvent>) -> Result
             LaneEvent::Sent(_) => {}
             LaneEvent::Acked(pkid, reason) if Some(pkid) == ours => {
                 return match reason {
-                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => Ok(()),
+                    PubAckReason::Success => Ok(Acked::Success),
+                    PubAckReason::NoMatchingSubscribers => Ok(Acked::NoMatchingSubscribers),
                     other => Err(PublishError::Refused(format!("{other:?}"))),
                 };
             }

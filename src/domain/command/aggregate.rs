@@ -2,7 +2,8 @@
 
 use super::catalogue::{self, CatalogueError};
 use super::{
-    AnswerStatus, CommandCommand, CommandEvent, CommandStatus, RejectedBy, Rejection, RequestCommand, VehicleAnswer,
+    AnswerStatus, CommandCommand, CommandEvent, CommandStatus, RejectedBy, Rejection, RequestCommand, Undelivered,
+    VehicleAnswer,
 };
 use crate::domain::vehicle::VehicleStatus;
 use crate::domain::{DomainError, Refusal};
@@ -55,8 +56,8 @@ pub enum CommandError {
     /// Anything but a request on an unknown command id.
     #[error("command not found")]
     NotFound,
-    /// Cancel after the vehicle accepted, or after the end.
-    #[error("a {0} command can no longer be canceled")]
+    /// Cancel once the request may have reached the vehicle (released, dispatched or later).
+    #[error("a {0} command can no longer be canceled: the vehicle may have it")]
     NotCancelable(&'static str),
     /// A lifecycle move the state machine does not allow.
     #[error("a {from} command cannot be {action}")]
@@ -127,6 +128,8 @@ pub struct Command {
     pub store_and_forward: bool,
     /// When requested.
     pub requested_at: Option<DateTime<Utc>>,
+    /// When released for publishing (cleared when it is queued again).
+    pub released_at: Option<DateTime<Utc>>,
     /// When dispatched.
     pub dispatched_at: Option<DateTime<Utc>>,
     /// Final statuses already recorded as late answers.
@@ -171,6 +174,20 @@ impl Command {
                 S::Queued => vec![],
                 _ => return Err(self.invalid("queued")),
             },
+            CommandCommand::Release { at } => self.decide_release(at, services).await?,
+            CommandCommand::FailUndelivered { undelivered, reason, at } => match self.status {
+                S::Queued if undelivered == Undelivered::VehicleUnreachable => vec![],
+                S::Requested if undelivered == Undelivered::VehicleUnreachable && self.store_and_forward => {
+                    vec![CommandEvent::CommandQueued { at }]
+                }
+                S::Requested | S::Queued => vec![CommandEvent::CommandFailed {
+                    code: undelivered.code().into(),
+                    message: Some(reason),
+                    vehicle_ts: None,
+                    at,
+                }],
+                _ => vec![],
+            },
             CommandCommand::MarkDispatched { at } => match self.status {
                 S::Requested | S::Queued => vec![CommandEvent::CommandDispatched { at }],
                 // A re-publish after a crash, or a publish that raced a cancel: nothing to record.
@@ -178,7 +195,7 @@ impl Command {
             },
             CommandCommand::FailOffline { at } => match self.status {
                 S::Requested => vec![CommandEvent::CommandFailed {
-                    code: "vehicle_offline".into(),
+                    code: Undelivered::VehicleOffline.code().into(),
                     message: Some("the vehicle is offline and store-and-forward was not asked".into()),
                     vehicle_ts: None,
                     at,
@@ -204,13 +221,20 @@ impl Command {
                 }
                 _ => vec![],
             },
+            // A Last Will ends the session the command was dispatched in, not a later one (it may be
+            // handled late, after a restart).
             CommandCommand::Interrupt { at } => match self.status {
-                s if s.is_in_flight() => vec![CommandEvent::CommandInterrupted { at }],
+                s if s.is_in_flight() && self.dispatched_at.is_none_or(|d| d <= at) => {
+                    vec![CommandEvent::CommandInterrupted { at }]
+                }
                 _ => vec![],
             },
             CommandCommand::Cancel { by, at } => match self.status {
-                S::Requested | S::Queued | S::Dispatched => vec![CommandEvent::CommandCanceled { by, at }],
+                S::Requested | S::Queued if self.released_at.is_none() => {
+                    vec![CommandEvent::CommandCanceled { by, at }]
+                }
                 S::Canceled => vec![],
+                S::Requested | S::Queued => return Err(CommandError::NotCancelable("released")),
                 other => return Err(CommandError::NotCancelable(other.as_str())),
             },
         })
@@ -268,6 +292,52 @@ impl Command {
             });
         }
         Ok(events)
+    }
+
+    /// The last check before publishing: what has changed since the request may forbid it now.
+    async fn decide_release(
+        &self,
+        at: DateTime<Utc>,
+        services: &CommandServices,
+    ) -> Result<Vec<CommandEvent>, CommandError> {
+        use CommandStatus as S;
+        match self.status {
+            S::Requested | S::Queued if self.released_at.is_some() => return Ok(vec![]),
+            S::Requested | S::Queued => {}
+            _ => return Err(self.invalid("released")),
+        }
+        if self.status == S::Queued && self.expiry().is_some_and(|expiry| expiry <= at) {
+            return Ok(vec![CommandEvent::CommandExpired { at }]);
+        }
+        if self.status == S::Requested && self.deadline().is_some_and(|deadline| deadline <= at) {
+            return Ok(vec![CommandEvent::CommandTimedOut { at }]);
+        }
+        let vehicle = services.vehicle_status(&self.vin).await?;
+        let consent = services
+            .consent_version(&self.vin, &self.requester, crate::domain::consent::Purpose::REMOTE_COMMANDS, at)
+            .await?;
+        let refusal = match (vehicle, consent) {
+            (_, None) => {
+                Some((Rejection::CONSENT_MISSING, "the requester's remote_commands consent is no longer in force"))
+            }
+            (Some(VehicleStatus::Active), Some(_)) => None,
+            _ => Some((Rejection::VEHICLE_NOT_ACTIVE, "the vehicle is no longer active")),
+        };
+        Ok(match refusal {
+            Some((code, message)) => vec![CommandEvent::CommandRejected {
+                by: RejectedBy::Tacho,
+                code: code.into(),
+                message: Some(message.into()),
+                vehicle_ts: None,
+                at,
+            }],
+            None => vec![CommandEvent::CommandReleased { at }],
+        })
+    }
+
+    /// Whether the dispatcher may publish it now: released and not yet dispatched.
+    pub fn is_released(&self) -> bool {
+        self.released_at.is_some() && matches!(self.status, CommandStatus::Requested | CommandStatus::Queued)
     }
 
     fn decide_answer(&self, a: VehicleAnswer) -> Result<Vec<CommandEvent>, CommandError> {
@@ -380,6 +450,9 @@ impl Aggregate for Command {
                 self.requester = requester;
                 self.requested_at = Some(at);
             }
+            CommandEvent::CommandReleased { at } => self.released_at = Some(at),
+            // Queued again (no subscriber): nothing reached the vehicle, so it is cancelable again.
+            CommandEvent::CommandQueued { .. } => self.released_at = None,
             CommandEvent::CommandDispatched { at } => self.dispatched_at = Some(at),
             CommandEvent::CommandRejected { by, code, .. } => self.rejection = Some(Rejection::of(by, &code)),
             CommandEvent::LateAnswerRecorded { status, .. } => self.late_answers.push(status),

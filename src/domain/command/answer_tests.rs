@@ -130,11 +130,11 @@ fn the_last_will_interrupts_an_in_flight_command() {
 }
 
 #[test]
-fn a_dispatched_command_can_be_canceled() {
+fn a_dispatched_command_is_no_longer_cancelable() {
     ready()
         .given(dispatched())
         .when(CommandCommand::Cancel { by: "alice".into(), at: at(2) })
-        .then_expect_events(vec![CommandEvent::CommandCanceled { by: "alice".into(), at: at(2) }]);
+        .then_expect_error(CommandError::NotCancelable("dispatched"));
 }
 
 #[test]

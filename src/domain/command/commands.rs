@@ -82,6 +82,23 @@ pub enum CommandCommand {
         /// When.
         at: DateTime<Utc>,
     },
+    /// tacho is about to publish it: the TTL, the vehicle's status and the requester's consent are
+    /// checked again (it may have waited for days); a command that passes is released (no longer
+    /// cancelable), one that does not is expired, timed out or rejected instead.
+    Release {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// The broker could not take the request: failed with `reason`, or queued again when
+    /// store-and-forward was asked and the broker had no subscriber for it.
+    FailUndelivered {
+        /// Why.
+        undelivered: super::Undelivered,
+        /// What the broker said.
+        reason: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// The broker acknowledged the publish (PUBACK).
     MarkDispatched {
         /// When.
@@ -104,12 +121,12 @@ pub enum CommandCommand {
         /// When.
         at: DateTime<Utc>,
     },
-    /// The vehicle's Last Will arrived.
+    /// The vehicle's Last Will arrived: interrupts the command if it was dispatched before `at`.
     Interrupt {
-        /// When.
+        /// When the Last Will was received.
         at: DateTime<Utc>,
     },
-    /// The requester gives up.
+    /// The requester gives up (or tacho, for a revoked consent).
     Cancel {
         /// Who canceled.
         by: String,

@@ -60,6 +60,38 @@ impl Rejection {
     }
 }
 
+/// Why tacho failed a command it could not deliver: the codes of the `CommandFailed` events tacho
+/// records itself (every other failure code is the vehicle's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undelivered {
+    /// The vehicle was offline and store-and-forward was not asked.
+    VehicleOffline,
+    /// The broker had no subscriber for the vehicle's request topic (MQTT v5 PUBACK 16) and
+    /// store-and-forward was not asked.
+    VehicleUnreachable,
+    /// The broker refused the request (a PUBACK reason code 128 or above, such as not authorized).
+    PublishRefused,
+}
+
+impl Undelivered {
+    /// Every one, for documentation and the check below.
+    pub const ALL: [Self; 3] = [Self::VehicleOffline, Self::VehicleUnreachable, Self::PublishRefused];
+
+    /// The stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::VehicleOffline => "vehicle_offline",
+            Self::VehicleUnreachable => "vehicle_unreachable",
+            Self::PublishRefused => "publish_refused",
+        }
+    }
+
+    /// Whether a failure `code` without vehicle time is one of tacho's.
+    pub fn is_tachos(code: &str) -> bool {
+        Self::ALL.iter().any(|u| u.code() == code)
+    }
+}
+
 /// Events of the Command aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CommandEvent {
@@ -103,6 +135,12 @@ pub enum CommandEvent {
     },
     /// Waiting for the vehicle to come online.
     CommandQueued {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// tacho checked the command once more (TTL, vehicle status, consent) and is publishing it: from
+    /// here on it may reach the vehicle, so it can no longer be canceled. Its status does not change.
+    CommandReleased {
         /// When.
         at: DateTime<Utc>,
     },
@@ -193,6 +231,7 @@ impl CommandEvent {
             Self::CommandRequested { at, .. }
             | Self::CommandRejected { at, .. }
             | Self::CommandQueued { at }
+            | Self::CommandReleased { at }
             | Self::CommandDispatched { at }
             | Self::CommandAccepted { at, .. }
             | Self::CommandInProgress { at, .. }
@@ -222,7 +261,7 @@ impl CommandEvent {
             Self::CommandExpired { .. } => S::Expired,
             Self::CommandInterrupted { .. } => S::Interrupted,
             Self::CommandCanceled { .. } => S::Canceled,
-            Self::LateAnswerRecorded { .. } => return None,
+            Self::LateAnswerRecorded { .. } | Self::CommandReleased { .. } => return None,
         })
     }
 }
@@ -233,6 +272,7 @@ impl DomainEvent for CommandEvent {
             Self::CommandRequested { .. } => "CommandRequested",
             Self::CommandRejected { .. } => "CommandRejected",
             Self::CommandQueued { .. } => "CommandQueued",
+            Self::CommandReleased { .. } => "CommandReleased",
             Self::CommandDispatched { .. } => "CommandDispatched",
             Self::CommandAccepted { .. } => "CommandAccepted",
             Self::CommandInProgress { .. } => "CommandInProgress",

@@ -7,11 +7,13 @@ mod answer_tests;
 pub mod catalogue;
 mod commands;
 mod events;
+#[cfg(test)]
+mod send_tests;
 pub mod status;
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::{Command, CommandError, CommandPreconditions, CommandServices, PreconditionError};
 pub use commands::{AnswerStatus, CommandCommand, RequestCommand, VehicleAnswer};
-pub use events::{CommandEvent, RejectedBy, Rejection};
+pub use events::{CommandEvent, RejectedBy, Rejection, Undelivered};
 pub use status::CommandStatus;

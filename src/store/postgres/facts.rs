@@ -3,13 +3,12 @@
 use crate::domain::observation::STREAM_TYPE;
 use crate::store::facts::{self, candidates, DeadLetter, Observed};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};
 
-/// Appends `facts` (minus message ids already stored) and `dead` in one transaction, set-based
-/// (`UNNEST`); how many facts were appended.
-pub async fn store(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+/// Appends `facts` (minus message ids already stored) and `dead` inside the caller's transaction,
+/// set-based (`UNNEST`); how many facts were appended.
+pub async fn store(tx: &mut PgConnection, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
     // Duplicates inside the batch first, then against what is stored.
     let candidates = candidates(facts);
     let (seen_vins, seen_ids): (Vec<String>, Vec<String>) =
@@ -88,6 +87,5 @@ pub async fn store(pool: &PgPool, facts: &[Observed], dead: &[DeadLetter]) -> Re
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(kept.len())
 }

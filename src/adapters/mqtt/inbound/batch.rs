@@ -127,13 +127,19 @@ impl Handler {
             }
         }
 
+        // An answer is a message from its vehicle too: evidence that it is connected.
+        let heard: Vec<(String, DateTime<Utc>)> =
+            answers.values().flatten().map(|(_, _, answer)| (answer.topic_vin.clone(), answer.at)).collect();
         self.record_answers(batch, answers, &mut dead).await?;
         let observed = self.check(batch, pending, &mut dead).await?;
         for letter in &dead {
             self.metrics.inc("tacho_dead_letters_total", &[("reason", letter.reason)]);
         }
-        let appended = facts::store(&self.db, &observed, &dead).await?;
-        self.metrics.add("tacho_facts_appended_total", &[], appended as u64);
+        let stored = facts::store(&self.db, &observed, &heard, &dead).await?;
+        self.metrics.add("tacho_facts_appended_total", &[], stored.appended as u64);
+        for reason in stored.ignored {
+            self.metrics.inc("tacho_connection_messages_ignored_total", &[("reason", reason)]);
+        }
         Ok(())
     }
 

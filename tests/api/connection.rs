@@ -1,0 +1,90 @@
+//! Connection state converges: connection messages are compared by their times, and any message
+//! from a vehicle shows it connected, also after a broker lost every session.
+
+use crate::contract;
+use crate::helpers::*;
+use crate::servers::{mosquitto_pub, OwnMosquitto};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tacho::sim::{Behaviour, SimVehicle};
+
+async fn succeeds(app: &TestApp, vin: &str) {
+    let response = app.command(vin, "alice", json!({"name": "flash_lights"})).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
+    let done = app.wait_command(&id, "alice", vin, |s| !matches!(s, "requested" | "dispatched" | "accepted")).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}
+
+async fn tacho_on(broker: &OwnMosquitto, store: Store) -> Option<TestApp> {
+    let url = fresh_store(store).await?;
+    let mut config = config(&url);
+    config.mqtt_url = broker.url().to_string();
+    Some(start(config).await)
+}
+
+contract!(after_a_broker_restart_without_sessions_reporting_vehicles_are_online_and_commands_succeed);
+async fn after_a_broker_restart_without_sessions_reporting_vehicles_are_online_and_commands_succeed(store: Store) {
+    let Some(mut broker) = OwnMosquitto::start("allow_anonymous true", &[]) else { return };
+    let Some(app) = tacho_on(&broker, store).await else { return };
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    app.grant(&vin, "alice", "telemetry").await;
+    let reporting = Behaviour { state_every: Some(Duration::from_millis(200)), ..Behaviour::default() };
+    let _sim = SimVehicle::connect(&broker.url(), &vin, reporting).await.unwrap();
+    app.wait_connected(&vin, true).await;
+    succeeds(&app, &vin).await;
+
+    // Mosquitto stops (publishing every Last Will) and comes back without any session: what the
+    // vehicle sends before tacho subscribes again, its `online` message among it, is gone.
+    broker.restart();
+    let (restarted, since) = (Instant::now(), chrono::Utc::now());
+    // The vehicle is back once it reports again; from then on it must show connected.
+    loop {
+        let vehicle: Value = app.get(&format!("/v1/vehicles/{vin}"), &app.dealer()).await.json().await.unwrap();
+        let connection = &vehicle["connection"];
+        let last_seen = connection["last_seen"].as_str().and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok());
+        if last_seen.is_some_and(|t| t > since) && connection["connected"] == true {
+            break;
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(15), "not shown connected: {vehicle}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("reporting and connected again {:?} after the broker restarted", restarted.elapsed());
+    succeeds(&app, &vin).await;
+    let changes = crate::log::connection_changes(app.db(), &vin).await;
+    eprintln!("connection changes: {changes:?}");
+    assert_eq!(changes.last().map(|(online, _)| *online), Some(true));
+}
+
+contract!(a_last_will_of_an_older_session_read_late_does_not_take_the_vehicle_offline);
+async fn a_last_will_of_an_older_session_read_late_does_not_take_the_vehicle_offline(store: Store) {
+    let Some(broker) = OwnMosquitto::start("allow_anonymous true", &[]) else { return };
+    let Some(app) = tacho_on(&broker, store).await else { return };
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let _sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
+    app.wait_connected(&vin, true).await;
+
+    // The Last Will of a session an hour older, as a broker that kept it would deliver it late.
+    let topic = format!("vehicles/{vin}/connection");
+    let old = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    mosquitto_pub(broker.port, &topic, &json!({"state": "offline", "ts": old}).to_string());
+    // And a repeat of the current session's `online`: nothing new either.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let vehicle: Value = app.get(&format!("/v1/vehicles/{vin}"), &app.dealer()).await.json().await.unwrap();
+    assert_eq!(vehicle["connection"]["connected"], true, "{vehicle}");
+    succeeds(&app, &vin).await;
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("tacho_connection_messages_ignored_total{reason=\"stale\"} 1")),
+        "the stale Last Will is counted:\n{metrics}"
+    );
+    let changes = app
+        .scalar(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = '{vin}' AND event_type = 'ConnectionChanged'"
+        ))
+        .await;
+    assert_eq!(changes, 1, "only the one real change is in the log");
+}

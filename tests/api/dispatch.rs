@@ -1,0 +1,86 @@
+//! Per-command failure isolation: what the broker refuses, or delivers to no one, is that command's
+//! outcome alone, and every other command goes on.
+
+use crate::contract;
+use crate::helpers::*;
+use crate::servers::{mosquitto_pub, OwnMosquitto};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tacho::sim::{Behaviour, SimVehicle};
+
+async fn request(app: &TestApp, vin: &str, body: Value) -> String {
+    let response = app.command(vin, "alice", body).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let created: Value = response.json().await.unwrap();
+    created["command_id"].as_str().unwrap().to_owned()
+}
+
+fn terminal(status: &str) -> bool {
+    !matches!(status, "requested" | "queued" | "dispatched" | "accepted" | "in_progress")
+}
+
+contract!(a_publish_the_broker_refuses_fails_that_command_only);
+async fn a_publish_the_broker_refuses_fails_that_command_only(store: Store) {
+    let (refused_vin, vin) = (unique_vin(), unique_vin());
+    // The broker may not take requests for one vehicle (an ACL, as a misconfigured or hostile
+    // broker might have): PUBACK 135, not authorized.
+    let acl = format!("topic readwrite #\ntopic deny vehicles/{refused_vin}/commands/+/request\n");
+    let Some(broker) = OwnMosquitto::start("allow_anonymous true\nacl_file {dir}/acl", &[("acl", &acl)]) else {
+        return;
+    };
+    let Some(url) = fresh_store(store).await else { return };
+    let mut config = config(&url);
+    config.mqtt_url = broker.url().to_string();
+    let app = start(config).await;
+
+    app.ready_vehicle(&refused_vin, "alice").await;
+    mosquitto_pub(broker.port, &format!("vehicles/{refused_vin}/connection"), r#"{"state":"online"}"#);
+    app.wait_connected(&refused_vin, true).await;
+    app.ready_vehicle(&vin, "alice").await;
+    let sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
+    app.wait_connected(&vin, true).await;
+
+    let refused = request(&app, &refused_vin, json!({"name": "honk"})).await;
+    let others: Vec<String> =
+        futures::future::join_all((0..20).map(|_| request(&app, &vin, json!({"name": "honk"})))).await;
+    let failed = app.wait_command(&refused, "alice", &refused_vin, terminal).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "publish_refused");
+    assert_eq!(failed["error"]["by"], "tacho");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("NotAuthorized"), "{failed}");
+    for id in &others {
+        let done = app.wait_command(id, "alice", &vin, terminal).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    let later = request(&app, &vin, json!({"name": "flash_lights"})).await;
+    assert_eq!(app.wait_command(&later, "alice", &vin, terminal).await["status"], "succeeded");
+    assert_eq!(sim.requests().len(), 21, "each command of the working vehicle reached it once");
+}
+
+contract!(a_publish_no_one_is_subscribed_to_is_not_a_delivery);
+async fn a_publish_no_one_is_subscribed_to_is_not_a_delivery(store: Store) {
+    let Some(broker) = OwnMosquitto::start("allow_anonymous true", &[]) else { return };
+    let Some(url) = fresh_store(store).await else { return };
+    let mut config = config(&url);
+    config.mqtt_url = broker.url().to_string();
+    let app = start(config).await;
+    // Online as far as tacho knows, but nothing subscribed to its request topic.
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    mosquitto_pub(broker.port, &format!("vehicles/{vin}/connection"), r#"{"state":"online"}"#);
+    app.wait_connected(&vin, true).await;
+
+    let once = request(&app, &vin, json!({"name": "honk"})).await;
+    let failed = app.wait_command(&once, "alice", &vin, terminal).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "vehicle_unreachable");
+    let kept = request(&app, &vin, json!({"name": "honk", "store_and_forward": true})).await;
+    let queued = app.wait_command(&kept, "alice", &vin, |s| s != "requested").await;
+    assert_eq!(queued["status"], "queued", "store-and-forward: it waits for the vehicle");
+
+    // The vehicle subscribes: the queued command goes out and is answered.
+    let sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
+    let done = app.wait_command(&kept, "alice", &vin, terminal).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(sim.requests().len(), 1);
+}
