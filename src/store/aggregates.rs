@@ -252,3 +252,100 @@ impl Frameworks {
         }
     }
 }
+
+/// Changes to several aggregates decided together and appended in one transaction: all of them or
+/// none (a device replaced on its vehicle, a device registered and attached). Each aggregate decides
+/// as it would alone; a refusal of any leaves every stream as it was.
+pub struct Together {
+    db: Db,
+    changes: Vec<Change>,
+}
+
+/// The events one aggregate decided, after its last sequence.
+struct Change {
+    aggregate_type: &'static str,
+    id: String,
+    after: usize,
+    events: Vec<(String, String, Value)>,
+}
+
+/// Why changes decided together were not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum TogetherError {
+    /// Another writer changed one of the aggregates meanwhile: decide again.
+    #[error("another writer changed one of the aggregates; decide again")]
+    Conflict,
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl Together {
+    /// Runs `commands` in order on aggregate `id` of `A` as it is now; returns its state after them.
+    /// Its events are kept for [`Together::commit`].
+    pub async fn decide<A: Aggregate>(
+        &mut self,
+        id: &str,
+        commands: Vec<A::Command>,
+        services: &A::Services,
+    ) -> Result<A, AggregateError<A::Error>> {
+        if self.changes.iter().any(|c| c.aggregate_type == A::TYPE && c.id == id) {
+            return Err(AggregateError::UnexpectedError(
+                "one aggregate decided twice in one set: pass all its commands at once".into(),
+            ));
+        }
+        let context = event_store::<A>(&self.db).load_aggregate(id).await?;
+        let (mut aggregate, after, mut decided) = (context.aggregate, context.current_sequence, Vec::new());
+        for command in commands {
+            let sink = cqrs_es::event_sink::EventSink::default();
+            aggregate.handle(command, services, &sink).await.map_err(AggregateError::UserError)?;
+            decided.extend(sink.collect().await);
+        }
+        let events = decided
+            .into_iter()
+            .map(|event| {
+                let payload = serde_json::to_value(&event).map_err(|e| AggregateError::UnexpectedError(Box::new(e)))?;
+                Ok((cqrs_es::DomainEvent::event_type(&event), cqrs_es::DomainEvent::event_version(&event), payload))
+            })
+            .collect::<Result<Vec<_>, AggregateError<A::Error>>>()?;
+        self.changes.push(Change { aggregate_type: A::TYPE, id: id.to_owned(), after, events });
+        Ok(aggregate)
+    }
+
+    /// Appends every decided event, with `metadata`, in one transaction.
+    pub async fn commit(self, metadata: &HashMap<String, String>) -> Result<(), TogetherError> {
+        let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
+        let mut tx = self.db.begin().await?;
+        let mut appended = false;
+        for change in &self.changes {
+            for (n, (event_type, event_version, payload)) in change.events.iter().enumerate() {
+                let event = log::NewEvent {
+                    aggregate_type: change.aggregate_type,
+                    aggregate_id: &change.id,
+                    sequence: (change.after + n + 1) as i64,
+                    event_type,
+                    event_version,
+                    payload,
+                    metadata: &metadata,
+                };
+                match log::append_event(&mut tx.conn(), &event).await {
+                    Err(e) if super::is_unique_violation(&e) => return Err(TogetherError::Conflict),
+                    other => other?,
+                };
+                appended = true;
+            }
+        }
+        tx.commit().await?;
+        if appended {
+            self.db.signal(EVENTS_CHANNEL, String::new());
+        }
+        Ok(())
+    }
+}
+
+impl Frameworks {
+    /// A new set of changes to decide together.
+    pub fn together(&self) -> Together {
+        Together { db: self.db.clone(), changes: Vec::new() }
+    }
+}

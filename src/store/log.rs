@@ -317,10 +317,15 @@ pub async fn append(
     payload: &Value,
     metadata: &Value,
 ) -> Result<i64, sqlx::Error> {
-    let event = NewEvent { aggregate_type, aggregate_id, sequence, event_type, payload, metadata };
+    let event = NewEvent { aggregate_type, aggregate_id, sequence, event_type, event_version: "1", payload, metadata };
+    append_event(conn, &event).await
+}
+
+/// Appends `event`; fails with a unique violation when its sequence is taken. Returns its position.
+pub(super) async fn append_event(conn: &mut Conn<'_>, event: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
     match conn {
-        Conn::Postgres(c) => postgres::log::append(c, &event).await,
-        Conn::Sqlite(c) => sqlite::log::append(c, &event).await,
+        Conn::Postgres(c) => postgres::log::append(c, event).await,
+        Conn::Sqlite(c) => sqlite::log::append(c, event).await,
     }
 }
 
@@ -330,6 +335,7 @@ pub(super) struct NewEvent<'a> {
     pub aggregate_id: &'a str,
     pub sequence: i64,
     pub event_type: &'a str,
+    pub event_version: &'a str,
     pub payload: &'a Value,
     pub metadata: &'a Value,
 }

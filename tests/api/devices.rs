@@ -122,3 +122,52 @@ async fn a_revoked_device_is_detached_and_gets_no_connection_info(store: Store) 
     )
     .await;
 }
+
+contract!(a_refused_replacement_leaves_the_registry_as_it_was);
+async fn a_refused_replacement_leaves_the_registry_as_it_was(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    app.register(VIN).await;
+    fit_tcu(&app).await;
+    let before = snapshot(app.db(), "events", "global_position").await.len();
+    let decommissioned = app.post(&format!("/v1/vehicles/{VIN}/decommission"), &app.factory(), json!({})).await;
+    assert_eq!(decommissioned.status(), StatusCode::OK);
+    let body = json!({"new_device_id": "tcu-0002", "certificate_thumbprint": THUMB});
+    for _ in 0..2 {
+        // Refused whole, and refused the same way when tried again.
+        assert_problem(
+            app.post("/v1/devices/tcu-0001/replace", &app.dealer(), body.clone()).await,
+            StatusCode::CONFLICT,
+            "invalid_transition",
+        )
+        .await;
+    }
+    let old: Value = app.get("/v1/devices/tcu-0001", &app.factory()).await.json().await.unwrap();
+    assert_eq!(old["status"], "provisioned", "the old device is not retired: {old}");
+    assert_eq!(app.get("/v1/devices/tcu-0002", &app.factory()).await.status(), StatusCode::NOT_FOUND);
+    let after = snapshot(app.db(), "events", "global_position").await.len();
+    assert_eq!(after, before + 1, "only the decommissioning was recorded");
+}
+
+contract!(concurrent_replacements_of_one_part_apply_exactly_one);
+async fn concurrent_replacements_of_one_part_apply_exactly_one(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    app.register(VIN).await;
+    fit_tcu(&app).await;
+    let dealer = app.dealer();
+    let replace = |n: usize| {
+        let body = json!({"new_device_id": format!("tcu-1{n:03}"), "certificate_thumbprint": THUMB});
+        app.post("/v1/devices/tcu-0001/replace", &dealer, body)
+    };
+    let responses = futures::future::join_all((0..8).map(replace)).await;
+    let statuses: Vec<StatusCode> = responses.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT), "{statuses:?}");
+    let vehicle: Value = app.get(&format!("/v1/vehicles/{VIN}"), &app.dealer()).await.json().await.unwrap();
+    let fitted = vehicle["devices"].as_array().unwrap();
+    assert_eq!(fitted.len(), 1, "{vehicle}");
+    let winner = fitted[0]["device_id"].as_str().unwrap().to_owned();
+    let old: Value = app.get("/v1/devices/tcu-0001", &app.factory()).await.json().await.unwrap();
+    assert_eq!(old["replaced_by"], winner.as_str());
+    let registered = app.scalar("SELECT count(*) FROM events WHERE event_type = 'DeviceRegistered'").await;
+    assert_eq!(registered, 2, "the first part and the one replacement");
+}

@@ -11,6 +11,7 @@ use crate::domain::streams;
 use crate::domain::vehicle::{Vehicle, VehicleCommand, VehicleStatus};
 use crate::projections::devices::DevicesProjection;
 use crate::projections::vehicles::VehiclesProjection;
+use crate::store::aggregates::{Together, TogetherError};
 use crate::store::queries;
 use crate::store::views::DeviceView;
 use axum::extract::State;
@@ -77,7 +78,8 @@ pub struct ConnectionInfo {
     pub publish: Vec<String>,
     /// Topic filters it may subscribe to.
     pub subscribe: Vec<String>,
-    /// Last Will topic (payload `{"state":"offline"}`).
+    /// Last Will topic (payload `{"state":"offline","ts":T}`, `T` the time the session began, the
+    /// same `ts` as the `online` message it publishes on connecting).
     pub last_will_topic: String,
 }
 
@@ -92,18 +94,29 @@ async fn device_view(state: &AppState, principal: &Principal, device_id: &str) -
         .ok_or_else(|| ApiError::new(ErrorCode::DeviceNotFound, format!("device {device_id} not found")))
 }
 
-async fn provision(
-    state: &AppState,
-    principal: &Principal,
-    vin: &str,
-    device_id: &str,
-    at: DateTime<Utc>,
-) -> Result<(), ApiError> {
+/// The broker identity of device `device_id` on `vin`.
+fn provision(vin: &str, device_id: &str, at: DateTime<Utc>) -> DeviceCommand {
     let mut allowed_topics = topics::vehicle_publishes(vin);
     allowed_topics.extend(topics::vehicle_subscribes(vin));
-    let command = DeviceCommand::Provision { client_id: topics::client_id(vin, device_id), allowed_topics, at };
-    state.frameworks.execute(&state.frameworks.devices, device_id, command, &principal.metadata()).await?;
-    Ok(())
+    DeviceCommand::Provision { client_id: topics::client_id(vin, device_id), allowed_topics, at }
+}
+
+/// Decides with `decide` on a fresh [`Together`] and commits it: every aggregate's change or none.
+/// Decides again when another writer changed one of them meanwhile.
+async fn all_or_nothing<F, Fut>(state: &AppState, principal: &Principal, decide: F) -> Result<(), ApiError>
+where
+    F: Fn(Together) -> Fut,
+    Fut: std::future::Future<Output = Result<Together, ApiError>>,
+{
+    let metadata = principal.metadata();
+    for attempt in 0..20u64 {
+        match decide(state.frameworks.together()).await?.commit(&metadata).await {
+            Ok(()) => return Ok(()),
+            Err(TogetherError::Conflict) => tokio::time::sleep(std::time::Duration::from_millis(attempt + 1)).await,
+            Err(TogetherError::Database(e)) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::new(ErrorCode::Conflict, "too many concurrent changes to these devices; retry"))
 }
 
 /// Register a device on a vehicle (factory); it is provisioned with a broker identity at once.
@@ -134,19 +147,26 @@ async fn register_device(
         _ => {}
     }
     let at = Utc::now();
-    let metadata = principal.metadata();
-    let register = DeviceCommand::Register {
-        device_id: body.device_id.clone(),
-        vin: vin.to_string(),
-        kind: body.kind.clone(),
-        certificate_thumbprint: body.certificate_thumbprint,
-        replaces: None,
-        at,
-    };
-    state.frameworks.execute(&state.frameworks.devices, &body.device_id, register, &metadata).await?;
-    let attach = VehicleCommand::AttachDevice { device_id: body.device_id.clone(), kind: body.kind, at };
-    state.frameworks.execute(&state.frameworks.vehicles, vin.as_str(), attach, &metadata).await?;
-    provision(&state, &principal, vin.as_str(), &body.device_id, at).await?;
+    // Registered, provisioned and attached in one transaction: all or nothing.
+    all_or_nothing(&state, &principal, |mut together| {
+        let register = DeviceCommand::Register {
+            device_id: body.device_id.clone(),
+            vin: vin.to_string(),
+            kind: body.kind.clone(),
+            certificate_thumbprint: body.certificate_thumbprint.clone(),
+            replaces: None,
+            at,
+        };
+        let attach = VehicleCommand::AttachDevice { device_id: body.device_id.clone(), kind: body.kind.clone(), at };
+        let device = vec![register, provision(vin.as_str(), &body.device_id, at)];
+        let (device_id, vin) = (body.device_id.clone(), vin.to_string());
+        async move {
+            together.decide::<Device>(&device_id, device, &()).await?;
+            together.decide::<Vehicle>(&vin, vec![attach], &()).await?;
+            Ok(together)
+        }
+    })
+    .await?;
     state.settle(DevicesProjection::NAME, streams::DEVICE, &body.device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, vin.as_str()).await?;
     let view = device_view(&state, &principal, &body.device_id).await?;
@@ -191,27 +211,34 @@ async fn replace_device(
         return Err(ApiError::new(ErrorCode::DeviceRetired, format!("device {device_id} is {}", old.status.as_str())));
     }
     let at = Utc::now();
-    let metadata = principal.metadata();
-    // The new device's registration claims its id first (the one step that can collide); the rest
-    // cannot be refused once the checks above passed.
-    let register = DeviceCommand::Register {
-        device_id: body.new_device_id.clone(),
-        vin: old.vin.clone(),
-        kind: old.kind.clone(),
-        certificate_thumbprint: body.certificate_thumbprint,
-        replaces: Some(device_id.clone()),
-        at,
-    };
-    state.frameworks.execute(&state.frameworks.devices, &body.new_device_id, register, &metadata).await?;
-    let retire = DeviceCommand::Replace { replacement_device_id: body.new_device_id.clone(), at };
-    state.frameworks.execute(&state.frameworks.devices, &device_id, retire, &metadata).await?;
-    let swap = VehicleCommand::ReplaceDevice {
-        old_device_id: device_id.clone(),
-        new_device_id: body.new_device_id.clone(),
-        at,
-    };
-    state.frameworks.execute(&state.frameworks.vehicles, &old.vin, swap, &metadata).await?;
-    provision(&state, &principal, &old.vin, &body.new_device_id, at).await?;
+    // The old device retired, the new one registered and provisioned, the vehicle's parts swapped:
+    // in one transaction. Any refusal (the new id taken, the vehicle decommissioned) leaves all as
+    // it was, and a retry after a crash finds nothing half done.
+    all_or_nothing(&state, &principal, |mut together| {
+        let retire = DeviceCommand::Replace { replacement_device_id: body.new_device_id.clone(), at };
+        let register = DeviceCommand::Register {
+            device_id: body.new_device_id.clone(),
+            vin: old.vin.clone(),
+            kind: old.kind.clone(),
+            certificate_thumbprint: body.certificate_thumbprint.clone(),
+            replaces: Some(device_id.clone()),
+            at,
+        };
+        let swap = VehicleCommand::ReplaceDevice {
+            old_device_id: device_id.clone(),
+            new_device_id: body.new_device_id.clone(),
+            at,
+        };
+        let new_device = vec![register, provision(&old.vin, &body.new_device_id, at)];
+        let (device_id, new_device_id, vin) = (device_id.clone(), body.new_device_id.clone(), old.vin.clone());
+        async move {
+            together.decide::<Device>(&new_device_id, new_device, &()).await?;
+            together.decide::<Device>(&device_id, vec![retire], &()).await?;
+            together.decide::<Vehicle>(&vin, vec![swap], &()).await?;
+            Ok(together)
+        }
+    })
+    .await?;
     state.settle(DevicesProjection::NAME, streams::DEVICE, &body.new_device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, &old.vin).await?;
     Ok(Json(Replacement {
@@ -272,14 +299,21 @@ async fn revoke_device(
         return Err(ApiError::new(ErrorCode::DeviceNotFound, format!("device {device_id} not found")));
     }
     let at = Utc::now();
-    let metadata = principal.metadata();
-    let revoke = DeviceCommand::Revoke { reason: body.reason, at };
-    state.frameworks.execute(&state.frameworks.devices, &device_id, revoke, &metadata).await?;
-    let vehicle = state.frameworks.stores.load::<Vehicle>(&device.vin).await?;
-    if vehicle.devices.contains_key(&device_id) {
-        let detach = VehicleCommand::DetachDevice { device_id: device_id.clone(), at };
-        state.frameworks.execute(&state.frameworks.vehicles, &device.vin, detach, &metadata).await?;
-    }
+    // Revoked and detached in one transaction.
+    all_or_nothing(&state, &principal, |mut together| {
+        let revoke = DeviceCommand::Revoke { reason: body.reason.clone(), at };
+        let (device_id, vin, stores) = (device_id.clone(), device.vin.clone(), state.frameworks.stores.clone());
+        async move {
+            together.decide::<Device>(&device_id, vec![revoke], &()).await?;
+            let vehicle = stores.load::<Vehicle>(&vin).await?;
+            if vehicle.devices.contains_key(&device_id) {
+                let detach = VehicleCommand::DetachDevice { device_id: device_id.clone(), at };
+                together.decide::<Vehicle>(&vin, vec![detach], &()).await?;
+            }
+            Ok(together)
+        }
+    })
+    .await?;
     state.settle(DevicesProjection::NAME, streams::DEVICE, &device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, &device.vin).await?;
     Ok(Json(device_view(&state, &principal, &device_id).await?))

@@ -37,7 +37,7 @@ pub(in crate::store) async fn read_after(
 pub(in crate::store) async fn append(c: &mut PgConnection, event: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ($1, $2, $3, $4, '1', $5::jsonb::json, $6::jsonb::json) RETURNING global_position",
+         VALUES ($1, $2, $3, $4, $7, $5::jsonb::json, $6::jsonb::json) RETURNING global_position",
     )
     .bind(event.aggregate_type)
     .bind(event.aggregate_id)
@@ -45,6 +45,7 @@ pub(in crate::store) async fn append(c: &mut PgConnection, event: &NewEvent<'_>)
     .bind(event.event_type)
     .bind(event.payload)
     .bind(event.metadata)
+    .bind(event.event_version)
     .fetch_one(c)
     .await
 }

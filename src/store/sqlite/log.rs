@@ -34,7 +34,7 @@ pub(in crate::store) async fn read_after(
 pub(in crate::store) async fn append(c: &mut SqliteConnection, event: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
     let rowid: i64 = sqlx::query_scalar(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ($1, $2, $3, $4, '1', $5, $6) RETURNING rowid",
+         VALUES ($1, $2, $3, $4, $7, $5, $6) RETURNING rowid",
     )
     .bind(event.aggregate_type)
     .bind(event.aggregate_id)
@@ -42,6 +42,7 @@ pub(in crate::store) async fn append(c: &mut SqliteConnection, event: &NewEvent<
     .bind(event.event_type)
     .bind(event.payload)
     .bind(event.metadata)
+    .bind(event.event_version)
     .fetch_one(&mut *c)
     .await?;
     // The position is set by a trigger after the insert.
