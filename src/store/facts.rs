@@ -127,6 +127,11 @@ async fn store_once(
     dead: &[DeadLetter],
 ) -> Result<Stored, sqlx::Error> {
     let mut tx = db.begin().await?;
+    // It writes links and message ids before the events: it must count as a writer of the log
+    // before it gets its transaction id (see the writers' horizon in `postgres::log`).
+    if let Conn::Postgres(c) = tx.conn() {
+        postgres::log::lock_log(c).await?;
+    }
     let (admitted, ignored) = links::admit(&mut tx.conn(), facts, heard).await?;
     let appended = match tx.conn() {
         Conn::Postgres(c) => postgres::facts::store(c, &admitted, dead).await?,

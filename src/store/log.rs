@@ -7,9 +7,10 @@
 //! **PostgreSQL.** `global_position` is handed out when a row is inserted, not when its transaction
 //! commits, so a reader that followed positions alone could pass a position whose transaction
 //! commits later and never see it. Readers therefore order by `(tx_id, global_position)` and only
-//! read rows whose transaction is older than every running one
-//! (`tx_id < pg_snapshot_xmin(pg_current_snapshot())`): every transaction that commits after that
-//! has a higher `tx_id`, so it sorts after the checkpoint.
+//! read rows whose transaction is older than every running writer of the log (the writers'
+//! horizon, [`super::postgres::log`]): every writer that commits after that has a higher `tx_id`,
+//! so it sorts after the checkpoint. Transactions that do not write the log (another application,
+//! an idle `psql`, in any database of the server) hold no reader back.
 //!
 //! **SQLite.** One writer at a time: a position is handed out inside the write transaction that
 //! commits before the next writer starts, so position order is commit order and `tx_id` is 0.

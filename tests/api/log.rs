@@ -12,6 +12,7 @@ use tacho::domain::vehicle::VehicleCommand;
 use tacho::domain::Vin;
 use tacho::projections::Subscriptions;
 use tacho::store::Db;
+use sqlx::Connection;
 use tacho::store::Frameworks;
 
 const READ_MODELS: [(&str, &str, &str); 4] = [
@@ -228,8 +229,36 @@ async fn a_transaction_that_commits_late_with_a_lower_position_is_not_skipped() 
     );
 }
 
-/// The registry once it holds `count` vehicles. The snapshot horizon is cluster-wide, so a
-/// transaction of a test running alongside may delay what is readable: poll, do not assume.
+/// PostgreSQL only: the horizon counts the log's writers, not every transaction of the server.
+#[tokio::test]
+async fn an_idle_transaction_elsewhere_on_the_server_holds_no_reader_back() {
+    let Some((db, _frameworks)) = written_log(Store::Postgres, 0).await else { return };
+    let Db::Postgres(pool) = db.clone() else { unreachable!("a PostgreSQL store") };
+    let subscriptions = Subscriptions::new(db, tacho::app::projections());
+    subscriptions.catch_up("vehicles").await.unwrap();
+
+    // A `psql` left in `BEGIN; SELECT txid_current();` on another database of the server, and a
+    // transaction of another application in tacho's own database that writes elsewhere.
+    let elsewhere = fresh_database().await.unwrap();
+    let mut foreign = sqlx::PgConnection::connect(&elsewhere).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut foreign).await.unwrap();
+    sqlx::query("SELECT txid_current()").execute(&mut foreign).await.unwrap();
+    let mut neighbour = pool.begin().await.unwrap();
+    sqlx::query("CREATE TABLE IF NOT EXISTS neighbour (n int)").execute(&mut *neighbour).await.unwrap();
+    sqlx::query("INSERT INTO neighbour VALUES (1)").execute(&mut *neighbour).await.unwrap();
+
+    let mut conn = pool.acquire().await.unwrap();
+    insert(&mut conn, VIN2).await;
+    drop(conn);
+    subscriptions.catch_up("vehicles").await.unwrap();
+    let seen: Vec<String> = sqlx::query_scalar("SELECT vin FROM rm_vehicles ORDER BY vin").fetch_all(&pool).await.unwrap();
+    assert_eq!(seen, ["1HGCM82633A004352", VIN2], "read at once, both transactions still open");
+    neighbour.rollback().await.unwrap();
+    sqlx::query("ROLLBACK").execute(&mut foreign).await.unwrap();
+}
+
+/// The registry once it holds `count` vehicles: another writer of the log may still be running
+/// (a test's own transaction), so poll, do not assume.
 async fn caught_up(subscriptions: &Subscriptions, pool: &sqlx::PgPool, count: usize) -> Vec<String> {
     for _ in 0..200 {
         subscriptions.catch_up("vehicles").await.unwrap();
