@@ -213,6 +213,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         streams,
         long_polls,
         request_timeout: config.server_limits().request_timeout,
+        ready_max_lag: Duration::from_secs(config.ready_max_lag_s),
     };
     let addr = listener.local_addr().context("listener has no address")?;
     let router = http::router(state.clone());

@@ -214,6 +214,9 @@ pub struct Config {
     /// Seconds a request may take (a long poll `?wait=S`: S more).
     #[arg(long, env = "TACHO_HTTP_REQUEST_TIMEOUT_S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub http_request_timeout_s: u64,
+    /// Seconds a subscriber may lag behind the log before `/readyz` answers 503 naming it.
+    #[arg(long, env = "TACHO_READY_MAX_LAG_S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ready_max_lag_s: u64,
     /// Server-sent event streams open at once, and long polls open at once (each).
     #[arg(long, env = "TACHO_HTTP_MAX_STREAMS", default_value_t = 1000)]
     pub http_max_streams: usize,

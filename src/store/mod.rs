@@ -27,6 +27,7 @@ pub mod bulk;
 pub mod checkpoints;
 pub mod facts;
 pub mod idempotency;
+pub mod lag;
 pub mod leases;
 pub mod links;
 pub mod log;

@@ -132,6 +132,7 @@ pub fn config(database_url: &str) -> Config {
         http_max_connections: 1024,
         http_header_timeout_s: 10,
         http_request_timeout_s: 30,
+        ready_max_lag_s: 60,
         http_max_streams: 1000,
         http_max_streams_per_caller: 10,
         mqtt_url: "none".to_owned(),

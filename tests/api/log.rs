@@ -5,6 +5,7 @@ use crate::helpers::*;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use sqlx::Connection;
 use std::collections::HashMap;
 use tacho::domain::command::{Command, CommandCommand, RequestCommand};
 use tacho::domain::consent::{ConsentCommand, Purpose};
@@ -12,7 +13,6 @@ use tacho::domain::vehicle::VehicleCommand;
 use tacho::domain::Vin;
 use tacho::projections::Subscriptions;
 use tacho::store::Db;
-use sqlx::Connection;
 use tacho::store::Frameworks;
 
 const READ_MODELS: [(&str, &str, &str); 4] = [
@@ -251,7 +251,8 @@ async fn an_idle_transaction_elsewhere_on_the_server_holds_no_reader_back() {
     insert(&mut conn, VIN2).await;
     drop(conn);
     subscriptions.catch_up("vehicles").await.unwrap();
-    let seen: Vec<String> = sqlx::query_scalar("SELECT vin FROM rm_vehicles ORDER BY vin").fetch_all(&pool).await.unwrap();
+    let seen: Vec<String> =
+        sqlx::query_scalar("SELECT vin FROM rm_vehicles ORDER BY vin").fetch_all(&pool).await.unwrap();
     assert_eq!(seen, ["1HGCM82633A004352", VIN2], "read at once, both transactions still open");
     neighbour.rollback().await.unwrap();
     sqlx::query("ROLLBACK").execute(&mut foreign).await.unwrap();
@@ -284,4 +285,40 @@ pub async fn connection_changes(db: &tacho::store::Db, vin: &str) -> Vec<(bool, 
             (change["online"] == true, change["vehicle_ts"].as_str().map(str::to_owned))
         })
         .collect()
+}
+
+/// PostgreSQL only: a writer of the log that stays open holds the readers back; `/readyz` and
+/// `/metrics` say so, naming it.
+#[tokio::test]
+async fn a_stalled_subscriber_is_reported_with_what_holds_it_back() {
+    let Some(url) = fresh_database().await else { return };
+    let mut config = config(&url);
+    config.ready_max_lag_s = 1;
+    let app = start(config).await;
+    let Db::Postgres(pool) = app.db().clone() else { unreachable!("a PostgreSQL store") };
+    assert_eq!(app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().status(), StatusCode::OK);
+
+    let mut stuck = pool.begin().await.unwrap();
+    sqlx::query("SET application_name = 'stuck-writer'").execute(&mut *stuck).await.unwrap();
+    sqlx::query("LOCK TABLE events IN ROW EXCLUSIVE MODE").execute(&mut *stuck).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *stuck).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    insert(&mut conn, VIN2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let why = ready.text().await.unwrap();
+    assert!(why.contains("subscriber vehicles is") && why.contains("stuck-writer"), "{why}");
+    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tacho_subscriber_lag_events{subscriber=\"vehicles\"} 1"), "{metrics}");
+
+    stuck.rollback().await.unwrap();
+    for _ in 0..100 {
+        if app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().status() == StatusCode::OK {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("still not ready once the writer ended");
 }

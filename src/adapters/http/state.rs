@@ -40,6 +40,8 @@ pub struct AppState {
     pub long_polls: Arc<super::capacity::Capacity>,
     /// How long a request may take (a long poll: its wait more).
     pub request_timeout: std::time::Duration,
+    /// How far a subscriber may lag before `/readyz` says so.
+    pub ready_max_lag: std::time::Duration,
 }
 
 impl AppState {
