@@ -46,7 +46,9 @@ pub async fn of(db: &Db, names: &[&str]) -> Result<Vec<Lag>, sqlx::Error> {
 /// readers wait for. `None` on SQLite (one writer, never idle) or when there is none.
 pub async fn oldest_writer(db: &Db) -> Result<Option<String>, sqlx::Error> {
     let Db::Postgres(pool) = db else { return Ok(None) };
-    let row: Option<(i32, String, Option<String>, Option<DateTime<Utc>>, Option<String>)> = sqlx::query_as(
+    /// pid, application name, state, transaction start, last statement.
+    type Backend = (i32, String, Option<String>, Option<DateTime<Utc>>, Option<String>);
+    let row: Option<Backend> = sqlx::query_as(
         "SELECT a.pid, a.application_name, a.state, a.xact_start, left(a.query, 120) \
          FROM pg_locks r JOIN pg_stat_activity a ON a.pid = r.pid \
          WHERE r.locktype = 'relation' AND r.relation = 'events'::regclass AND r.mode <> 'AccessShareLock' \
