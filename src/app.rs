@@ -232,3 +232,16 @@ async fn relay_command_changes(db: Db, changes: broadcast::Sender<Uuid>, shutdow
     };
     db.listen(CommandsProjection::CHANNEL, relay, shutdown).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_names_the_read_models_it_reads() {
+        let names: Vec<&str> = projections().iter().map(|p| p.name()).collect();
+        let (registry, consents) = facts::ACCESS_READ_MODELS;
+        assert_eq!((registry, consents), (VehiclesProjection::NAME, ConsentsProjection::NAME));
+        assert!(names.contains(&registry) && names.contains(&consents));
+    }
+}

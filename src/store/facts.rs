@@ -4,6 +4,7 @@
 use super::log::EVENTS_CHANNEL;
 use super::{is_unique_violation, links, postgres, sqlite, Conn, Db, Sql};
 use crate::domain::observation::{VehicleFact, CONNECTION_CHANGED, STREAM_TYPE};
+use crate::domain::streams;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -90,6 +91,33 @@ pub struct Stored {
     /// Connection messages that said nothing new, by reason (`stale`, `repeat`).
     pub ignored: Vec<&'static str>,
 }
+
+/// Of `vins`, those whose registry or consent streams hold events the registry and consent read
+/// models have not applied yet: for them, what [`access`] says may be out of date.
+pub async fn read_models_behind(db: &Db, vins: &[String]) -> Result<HashSet<String>, sqlx::Error> {
+    let after = match db {
+        Db::Postgres(_) => "(e.tx_id, e.global_position) > (coalesce(c.tx_id, 0)::text::xid8, coalesce(c.position, 0))",
+        Db::Sqlite(_) => "e.global_position > coalesce(c.position, 0)",
+    };
+    let sql = format!(
+        "SELECT DISTINCT e.aggregate_id FROM events e LEFT JOIN subscription_checkpoints c \
+           ON c.name = CASE e.aggregate_type WHEN $2 THEN $3 ELSE $4 END \
+         WHERE e.aggregate_type IN ($2, $5) AND {} AND {after}",
+        db.dialect().in_json_list("e.aggregate_id", "$1")
+    );
+    let vins: Vec<String> = Sql::new(&sql)
+        .bind(json!(vins))
+        .bind(streams::VEHICLE)
+        .bind(ACCESS_READ_MODELS.0)
+        .bind(ACCESS_READ_MODELS.1)
+        .bind(streams::CONSENT)
+        .scalars(db)
+        .await?;
+    Ok(vins.into_iter().collect())
+}
+
+/// The read models [`access`] reads: the registry's and the consents' (their subscriber names).
+pub const ACCESS_READ_MODELS: (&str, &str) = ("vehicles", "consents");
 
 /// Appends `facts` (minus message ids already stored, with their connection messages decided by
 /// [`super::links`]; `heard` are the other messages of vehicles, such as answers, received at the

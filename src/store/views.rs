@@ -17,7 +17,7 @@ pub struct DeviceRef {
 }
 
 /// A vehicle's connection as last reported over MQTT.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct ConnectionView {
     /// Whether the vehicle is connected.
     pub connected: bool,

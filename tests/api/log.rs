@@ -322,3 +322,51 @@ async fn a_stalled_subscriber_is_reported_with_what_holds_it_back() {
     }
     panic!("still not ready once the writer ended");
 }
+
+/// PostgreSQL only: while a writer of the log holds the read models back, writes still answer
+/// success, and a new vehicle's messages are admitted from the log, not refused.
+#[tokio::test]
+async fn lagging_read_models_neither_fail_writes_nor_refuse_vehicle_messages() {
+    let Some(broker) = crate::servers::OwnMosquitto::start("allow_anonymous true", &[]) else { return };
+    let Some(url) = fresh_database().await else { return };
+    let mut config = config(&url);
+    config.mqtt_url = broker.url().to_string();
+    let app = start(config).await;
+    let Db::Postgres(pool) = app.db().clone() else { unreachable!("a PostgreSQL store") };
+
+    let mut stuck = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN ROW EXCLUSIVE MODE").execute(&mut *stuck).await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut *stuck).await.unwrap();
+
+    let registered = app.register(VIN2).await;
+    assert_eq!(registered.status(), StatusCode::CREATED, "a registration that committed says so");
+    let vehicle: Value = registered.json().await.unwrap();
+    assert_eq!(vehicle["status"], "registered");
+    let grant = app
+        .call(
+            Method::PUT,
+            &format!("/v1/vehicles/{VIN2}/consents/telemetry"),
+            &app.owner("alice", &[VIN2]),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(grant.status(), StatusCode::OK, "a grant that committed says so");
+    assert_eq!(grant.json::<Value>().await.unwrap()["status"], "granted");
+
+    // The registry and consent read models still know nothing of the vehicle: its messages are
+    // decided from the log.
+    crate::servers::mosquitto_pub(broker.port, &format!("vehicles/{VIN2}/connection"), r#"{"state":"online"}"#);
+    let report = json!({"msg_id": "m-1", "ts": chrono::Utc::now(), "signals": {"Vehicle.Speed": 3}});
+    crate::servers::mosquitto_pub(broker.port, &format!("vehicles/{VIN2}/state"), &report.to_string());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    stuck.rollback().await.unwrap();
+
+    app.wait_connected(VIN2, true).await;
+    assert_eq!(app.dead_letters(VIN2).await, Vec::<String>::new());
+    let facts = app
+        .scalar(&format!(
+            "SELECT count(*) FROM events WHERE aggregate_id = '{VIN2}' AND aggregate_type = 'VehicleState'"
+        ))
+        .await;
+    assert_eq!(facts, 2, "the connection and the state report");
+}

@@ -244,6 +244,14 @@ async fn state_reports_and_events_are_visible_through_the_api_with_consent(store
         map
     };
     sim.report("before-consent", signals(5)).await.unwrap();
+    // Refused for lack of consent once it came in (a publish returns before it is even sent).
+    for _ in 0..100 {
+        if app.dead_letters(&vin).await.contains(&"consent_missing".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.dead_letters(&vin).await, ["consent_missing"]);
     app.grant(&vin, "alice", "telemetry").await;
     sim.report("m-1", signals(10)).await.unwrap();
     sim.report("m-2", signals(20)).await.unwrap();

@@ -4,7 +4,7 @@ use super::auth::Principal;
 use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use crate::auth::Role;
-use crate::domain::consent::{ConsentCommand, Purpose};
+use crate::domain::consent::{Consent, ConsentCommand, Purpose};
 use crate::domain::streams;
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::projections::consents::ConsentsProjection;
@@ -74,6 +74,7 @@ async fn grant(
     let purpose = purpose(&raw_purpose)?;
     registered(&state, &principal, &vin).await?;
     let subject = body.subject.unwrap_or_else(|| principal.sub().to_owned());
+    let at = Utc::now();
     let command = ConsentCommand::Grant {
         vin: vin.clone(),
         subject: subject.clone(),
@@ -81,16 +82,35 @@ async fn grant(
         legal_basis: body.legal_basis.unwrap_or_else(|| "consent".to_owned()),
         expires_at: body.expires_at,
         granted_by: principal.sub().to_owned(),
-        at: Utc::now(),
+        at,
     };
     state.frameworks.execute(&state.frameworks.consents, &vin, command, &principal.metadata()).await?;
-    state.settle(ConsentsProjection::NAME, streams::CONSENT, &vin).await?;
-    queries::consents(&state.db, &vin)
-        .await?
-        .into_iter()
-        .find(|c| c.subject == subject && c.purpose == purpose.as_str())
-        .map(Json)
-        .ok_or_else(|| ApiError::internal("granted consent missing from its read model"))
+    if state.settle(ConsentsProjection::NAME, streams::CONSENT, &vin).await? {
+        let granted = queries::consents(&state.db, &vin).await?;
+        if let Some(view) = granted.into_iter().find(|c| c.subject == subject && c.purpose == purpose.as_str()) {
+            return Ok(Json(view));
+        }
+    }
+    // Granted: the answer says so even when the read model has not caught up yet, from the grant
+    // now in force in the log.
+    let consent = state.frameworks.stores.load::<Consent>(&vin).await?;
+    let grant = consent
+        .grants
+        .get(&subject)
+        .and_then(|grants| grants.get(&purpose))
+        .ok_or_else(|| ApiError::internal("a granted consent is missing from its own stream"))?;
+    Ok(Json(ConsentView {
+        vin: vin.clone(),
+        subject,
+        purpose: purpose.as_str().to_owned(),
+        status: "granted".to_owned(),
+        version: i64::from(grant.version),
+        legal_basis: grant.legal_basis.clone(),
+        expires_at: grant.expires_at,
+        granted_at: at,
+        revoked_at: None,
+        granted_by: Some(principal.sub().to_owned()),
+    }))
 }
 
 /// Revoke a consent (owner). Revoking what was never granted changes nothing.

@@ -87,6 +87,37 @@ fn invalid(e: crate::domain::device::DeviceError) -> ApiError {
     ApiError::new(ErrorCode::ValidationFailed, e.to_string())
 }
 
+/// Device `device_id` after a write: from the registry once it caught up with the write, else from
+/// the log (the write is done: the answer never says otherwise because the registry is late).
+async fn written_device_view(
+    state: &AppState,
+    principal: &Principal,
+    device_id: &str,
+    at: DateTime<Utc>,
+) -> Result<DeviceView, ApiError> {
+    let shown = queries::device_by_id(&state.db, device_id).await?.filter(|d| principal.sees(&d.vin));
+    let device = state.frameworks.stores.load::<Device>(device_id).await?;
+    if device.status == DeviceStatus::Unknown || !principal.sees(&device.vin) {
+        return Err(ApiError::new(ErrorCode::DeviceNotFound, format!("device {device_id} not found")));
+    }
+    if let Some(shown) = shown.filter(|s| s.status == device.status.as_str()) {
+        return Ok(shown);
+    }
+    Ok(DeviceView {
+        device_id: device.device_id,
+        vin: device.vin,
+        kind: device.kind,
+        status: device.status.as_str().to_owned(),
+        certificate_thumbprint: device.certificate_thumbprint,
+        client_id: device.client_id,
+        allowed_topics: device.allowed_topics,
+        replaces: device.replaces,
+        replaced_by: device.replaced_by,
+        registered_at: at,
+        updated_at: at,
+    })
+}
+
 async fn device_view(state: &AppState, principal: &Principal, device_id: &str) -> Result<DeviceView, ApiError> {
     let device = queries::device_by_id(&state.db, device_id).await?;
     device
@@ -169,7 +200,7 @@ async fn register_device(
     .await?;
     state.settle(DevicesProjection::NAME, streams::DEVICE, &body.device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, vin.as_str()).await?;
-    let view = device_view(&state, &principal, &body.device_id).await?;
+    let view = written_device_view(&state, &principal, &body.device_id, at).await?;
     let location = format!("/v1/devices/{}", body.device_id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(view)).into_response())
 }
@@ -242,8 +273,8 @@ async fn replace_device(
     state.settle(DevicesProjection::NAME, streams::DEVICE, &body.new_device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, &old.vin).await?;
     Ok(Json(Replacement {
-        retired: device_view(&state, &principal, &device_id).await?,
-        replacement: device_view(&state, &principal, &body.new_device_id).await?,
+        retired: written_device_view(&state, &principal, &device_id, at).await?,
+        replacement: written_device_view(&state, &principal, &body.new_device_id, at).await?,
     }))
 }
 
@@ -316,5 +347,5 @@ async fn revoke_device(
     .await?;
     state.settle(DevicesProjection::NAME, streams::DEVICE, &device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, &device.vin).await?;
-    Ok(Json(device_view(&state, &principal, &device_id).await?))
+    Ok(Json(written_device_view(&state, &principal, &device_id, at).await?))
 }

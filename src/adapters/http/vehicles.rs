@@ -5,11 +5,11 @@ use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use crate::auth::Role;
 use crate::domain::streams;
-use crate::domain::vehicle::VehicleCommand;
+use crate::domain::vehicle::{Vehicle, VehicleCommand, VehicleStatus};
 use crate::domain::Vin;
 use crate::projections::vehicles::VehiclesProjection;
 use crate::store::queries;
-use crate::store::views::{Page, VehicleView};
+use crate::store::views::{ConnectionView, DeviceRef, Page, VehicleView};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -84,18 +84,35 @@ async fn register(
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Factory])?;
     let vin = parse_vin(&body.vin)?;
+    let at = Utc::now();
     let command = VehicleCommand::Register {
         vin: vin.clone(),
-        model: body.model,
+        model: body.model.clone(),
         model_year: body.model_year,
-        market: body.market,
-        options: body.options,
-        data_collection: body.data_collection,
-        at: Utc::now(),
+        market: body.market.clone(),
+        options: body.options.clone(),
+        data_collection: body.data_collection.clone(),
+        at,
     };
     state.frameworks.execute(&state.frameworks.vehicles, vin.as_str(), command, &principal.metadata()).await?;
-    state.settle(VehiclesProjection::NAME, streams::VEHICLE, vin.as_str()).await?;
-    let vehicle = view(&state, &principal, vin.as_str()).await?;
+    // Registered: the answer says so even when the registry has not caught up yet (it shows then
+    // what the registration recorded).
+    let vehicle = match state.settle(VehiclesProjection::NAME, streams::VEHICLE, vin.as_str()).await? {
+        true => view(&state, &principal, vin.as_str()).await?,
+        false => VehicleView {
+            vin: vin.to_string(),
+            status: VehicleStatus::Registered.as_str().to_owned(),
+            model: body.model.trim().to_owned(),
+            model_year: body.model_year,
+            market: body.market.trim().to_owned(),
+            options: body.options,
+            data_collection: Value::Object(body.data_collection),
+            devices: vec![],
+            connection: ConnectionView::default(),
+            registered_at: at,
+            updated_at: at,
+        },
+    };
     let location = format!("/v1/vehicles/{vin}");
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(vehicle)).into_response())
 }
@@ -175,8 +192,28 @@ async fn lifecycle(
     principal.require(&[Role::Factory, Role::Admin])?;
     principal.scope(&vin)?;
     state.frameworks.execute(&state.frameworks.vehicles, &vin, command, &principal.metadata()).await?;
-    state.settle(VehiclesProjection::NAME, streams::VEHICLE, &vin).await?;
-    Ok(Json(view(&state, &principal, &vin).await?))
+    if state.settle(VehiclesProjection::NAME, streams::VEHICLE, &vin).await? {
+        return Ok(Json(view(&state, &principal, &vin).await?));
+    }
+    // Done: the answer says so even when the registry has not caught up yet, with what the log
+    // holds now (the rest as the registry last showed it).
+    let vehicle = state.frameworks.stores.load::<Vehicle>(&vin).await?;
+    let shown = queries::vehicle_by_vin(&state.db, &vin).await?;
+    let now = Utc::now();
+    let devices = vehicle.devices.iter().map(|(id, kind)| DeviceRef { device_id: id.clone(), kind: kind.clone() });
+    Ok(Json(VehicleView {
+        vin: vehicle.vin.clone(),
+        status: vehicle.status.as_str().to_owned(),
+        model: vehicle.model.clone(),
+        model_year: vehicle.model_year,
+        market: vehicle.market.clone(),
+        options: shown.as_ref().map(|v| v.options.clone()).unwrap_or_default(),
+        data_collection: shown.as_ref().map(|v| v.data_collection.clone()).unwrap_or_else(|| Value::Object(Map::new())),
+        devices: devices.collect(),
+        connection: shown.as_ref().map(|v| v.connection.clone()).unwrap_or_default(),
+        registered_at: shown.as_ref().map(|v| v.registered_at).unwrap_or(now),
+        updated_at: now,
+    }))
 }
 
 /// Why a vehicle is suspended.

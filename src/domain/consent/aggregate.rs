@@ -17,6 +17,10 @@ pub struct Purpose(String);
 impl Purpose {
     /// Consent needed to send remote commands.
     pub const REMOTE_COMMANDS: &'static str = "remote_commands";
+    /// Consent needed to take a vehicle's state reports and events.
+    pub const TELEMETRY: &'static str = "telemetry";
+    /// Consent needed to keep its position signals.
+    pub const LOCATION: &'static str = "location";
 
     /// What [`Self::parse`] accepts, as a regular expression (for the API's schema).
     pub const PATTERN: &'static str =
@@ -181,6 +185,9 @@ pub struct Grant {
     pub legal_basis: String,
     /// End of validity.
     pub expires_at: Option<DateTime<Utc>>,
+    /// When it was granted.
+    #[serde(default)]
+    pub granted_at: Option<DateTime<Utc>>,
 }
 
 /// The Consent aggregate state: grants in force per (subject, purpose).
@@ -202,6 +209,17 @@ impl Consent {
             Some(end) if end <= at => None,
             _ => Some(grant.version),
         }
+    }
+
+    /// The highest version of a grant of any subject that was in force for `purpose` at `at` (given
+    /// before it, not expired), if any.
+    pub fn allows_anyone(&self, purpose: &str, at: DateTime<Utc>) -> Option<u32> {
+        self.grants
+            .values()
+            .filter_map(|grants| grants.iter().find(|(p, _)| p.as_str() == purpose).map(|(_, grant)| grant))
+            .filter(|grant| grant.granted_at.is_none_or(|g| g <= at) && grant.expires_at.is_none_or(|end| at < end))
+            .map(|grant| grant.version)
+            .max()
     }
 
     fn decide(&self, command: ConsentCommand) -> Result<Vec<ConsentEvent>, ConsentError> {
@@ -264,10 +282,11 @@ impl Aggregate for Consent {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            ConsentEvent::ConsentGranted { vin, subject, purpose, version, legal_basis, expires_at, .. } => {
+            ConsentEvent::ConsentGranted { vin, subject, purpose, version, legal_basis, expires_at, at, .. } => {
                 self.vin = vin;
                 self.version = version;
-                self.grants.entry(subject).or_default().insert(purpose, Grant { version, legal_basis, expires_at });
+                let grant = Grant { version, legal_basis, expires_at, granted_at: Some(at) };
+                self.grants.entry(subject).or_default().insert(purpose, grant);
             }
             ConsentEvent::ConsentRevoked { subject, purpose, version, .. } => {
                 self.version = version;

@@ -234,6 +234,12 @@ pub struct Device {
     pub client_id: Option<String>,
     /// Allowed topic filters once provisioned.
     pub allowed_topics: Vec<String>,
+    /// The device it replaced.
+    #[serde(default)]
+    pub replaces: Option<String>,
+    /// The device that replaced it.
+    #[serde(default)]
+    pub replaced_by: Option<String>,
 }
 
 impl Device {
@@ -307,7 +313,8 @@ impl Aggregate for Device {
 
     fn apply(&mut self, event: Self::Event) {
         match event {
-            DeviceEvent::DeviceRegistered { device_id, vin, kind, certificate_thumbprint, .. } => {
+            DeviceEvent::DeviceRegistered { device_id, vin, kind, certificate_thumbprint, replaces, .. } => {
+                self.replaces = replaces;
                 self.device_id = device_id;
                 self.vin = vin;
                 self.kind = kind;
@@ -322,7 +329,10 @@ impl Aggregate for Device {
                 }
             }
             DeviceEvent::DeviceActivated { .. } => self.status = DeviceStatus::Active,
-            DeviceEvent::DeviceReplaced { .. } => self.status = DeviceStatus::Replaced,
+            DeviceEvent::DeviceReplaced { replacement_device_id, .. } => {
+                self.status = DeviceStatus::Replaced;
+                self.replaced_by = Some(replacement_device_id);
+            }
             DeviceEvent::DeviceRevoked { .. } => self.status = DeviceStatus::Revoked,
         }
     }

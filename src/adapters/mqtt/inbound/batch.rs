@@ -8,7 +8,9 @@ use crate::adapters::mqtt::codec::{
 };
 use crate::adapters::mqtt::topics::{self, Inbound};
 use crate::domain::command::{CommandCommand, CommandError, VehicleAnswer};
+use crate::domain::consent::{Consent, Purpose};
 use crate::domain::observation::{without_location, VehicleFact};
+use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::store::facts::{self, DeadLetter, Observed};
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
@@ -21,6 +23,14 @@ pub(super) enum BatchError {
     /// The store failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A vehicle's registry or consent could not be read from the log.
+    #[error("reading vehicle {vin}'s registry and consents from the log: {error}")]
+    Log {
+        /// The vehicle.
+        vin: String,
+        /// What failed.
+        error: String,
+    },
     /// Recording a vehicle's answer on its command failed for a reason that may pass.
     #[error("recording an answer to {command}: {error}")]
     Answer {
@@ -191,20 +201,65 @@ impl Handler {
         Ok(())
     }
 
+    /// The read models may lag the log: a vehicle they would refuse something (unregistered,
+    /// decommissioned, a consent missing) and whose registry or consent streams hold events they
+    /// have not applied is decided from its aggregates instead, so no message is refused (and
+    /// acknowledged, so lost) because a read model was late.
+    async fn recheck_from_log(
+        &self,
+        vins: &[String],
+        access: &mut HashMap<String, facts::Access>,
+        at: DateTime<Utc>,
+    ) -> Result<(), BatchError> {
+        let doubtful: Vec<String> = vins
+            .iter()
+            .filter(|vin| {
+                access
+                    .get(*vin)
+                    .is_none_or(|a| a.status == "decommissioned" || a.telemetry.is_none() || a.location.is_none())
+            })
+            .cloned()
+            .collect();
+        if doubtful.is_empty() {
+            return Ok(());
+        }
+        let behind = facts::read_models_behind(&self.db, &doubtful).await?;
+        for vin in behind {
+            let unavailable = |e: String| BatchError::Log { vin: vin.clone(), error: e };
+            let vehicle = self.frameworks.stores.load::<Vehicle>(&vin).await.map_err(|e| unavailable(e.to_string()))?;
+            if vehicle.status == VehicleStatus::Unknown {
+                access.remove(&vin);
+                continue;
+            }
+            let consent = self.frameworks.stores.load::<Consent>(&vin).await.map_err(|e| unavailable(e.to_string()))?;
+            let from_log = facts::Access {
+                status: vehicle.status.as_str().to_owned(),
+                telemetry: consent.allows_anyone(Purpose::TELEMETRY, at),
+                location: consent.allows_anyone(Purpose::LOCATION, at),
+            };
+            access.insert(vin, from_log);
+        }
+        Ok(())
+    }
+
     /// Registry and consent checks: what passes becomes a fact, the rest a dead letter.
     async fn check(
         &self,
         batch: &[Received],
         pending: Vec<(usize, String, Pending, DateTime<Utc>)>,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<Vec<Observed>, sqlx::Error> {
+    ) -> Result<Vec<Observed>, BatchError> {
         if pending.is_empty() {
             return Ok(vec![]);
         }
         let mut vins: Vec<String> = pending.iter().map(|p| p.1.clone()).collect();
         vins.sort_unstable();
         vins.dedup();
-        let access = facts::access(&self.db, &vins, Utc::now()).await?;
+        let now = Utc::now();
+        let mut access = facts::access(&self.db, &vins, now).await?;
+        // Consents are taken as they were when the batch's first message came in.
+        let received = pending.iter().map(|p| p.3).min().unwrap_or(now);
+        self.recheck_from_log(&vins, &mut access, received).await?;
         // Signals are counted only for vehicles that report state in this batch: one query, or none.
         let reporting: Vec<String> = pending
             .iter()
