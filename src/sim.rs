@@ -54,6 +54,11 @@ pub struct ReceivedRequest {
     pub response_topic: Option<String>,
     /// v5 message expiry interval, seconds.
     pub message_expiry: Option<u32>,
+    /// When the vehicle received it.
+    pub received_at: DateTime<Utc>,
+    /// Whether it repeats a command id the vehicle had already received: a vehicle executes a
+    /// command once and answers a repeat without executing it again.
+    pub repeat: bool,
 }
 
 struct Shared {
@@ -250,13 +255,30 @@ impl Shared {
             return;
         };
         let properties = publish.properties.as_ref();
-        if let Ok(mut requests) = self.requests.lock() {
-            requests.push(ReceivedRequest {
-                request: request.clone(),
-                correlation_data: properties.and_then(|p| p.correlation_data.as_ref()).map(|c| c.to_vec()),
-                response_topic: properties.and_then(|p| p.response_topic.clone()),
-                message_expiry: properties.and_then(|p| p.message_expiry_interval),
-            });
+        let received = ReceivedRequest {
+            request: request.clone(),
+            correlation_data: properties.and_then(|p| p.correlation_data.as_ref()).map(|c| c.to_vec()),
+            response_topic: properties.and_then(|p| p.response_topic.clone()),
+            message_expiry: properties.and_then(|p| p.message_expiry_interval),
+            received_at: Utc::now(),
+            repeat: false,
+        };
+        let repeat = match self.requests.lock() {
+            Ok(mut requests) => {
+                let repeat = requests.iter().any(|r| r.request.command_id == request.command_id);
+                requests.push(ReceivedRequest { repeat, ..received });
+                repeat
+            }
+            Err(_) => return,
+        };
+        if repeat {
+            // Delivered again (at-least-once): not executed twice; the answer is said again.
+            let (name, id) = (request.name.as_str(), request.command_id);
+            if let Err(e) = self.answer(name, id, AnswerStatus::Succeeded, None, Some(json!({"simulated": true}))).await
+            {
+                tracing::warn!(error = %e, "simulated vehicle could not answer");
+            }
+            return;
         }
         let b = &self.behaviour;
         let roll: f64 = rand::random();

@@ -3,9 +3,13 @@
 //! publish and the record re-publishes it on restart with the same command id (at-least-once).
 
 use super::{acting, effect, ignore_refusal, CommandLink, Outgoing, SendError, Sent};
+use crate::domain::command::CommandServices;
 use crate::domain::command::{Command, CommandCommand, CommandStatus, Undelivered};
+use crate::domain::consent::Consent;
 use crate::domain::streams;
+use crate::domain::vehicle::Vehicle;
 use crate::projections::{Process, ProjectionError};
+use crate::store::aggregates::{send_rules, Known, TogetherError};
 use crate::store::leases::Lease;
 use crate::store::log::StoredEvent;
 use crate::store::{pending, Db, Frameworks};
@@ -55,8 +59,7 @@ impl Dispatcher {
             return ignore_refusal(fw.execute(&fw.commands, id, next, &acting(ACTOR)).await);
         }
         lease.check()?;
-        let released = fw.execute(&fw.commands, id, CommandCommand::Release { at: Utc::now() }, &acting(ACTOR)).await;
-        ignore_refusal(released)?;
+        self.release(id, &command.vin).await?;
         // Expired, timed out or rejected instead, or moved on meanwhile: nothing to send.
         let Some(command) = self.load(id).await?.filter(Command::is_released) else { return Ok(()) };
         let outgoing = Outgoing {
@@ -82,6 +85,31 @@ impl Dispatcher {
             Err(e @ SendError::Unavailable(_)) => return Err(effect(format!("sending command {id}: {e}"))),
         };
         ignore_refusal(fw.execute(&fw.commands, id, outcome, &acting(ACTOR)).await)
+    }
+
+    /// Releases command `id` (or expires, times out or rejects it) holding `vin`'s send rules: a
+    /// revocation or a suspension commits either before, and the release sees it, or after the
+    /// release committed, never in between.
+    async fn release(&self, id: &str, vin: &str) -> Result<(), ProjectionError> {
+        let fw = &self.frameworks;
+        for _ in 0..20 {
+            let mut together = fw.together();
+            together.lock(&send_rules(vin)).await?;
+            // The vehicle and its consents as they are while the lock is held.
+            let vehicle = together.load::<Vehicle>(vin).await.map_err(effect)?.0;
+            let consent = together.load::<Consent>(vin).await.map_err(effect)?.0;
+            let known: CommandServices = Arc::new(Known { vehicle, consent });
+            let release = vec![CommandCommand::Release { at: Utc::now() }];
+            if let Err(e) = together.decide::<Command>(id, release, &known).await {
+                return ignore_refusal(Err(e));
+            }
+            match together.commit(&acting(ACTOR)).await {
+                Ok(()) => return Ok(()),
+                Err(TogetherError::Conflict) => continue,
+                Err(TogetherError::Database(e)) => return Err(e.into()),
+            }
+        }
+        Err(effect(format!("command {id}: too many concurrent changes to release it")))
     }
 
     /// Command `id`, `None` when its stream does not load (it can never be sent; the others can).

@@ -181,7 +181,7 @@ pub struct Frameworks {
     pub commands: Framework<Command>,
     /// Direct loads of aggregates.
     pub stores: EventStores,
-    stripes: Stripes,
+    stripes: Arc<Stripes>,
     db: Db,
 }
 
@@ -196,7 +196,7 @@ impl Frameworks {
             consents: framework(db, ()),
             commands: framework(db, preconditions),
             stores,
-            stripes: Stripes::new(),
+            stripes: Arc::new(Stripes::new()),
             db: db.clone(),
         }
     }
@@ -205,17 +205,21 @@ impl Frameworks {
 /// Writers of one instance queue per aggregate (striped locks) instead of colliding: without it,
 /// N concurrent commands on one aggregate cost O(N²) optimistic-lock retries. Writers of other
 /// instances still collide, and [`Frameworks::execute`] retries them.
-struct Stripes(Vec<Mutex<()>>);
+struct Stripes(Vec<Arc<Mutex<()>>>);
 
 impl Stripes {
     fn new() -> Self {
-        Self((0..256).map(|_| Mutex::new(())).collect())
+        Self((0..256).map(|_| Arc::new(Mutex::new(()))).collect())
     }
 
-    fn of(&self, aggregate_type: &str, id: &str) -> &Mutex<()> {
+    fn of(&self, aggregate_type: &str, id: &str) -> &Arc<Mutex<()>> {
+        &self.0[self.index(aggregate_type, id)]
+    }
+
+    fn index(&self, aggregate_type: &str, id: &str) -> usize {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         (aggregate_type, id).hash(&mut hasher);
-        &self.0[(hasher.finish() % self.0.len() as u64) as usize]
+        (hasher.finish() % self.0.len() as u64) as usize
     }
 }
 
@@ -253,12 +257,51 @@ impl Frameworks {
     }
 }
 
+/// What the Command aggregate checks, as read inside a [`Together`]'s locks.
+pub struct Known {
+    /// The vehicle.
+    pub vehicle: Vehicle,
+    /// Its consents.
+    pub consent: Consent,
+}
+
+#[async_trait]
+impl CommandPreconditions for Known {
+    async fn vehicle_status(&self, _vin: &str) -> Result<Option<VehicleStatus>, PreconditionError> {
+        Ok(Some(self.vehicle.status).filter(|s| *s != VehicleStatus::Unknown))
+    }
+
+    async fn consent_version(
+        &self,
+        _vin: &str,
+        subject: &str,
+        purpose: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<u32>, PreconditionError> {
+        Ok(self.consent.allows(subject, purpose, at))
+    }
+}
+
+/// The lock key of what decides whether a command may go to vehicle `vin` (its status, its
+/// consents): a command is released holding it, and a revocation or a lifecycle change commits
+/// holding it, so a release either sees the change or is committed before it, never in between.
+pub fn send_rules(vin: &str) -> String {
+    format!("send-rules:{vin}")
+}
+
 /// Changes to several aggregates decided together and appended in one transaction: all of them or
 /// none (a device replaced on its vehicle, a device registered and attached). Each aggregate decides
 /// as it would alone; a refusal of any leaves every stream as it was.
 pub struct Together {
     db: Db,
     changes: Vec<Change>,
+    /// The transaction, opened by the first [`Together::lock`] (else at commit); aggregates are
+    /// then loaded on it.
+    tx: Option<super::Tx>,
+    /// This instance's turns on the keys locked: one waiter per key at the database, so waiters
+    /// do not take every pooled connection.
+    stripes: Arc<Stripes>,
+    turns: Vec<(usize, tokio::sync::OwnedMutexGuard<()>)>,
 }
 
 /// The events one aggregate decided, after its last sequence.
@@ -312,10 +355,55 @@ impl Together {
         Ok(aggregate)
     }
 
+    /// Aggregate `id` of `A` as it is now, and its last sequence: read on this set's transaction
+    /// once it has one (so inside its locks), else from the pool.
+    pub async fn load<A: Aggregate>(&mut self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
+        let Some(tx) = &mut self.tx else {
+            let context = event_store::<A>(&self.db).load_aggregate(id).await?;
+            return Ok((context.aggregate, context.current_sequence));
+        };
+        let events = log::read_stream(&mut tx.conn(), A::TYPE, id)
+            .await
+            .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+        let mut aggregate = A::default();
+        let mut sequence = 0;
+        for event in &events {
+            let decoded = event.decode::<A::Event>().map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+            aggregate.apply(decoded);
+            sequence = event.sequence as usize;
+        }
+        Ok((aggregate, sequence))
+    }
+
+    /// Holds `key` until the commit: whoever else takes it (another set deciding together, a
+    /// consent's change) waits, so what this set reads after taking it stays true until it commits.
+    /// Within this instance a striped mutex; across instances (PostgreSQL) also an advisory lock of
+    /// this set's transaction, which it then reads on. SQLite has one instance: the mutex is all.
+    pub async fn lock(&mut self, key: &str) -> Result<(), sqlx::Error> {
+        let stripe = self.stripes.index("lock", key);
+        if !self.turns.iter().any(|(held, _)| *held == stripe) {
+            let turn = Arc::clone(&self.stripes.0[stripe]).lock_owned().await;
+            self.turns.push((stripe, turn));
+        }
+        if let Db::Postgres(pool) = &self.db {
+            if self.tx.is_none() {
+                self.tx = Some(super::Tx::Postgres(pool.begin().await?));
+            }
+            if let Some(super::Tx::Postgres(tx)) = &mut self.tx {
+                let lock = "SELECT pg_advisory_xact_lock(hashtext('tacho-stream:' || $1))";
+                sqlx::query(lock).bind(key).execute(&mut **tx).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Appends every decided event, with `metadata`, in one transaction.
-    pub async fn commit(self, metadata: &HashMap<String, String>) -> Result<(), TogetherError> {
+    pub async fn commit(mut self, metadata: &HashMap<String, String>) -> Result<(), TogetherError> {
         let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
-        let mut tx = self.db.begin().await?;
+        let mut tx = match self.tx.take() {
+            Some(tx) => tx,
+            None => self.db.begin().await?,
+        };
         let mut appended = false;
         for change in &self.changes {
             for (n, (event_type, event_version, payload)) in change.events.iter().enumerate() {
@@ -346,6 +434,12 @@ impl Together {
 impl Frameworks {
     /// A new set of changes to decide together.
     pub fn together(&self) -> Together {
-        Together { db: self.db.clone(), changes: Vec::new() }
+        Together {
+            db: self.db.clone(),
+            changes: Vec::new(),
+            tx: None,
+            stripes: Arc::clone(&self.stripes),
+            turns: Vec::new(),
+        }
     }
 }

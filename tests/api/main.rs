@@ -27,6 +27,7 @@ mod consents;
 mod devices;
 mod dispatch;
 mod embedded;
+mod faults;
 mod fencing;
 mod fuzz;
 mod limits;

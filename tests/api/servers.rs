@@ -41,6 +41,10 @@ impl OwnMosquitto {
         let conf = conf.replace("{dir}", &dir.display().to_string());
         let file = format!("listener {port} 127.0.0.1\n{conf}\n");
         std::fs::write(dir.join("mosquitto.conf"), file).expect("mosquitto.conf");
+        if is_root() {
+            // Started as root, Mosquitto drops to its own user: let it write its persistence there.
+            let _ = Command::new("chown").args(["-R", "mosquitto"]).arg(&dir).status();
+        }
         let mut broker = Self { port, dir, child: None };
         broker.run();
         Some(broker)
@@ -100,4 +104,106 @@ pub fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
         .status()
         .expect("mosquitto_pub runs");
     assert!(status.success(), "mosquitto_pub {topic}");
+}
+
+/// A PostgreSQL cluster of the test's own (`initdb` + `pg_ctl` from `pg_config --bindir`, in a
+/// temporary folder, on a free port), to restart at will.
+pub struct OwnPostgres {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    dir: PathBuf,
+    bindir: PathBuf,
+}
+
+impl OwnPostgres {
+    /// Creates and starts a cluster (trust authentication, user `postgres`); `None` when PostgreSQL's
+    /// server programs are not installed outside CI.
+    pub fn start() -> Option<Self> {
+        let bindir = match Command::new("pg_config").arg("--bindir").output() {
+            Ok(out) if out.status.success() => PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+            _ => {
+                missing("pg_config")?;
+                return None;
+            }
+        };
+        let port = free_port().port();
+        let dir = std::env::temp_dir().join(format!("tacho-postgres-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("cluster folder");
+        let cluster = Self { port, dir, bindir };
+        cluster.chown();
+        let mut initdb = cluster.as_owner(&cluster.bindir.join("initdb"));
+        let status = initdb
+            .args(["-D", &cluster.data(), "-U", "postgres", "--auth=trust", "-N"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb runs");
+        assert!(status.success(), "initdb failed");
+        cluster.pg_ctl(&["start"]);
+        Some(cluster)
+    }
+
+    /// The URL of database `name` (created by tacho when missing).
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Restarts it the way a crash would (`-m immediate`): every connection is cut, nothing is shut
+    /// down cleanly, the server recovers from its log.
+    pub fn restart(&self) {
+        self.pg_ctl(&["-m", "immediate", "restart"]);
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn pg_ctl(&self, action: &[&str]) {
+        let options = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
+        let log = self.dir.join("postgres.log").display().to_string();
+        let status = self
+            .as_owner(&self.bindir.join("pg_ctl"))
+            .args(["-D", &self.data(), "-o", &options, "-l", &log, "-w"])
+            .args(action)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl {action:?} failed (see {log})");
+    }
+
+    /// `program`, run as the `postgres` user when the tests run as root (PostgreSQL refuses root).
+    fn as_owner(&self, program: &std::path::Path) -> Command {
+        if is_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(program);
+            command
+        } else {
+            Command::new(program)
+        }
+    }
+
+    fn chown(&self) {
+        if is_root() {
+            let _ = Command::new("chown").args(["-R", "postgres"]).arg(&self.dir).status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let stopped = self
+            .as_owner(&self.bindir.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = stopped;
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

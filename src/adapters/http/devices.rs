@@ -11,7 +11,6 @@ use crate::domain::streams;
 use crate::domain::vehicle::{Vehicle, VehicleCommand, VehicleStatus};
 use crate::projections::devices::DevicesProjection;
 use crate::projections::vehicles::VehiclesProjection;
-use crate::store::aggregates::{Together, TogetherError};
 use crate::store::queries;
 use crate::store::views::DeviceView;
 use axum::extract::State;
@@ -132,24 +131,6 @@ fn provision(vin: &str, device_id: &str, at: DateTime<Utc>) -> DeviceCommand {
     DeviceCommand::Provision { client_id: topics::client_id(vin, device_id), allowed_topics, at }
 }
 
-/// Decides with `decide` on a fresh [`Together`] and commits it: every aggregate's change or none.
-/// Decides again when another writer changed one of them meanwhile.
-async fn all_or_nothing<F, Fut>(state: &AppState, principal: &Principal, decide: F) -> Result<(), ApiError>
-where
-    F: Fn(Together) -> Fut,
-    Fut: std::future::Future<Output = Result<Together, ApiError>>,
-{
-    let metadata = principal.metadata();
-    for attempt in 0..20u64 {
-        match decide(state.frameworks.together()).await?.commit(&metadata).await {
-            Ok(()) => return Ok(()),
-            Err(TogetherError::Conflict) => tokio::time::sleep(std::time::Duration::from_millis(attempt + 1)).await,
-            Err(TogetherError::Database(e)) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::new(ErrorCode::Conflict, "too many concurrent changes to these devices; retry"))
-}
-
 /// Register a device on a vehicle (factory); it is provisioned with a broker identity at once.
 #[utoipa::path(post, path = "/v1/vehicles/{vin}/devices", tag = "devices", request_body = RegisterDevice,
     params(("vin" = String, Path, description = "VIN")),
@@ -179,25 +160,27 @@ async fn register_device(
     }
     let at = Utc::now();
     // Registered, provisioned and attached in one transaction: all or nothing.
-    all_or_nothing(&state, &principal, |mut together| {
-        let register = DeviceCommand::Register {
-            device_id: body.device_id.clone(),
-            vin: vin.to_string(),
-            kind: body.kind.clone(),
-            certificate_thumbprint: body.certificate_thumbprint.clone(),
-            replaces: None,
-            at,
-        };
-        let attach = VehicleCommand::AttachDevice { device_id: body.device_id.clone(), kind: body.kind.clone(), at };
-        let device = vec![register, provision(vin.as_str(), &body.device_id, at)];
-        let (device_id, vin) = (body.device_id.clone(), vin.to_string());
-        async move {
-            together.decide::<Device>(&device_id, device, &()).await?;
-            together.decide::<Vehicle>(&vin, vec![attach], &()).await?;
-            Ok(together)
-        }
-    })
-    .await?;
+    state
+        .all_or_nothing(&principal, |mut together| {
+            let register = DeviceCommand::Register {
+                device_id: body.device_id.clone(),
+                vin: vin.to_string(),
+                kind: body.kind.clone(),
+                certificate_thumbprint: body.certificate_thumbprint.clone(),
+                replaces: None,
+                at,
+            };
+            let attach =
+                VehicleCommand::AttachDevice { device_id: body.device_id.clone(), kind: body.kind.clone(), at };
+            let device = vec![register, provision(vin.as_str(), &body.device_id, at)];
+            let (device_id, vin) = (body.device_id.clone(), vin.to_string());
+            async move {
+                together.decide::<Device>(&device_id, device, &()).await?;
+                together.decide::<Vehicle>(&vin, vec![attach], &()).await?;
+                Ok(together)
+            }
+        })
+        .await?;
     state.settle(DevicesProjection::NAME, streams::DEVICE, &body.device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, vin.as_str()).await?;
     let view = written_device_view(&state, &principal, &body.device_id, at).await?;
@@ -245,31 +228,32 @@ async fn replace_device(
     // The old device retired, the new one registered and provisioned, the vehicle's parts swapped:
     // in one transaction. Any refusal (the new id taken, the vehicle decommissioned) leaves all as
     // it was, and a retry after a crash finds nothing half done.
-    all_or_nothing(&state, &principal, |mut together| {
-        let retire = DeviceCommand::Replace { replacement_device_id: body.new_device_id.clone(), at };
-        let register = DeviceCommand::Register {
-            device_id: body.new_device_id.clone(),
-            vin: old.vin.clone(),
-            kind: old.kind.clone(),
-            certificate_thumbprint: body.certificate_thumbprint.clone(),
-            replaces: Some(device_id.clone()),
-            at,
-        };
-        let swap = VehicleCommand::ReplaceDevice {
-            old_device_id: device_id.clone(),
-            new_device_id: body.new_device_id.clone(),
-            at,
-        };
-        let new_device = vec![register, provision(&old.vin, &body.new_device_id, at)];
-        let (device_id, new_device_id, vin) = (device_id.clone(), body.new_device_id.clone(), old.vin.clone());
-        async move {
-            together.decide::<Device>(&new_device_id, new_device, &()).await?;
-            together.decide::<Device>(&device_id, vec![retire], &()).await?;
-            together.decide::<Vehicle>(&vin, vec![swap], &()).await?;
-            Ok(together)
-        }
-    })
-    .await?;
+    state
+        .all_or_nothing(&principal, |mut together| {
+            let retire = DeviceCommand::Replace { replacement_device_id: body.new_device_id.clone(), at };
+            let register = DeviceCommand::Register {
+                device_id: body.new_device_id.clone(),
+                vin: old.vin.clone(),
+                kind: old.kind.clone(),
+                certificate_thumbprint: body.certificate_thumbprint.clone(),
+                replaces: Some(device_id.clone()),
+                at,
+            };
+            let swap = VehicleCommand::ReplaceDevice {
+                old_device_id: device_id.clone(),
+                new_device_id: body.new_device_id.clone(),
+                at,
+            };
+            let new_device = vec![register, provision(&old.vin, &body.new_device_id, at)];
+            let (device_id, new_device_id, vin) = (device_id.clone(), body.new_device_id.clone(), old.vin.clone());
+            async move {
+                together.decide::<Device>(&new_device_id, new_device, &()).await?;
+                together.decide::<Device>(&device_id, vec![retire], &()).await?;
+                together.decide::<Vehicle>(&vin, vec![swap], &()).await?;
+                Ok(together)
+            }
+        })
+        .await?;
     state.settle(DevicesProjection::NAME, streams::DEVICE, &body.new_device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, &old.vin).await?;
     Ok(Json(Replacement {
@@ -331,20 +315,21 @@ async fn revoke_device(
     }
     let at = Utc::now();
     // Revoked and detached in one transaction.
-    all_or_nothing(&state, &principal, |mut together| {
-        let revoke = DeviceCommand::Revoke { reason: body.reason.clone(), at };
-        let (device_id, vin, stores) = (device_id.clone(), device.vin.clone(), state.frameworks.stores.clone());
-        async move {
-            together.decide::<Device>(&device_id, vec![revoke], &()).await?;
-            let vehicle = stores.load::<Vehicle>(&vin).await?;
-            if vehicle.devices.contains_key(&device_id) {
-                let detach = VehicleCommand::DetachDevice { device_id: device_id.clone(), at };
-                together.decide::<Vehicle>(&vin, vec![detach], &()).await?;
+    state
+        .all_or_nothing(&principal, |mut together| {
+            let revoke = DeviceCommand::Revoke { reason: body.reason.clone(), at };
+            let (device_id, vin, stores) = (device_id.clone(), device.vin.clone(), state.frameworks.stores.clone());
+            async move {
+                together.decide::<Device>(&device_id, vec![revoke], &()).await?;
+                let vehicle = stores.load::<Vehicle>(&vin).await?;
+                if vehicle.devices.contains_key(&device_id) {
+                    let detach = VehicleCommand::DetachDevice { device_id: device_id.clone(), at };
+                    together.decide::<Vehicle>(&vin, vec![detach], &()).await?;
+                }
+                Ok(together)
             }
-            Ok(together)
-        }
-    })
-    .await?;
+        })
+        .await?;
     state.settle(DevicesProjection::NAME, streams::DEVICE, &device_id).await?;
     state.settle(VehiclesProjection::NAME, streams::VEHICLE, &device.vin).await?;
     Ok(Json(written_device_view(&state, &principal, &device_id, at).await?))

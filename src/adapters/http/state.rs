@@ -1,11 +1,13 @@
 //! What every handler shares.
 
-use super::error::ApiError;
+use super::auth::Principal;
+use super::error::{ApiError, ErrorCode};
 use crate::auth::AuthKeys;
 use crate::domain::streams;
 use crate::projections::consents::ConsentsProjection;
 use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::Subscriptions;
+use crate::store::aggregates::{Together, TogetherError};
 use crate::store::Db;
 use crate::store::{log, Frameworks};
 use std::sync::Arc;
@@ -65,5 +67,23 @@ impl AppState {
     pub async fn settle_admission(&self, vin: &str) -> Result<bool, ApiError> {
         let registered = self.settle(VehiclesProjection::NAME, streams::VEHICLE, vin).await?;
         Ok(self.settle(ConsentsProjection::NAME, streams::CONSENT, vin).await? && registered)
+    }
+
+    /// Decides with `decide` on a fresh [`Together`] and commits it: every aggregate's change or
+    /// none. Decides again when another writer changed one of them meanwhile.
+    pub async fn all_or_nothing<F, Fut>(&self, principal: &Principal, decide: F) -> Result<(), ApiError>
+    where
+        F: Fn(Together) -> Fut,
+        Fut: std::future::Future<Output = Result<Together, ApiError>>,
+    {
+        let metadata = principal.metadata();
+        for attempt in 0..20u64 {
+            match decide(self.frameworks.together()).await?.commit(&metadata).await {
+                Ok(()) => return Ok(()),
+                Err(TogetherError::Conflict) => tokio::time::sleep(Duration::from_millis(attempt + 1)).await,
+                Err(TogetherError::Database(e)) => return Err(e.into()),
+            }
+        }
+        Err(ApiError::new(ErrorCode::Conflict, "too many concurrent changes; retry"))
     }
 }
