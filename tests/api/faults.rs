@@ -408,6 +408,7 @@ async fn nothing_acknowledged_is_lost_and_nothing_runs_twice_through_kills_and_r
     reporting.cancel();
     let issued = ledger.commands.lock().unwrap().clone();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unfinished = Vec::new();
     for command in &issued {
         let path = format!("/v1/commands/{}", command.id);
         let token = clients.token(command.subject, &[Role::Owner]);
@@ -418,7 +419,10 @@ async fn nothing_acknowledged_is_lost_and_nothing_runs_twice_through_kills_and_r
             if terminal(&status) {
                 break status;
             }
-            assert!(Instant::now() < deadline, "command {} never ended: {view}", command.id);
+            if Instant::now() > deadline {
+                unfinished.push(view);
+                break status;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         *outcomes.entry(status).or_default() += 1;
@@ -456,7 +460,7 @@ async fn nothing_acknowledged_is_lost_and_nothing_runs_twice_through_kills_and_r
             }
         }
     }
-    assert!(executed.values().all(|n| *n == 1), "a command was executed twice");
+    let twice = executed.values().filter(|n| **n > 1).count();
     let late_for_bob: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM events r WHERE r.event_type = 'CommandReleased' \
            AND r.aggregate_id IN (SELECT aggregate_id FROM events WHERE event_type = 'CommandRequested' \
@@ -507,9 +511,9 @@ async fn nothing_acknowledged_is_lost_and_nothing_runs_twice_through_kills_and_r
     eprintln!("  faults injected: {fault_count} ({faults:?})");
     eprintln!("  commands acknowledged: {} ({} canceled at once); outcomes {outcomes:?}", issued.len(), canceled.len());
     eprintln!("  requests retried by clients (no instance answering, 5xx): {}", ledger.retries.load(Ordering::Relaxed));
-    eprintln!("  commands lost (acknowledged, never ended): 0");
+    eprintln!("  commands lost (acknowledged, never ended): {}", unfinished.len());
     eprintln!(
-        "  requests received by vehicles: {received}; delivered again (at-least-once, answered not re-executed): {repeats}; executed twice: 0"
+        "  requests received by vehicles: {received}; delivered again (at-least-once, answered not re-executed): {repeats}; executed twice: {twice}"
     );
     eprintln!("  state reports acknowledged by the broker: {}; missing from the log: {lost_reports}", reports.len());
     eprintln!("  dispatching resumed {:.1} s after the lease holder was cut off and killed", took_over.as_secs_f64());
@@ -522,6 +526,8 @@ async fn nothing_acknowledged_is_lost_and_nothing_runs_twice_through_kills_and_r
         "state reports the broker acknowledged are missing from the log: {missing:?}; dead letters: {dead:?}"
     );
     assert!(backwards.is_empty(), "checkpoints moved backwards: {backwards:?}");
+    assert!(unfinished.is_empty(), "acknowledged commands never ended: {unfinished:?}");
+    assert_eq!(twice, 0, "a command was executed twice");
     assert!(
         verify.status.success(),
         "audit verify: {}{}",
