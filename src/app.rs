@@ -157,7 +157,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     if let Some(broker) = &broker {
         let lanes = Publisher::start(broker, &instance, config.mqtt_publish_lanes, shutdown.clone());
         let link = MqttLink { publisher: lanes.clone(), metrics: Arc::clone(&metrics) };
-        let sender = Arc::new(Dispatcher { db: db.clone(), frameworks: Arc::clone(&frameworks), link: Arc::new(link) });
+        let sender = Arc::new(Dispatcher::new(db.clone(), Arc::clone(&frameworks), Arc::new(link)));
         let processes =
             VehicleProcesses { db: db.clone(), frameworks: Arc::clone(&frameworks), dispatcher: Arc::clone(&sender) };
         subscriptions = subscriptions

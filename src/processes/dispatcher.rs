@@ -16,23 +16,58 @@ use crate::store::{pending, Db, Frameworks};
 use chrono::Utc;
 use cqrs_es::AggregateError;
 use futures::StreamExt;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Sends command requests.
 pub struct Dispatcher {
-    /// The database (connection state of vehicles).
-    pub db: Db,
-    /// Frameworks to record dispatch, queueing and fast failures.
-    pub frameworks: Arc<Frameworks>,
-    /// Confirmed sending.
-    pub link: Arc<dyn CommandLink>,
+    db: Db,
+    frameworks: Arc<Frameworks>,
+    link: Arc<dyn CommandLink>,
+    /// Requests the broker confirmed, in all.
+    delivered: AtomicU64,
+    /// Commands whose request went unconfirmed: how often, and how many requests the broker had
+    /// confirmed when it first did.
+    strikes: Mutex<HashMap<String, (u32, u64)>>,
 }
 
 const ACTOR: &str = "tacho:dispatcher";
 
+/// How often a request may go unconfirmed while the broker confirms others before its command
+/// fails (`publish_refused`): a request the broker drops, or drops the connection over, must not
+/// hold up every command behind it.
+pub const MAX_UNCONFIRMED: u32 = 5;
+
 impl Dispatcher {
     /// Subscriber name.
     pub const NAME: &'static str = "dispatcher";
+
+    /// A dispatcher on `db` recording with `frameworks`, sending through `link`.
+    pub fn new(db: Db, frameworks: Arc<Frameworks>, link: Arc<dyn CommandLink>) -> Self {
+        Self { db, frameworks, link, delivered: AtomicU64::new(0), strikes: Mutex::default() }
+    }
+
+    /// A request of command `id` went unconfirmed: whether that happened [`MAX_UNCONFIRMED`] times
+    /// while the broker confirmed other requests (then it is this request, not the broker).
+    fn struck_out(&self, id: &str) -> bool {
+        let delivered = self.delivered.load(Ordering::Acquire);
+        let Ok(mut strikes) = self.strikes.lock() else { return false };
+        let (count, since) = strikes.entry(id.to_owned()).or_insert((0, delivered));
+        *count += 1;
+        let out = *count >= MAX_UNCONFIRMED && delivered > *since;
+        if out {
+            strikes.remove(id);
+        }
+        out
+    }
+
+    fn confirmed(&self, id: &str) {
+        self.delivered.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut strikes) = self.strikes.lock() {
+            strikes.remove(id);
+        }
+    }
 
     /// Sends command `id` if it still waits to be sent: published when its vehicle is online, else
     /// queued (store-and-forward) or failed fast. Just before publishing, the command is checked
@@ -72,7 +107,10 @@ impl Dispatcher {
         lease.check()?;
         let now = Utc::now();
         let outcome = match self.link.send(&outgoing).await {
-            Ok(Sent::Delivered) => CommandCommand::MarkDispatched { at: now },
+            Ok(Sent::Delivered) => {
+                self.confirmed(id);
+                CommandCommand::MarkDispatched { at: now }
+            }
             Ok(Sent::NoSubscriber) => CommandCommand::FailUndelivered {
                 undelivered: Undelivered::VehicleUnreachable,
                 reason: "the broker has no subscriber for the vehicle's request topic".into(),
@@ -80,6 +118,13 @@ impl Dispatcher {
             },
             Err(SendError::Refused(reason)) => {
                 tracing::warn!(command = id, vin = %command.vin, %reason, "the broker refused the command's request");
+                CommandCommand::FailUndelivered { undelivered: Undelivered::PublishRefused, reason, at: now }
+            }
+            Err(SendError::Unavailable(reason)) if self.struck_out(id) => {
+                tracing::warn!(command = id, vin = %command.vin, %reason, "the broker never confirmed this request, but others");
+                let reason = format!(
+                    "the broker did not confirm this request {MAX_UNCONFIRMED} times while it confirmed others (last: {reason})"
+                );
                 CommandCommand::FailUndelivered { undelivered: Undelivered::PublishRefused, reason, at: now }
             }
             Err(e @ SendError::Unavailable(_)) => return Err(effect(format!("sending command {id}: {e}"))),

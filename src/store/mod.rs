@@ -4,7 +4,10 @@
 //!   [`checkpoints`]: where each reader of the log stands, and the locks that keep one reader per name.
 //! - [`aggregates`]: the cqrs-es repositories and frameworks the aggregates are loaded and written with.
 //! - [`seal`]: the seals' hashing (canonical JSON, stream and chain hashes) and their table.
-//! - [`facts`]: vehicle facts appended in batches, dead letters; [`idempotency`]: request keys.
+//! - [`facts`]: vehicle facts appended in batches, dead letters; [`links`]: what admission knows of
+//!   each vehicle's connection; [`idempotency`]: request keys.
+//! - [`leases`]: which instance runs each process (fenced, on the database's clock); [`lag`]: how far
+//!   each reader is behind the log, and what holds them back.
 //! - [`bulk`]: set-based writes of the read models that take thousands of rows per batch.
 //! - [`sql`]: [`Sql`], one statement for either store; [`Dialect`]: the fragments they say differently.
 //! - [`queries`]: named reads of the read models for the API, returning [`views`]; [`pending`]: what the processes act

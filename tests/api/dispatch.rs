@@ -84,3 +84,38 @@ async fn a_publish_no_one_is_subscribed_to_is_not_a_delivery(store: Store) {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(sim.requests().len(), 1);
 }
+
+contract!(a_request_the_broker_never_confirms_fails_alone_once_others_go_through);
+async fn a_request_the_broker_never_confirms_fails_alone_once_others_go_through(store: Store) {
+    // The broker drops any client that sends a packet over 2 KiB: the request of a big `configure`
+    // never gets a PUBACK, however often it is sent, while small requests go through.
+    let Some(broker) = OwnMosquitto::start("allow_anonymous true\nmax_packet_size 2048", &[]) else { return };
+    let Some(url) = fresh_store(store).await else { return };
+    let mut config = config(&url);
+    config.mqtt_url = broker.url().to_string();
+    let app = start(config).await;
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let _sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
+    app.wait_connected(&vin, true).await;
+
+    let big = "x".repeat(4000);
+    let poison =
+        request(&app, &vin, json!({"name": "configure", "params": {"key": "k", "value": big}, "timeout_s": 600})).await;
+    let mut others = Vec::new();
+    let failed = loop {
+        let id = request(&app, &vin, json!({"name": "honk"})).await;
+        let done = app.wait_command(&id, "alice", &vin, terminal).await;
+        assert_eq!(done["status"], "succeeded", "a small request behind the big one: {done}");
+        others.push(id);
+        let big: Value =
+            app.get(&format!("/v1/commands/{poison}"), &app.owner("alice", &[&vin])).await.json().await.unwrap();
+        if terminal(big["status"].as_str().unwrap()) {
+            break big;
+        }
+        assert!(others.len() < 40, "the big request never ended: {big}");
+    };
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["code"], "publish_refused");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("did not confirm this request 5 times"), "{failed}");
+}

@@ -392,13 +392,12 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
     frameworks.execute(&frameworks.commands, &id.to_string(), request, &Default::default()).await.unwrap();
 
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let dispatcher = |broker: &BrokerUrl, name: &str| Dispatcher {
-        db: app.db().clone(),
-        frameworks: Arc::clone(frameworks),
-        link: Arc::new(MqttLink {
+    let dispatcher = |broker: &BrokerUrl, name: &str| {
+        let link = MqttLink {
             publisher: Publisher::start(broker, &format!("test-{name}-{id}"), 1, shutdown.clone()),
             metrics: Arc::default(),
-        }),
+        };
+        Dispatcher::new(app.db().clone(), Arc::clone(frameworks), Arc::new(link))
     };
     let broken = dispatcher(&BrokerUrl::parse("mqtt://127.0.0.1:9").unwrap(), "broken");
     assert!(broken.dispatch(&id.to_string(), &Lease::exclusive("dispatcher")).await.is_err(), "no PUBACK, no success");
