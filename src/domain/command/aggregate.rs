@@ -56,8 +56,9 @@ pub enum CommandError {
     /// Anything but a request on an unknown command id.
     #[error("command not found")]
     NotFound,
-    /// Cancel once the request may have reached the vehicle (released, dispatched or later).
-    #[error("a {0} command can no longer be canceled: the vehicle may have it")]
+    /// Cancel once the request may have reached the vehicle (released, dispatched or later), or
+    /// after the end.
+    #[error("a {0} command can no longer be canceled")]
     NotCancelable(&'static str),
     /// A lifecycle move the state machine does not allow.
     #[error("a {from} command cannot be {action}")]
@@ -108,6 +109,9 @@ impl From<CatalogueError> for CommandError {
         }
     }
 }
+
+/// How a command being published is named when it can no longer be canceled.
+pub const RELEASED: &str = "released (on its way to the vehicle)";
 
 /// The Command aggregate state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -234,7 +238,7 @@ impl Command {
                     vec![CommandEvent::CommandCanceled { by, at }]
                 }
                 S::Canceled => vec![],
-                S::Requested | S::Queued => return Err(CommandError::NotCancelable("released")),
+                S::Requested | S::Queued => return Err(CommandError::NotCancelable(RELEASED)),
                 other => return Err(CommandError::NotCancelable(other.as_str())),
             },
         })

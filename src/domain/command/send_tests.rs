@@ -73,7 +73,7 @@ fn a_released_command_can_no_longer_be_canceled() {
     ready()
         .given(released())
         .when(CommandCommand::Cancel { by: "alice".into(), at: at(2) })
-        .then_expect_error(CommandError::NotCancelable("released"));
+        .then_expect_error(CommandError::NotCancelable(super::aggregate::RELEASED));
 }
 
 #[test]
