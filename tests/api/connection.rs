@@ -3,7 +3,7 @@
 
 use crate::contract;
 use crate::helpers::*;
-use crate::servers::{mosquitto_pub, OwnMosquitto};
+use crate::servers::{mosquitto_pub, tacho_on, OwnMosquitto};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -15,13 +15,6 @@ async fn succeeds(app: &TestApp, vin: &str) {
     let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
     let done = app.wait_command(&id, "alice", vin, |s| !matches!(s, "requested" | "dispatched" | "accepted")).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-}
-
-async fn tacho_on(broker: &OwnMosquitto, store: Store) -> Option<TestApp> {
-    let url = fresh_store(store).await?;
-    let mut config = config(&url);
-    config.mqtt_url = broker.url().to_string();
-    Some(start(config).await)
 }
 
 contract!(after_a_broker_restart_without_sessions_reporting_vehicles_are_online_and_commands_succeed);

@@ -3,7 +3,7 @@
 
 use crate::contract;
 use crate::helpers::*;
-use crate::servers::{mosquitto_pub, OwnMosquitto};
+use crate::servers::{mosquitto_pub, tacho_on, OwnMosquitto};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tacho::sim::{Behaviour, SimVehicle};
@@ -28,10 +28,7 @@ async fn a_publish_the_broker_refuses_fails_that_command_only(store: Store) {
     let Some(broker) = OwnMosquitto::start("allow_anonymous true\nacl_file {dir}/acl", &[("acl", &acl)]) else {
         return;
     };
-    let Some(url) = fresh_store(store).await else { return };
-    let mut config = config(&url);
-    config.mqtt_url = broker.url().to_string();
-    let app = start(config).await;
+    let Some(app) = tacho_on(&broker, store).await else { return };
 
     app.ready_vehicle(&refused_vin, "alice").await;
     mosquitto_pub(broker.port, &format!("vehicles/{refused_vin}/connection"), r#"{"state":"online"}"#);
@@ -60,10 +57,7 @@ async fn a_publish_the_broker_refuses_fails_that_command_only(store: Store) {
 contract!(a_publish_no_one_is_subscribed_to_is_not_a_delivery);
 async fn a_publish_no_one_is_subscribed_to_is_not_a_delivery(store: Store) {
     let Some(broker) = OwnMosquitto::start("allow_anonymous true", &[]) else { return };
-    let Some(url) = fresh_store(store).await else { return };
-    let mut config = config(&url);
-    config.mqtt_url = broker.url().to_string();
-    let app = start(config).await;
+    let Some(app) = tacho_on(&broker, store).await else { return };
     // Online as far as tacho knows, but nothing subscribed to its request topic.
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
@@ -90,10 +84,7 @@ async fn a_request_the_broker_never_confirms_fails_alone_once_others_go_through(
     // The broker drops any client that sends a packet over 2 KiB: the request of a big `configure`
     // never gets a PUBACK, however often it is sent, while small requests go through.
     let Some(broker) = OwnMosquitto::start("allow_anonymous true\nmax_packet_size 2048", &[]) else { return };
-    let Some(url) = fresh_store(store).await else { return };
-    let mut config = config(&url);
-    config.mqtt_url = broker.url().to_string();
-    let app = start(config).await;
+    let Some(app) = tacho_on(&broker, store).await else { return };
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
     let _sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();

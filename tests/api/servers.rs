@@ -97,6 +97,14 @@ impl Drop for OwnMosquitto {
     }
 }
 
+/// tacho with a fresh store of `store`, on `broker`; `None` when PostgreSQL is absent outside CI.
+pub async fn tacho_on(broker: &OwnMosquitto, store: crate::helpers::Store) -> Option<crate::helpers::TestApp> {
+    let url = crate::helpers::fresh_store(store).await?;
+    let mut config = crate::helpers::config(&url);
+    config.mqtt_url = broker.url().to_string();
+    Some(crate::helpers::start(config).await)
+}
+
 /// Publishes `payload` on `topic` at QoS 1 with MQTT v5 from `mosquitto_pub`, a client of its own.
 pub fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
     let status = Command::new("mosquitto_pub")

@@ -8,7 +8,6 @@ use crate::domain::consent::{Consent, ConsentCommand, Purpose};
 use crate::domain::streams;
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::projections::consents::ConsentsProjection;
-use crate::store::aggregates::send_rules;
 use crate::store::queries;
 use crate::store::views::ConsentView;
 use axum::extract::State;
@@ -131,17 +130,7 @@ async fn revoke(
     registered(&state, &principal, &vin).await?;
     let subject = q.subject.unwrap_or_else(|| principal.sub().to_owned());
     let command = ConsentCommand::Revoke { subject, purpose, at: Utc::now() };
-    // Committed holding the vehicle's send rules: no command is released on the old consent after it.
-    state
-        .all_or_nothing(&principal, |mut together| {
-            let (vin, command) = (vin.clone(), command.clone());
-            async move {
-                together.lock(&send_rules(&vin)).await?;
-                together.decide::<Consent>(&vin, vec![command], &()).await?;
-                Ok(together)
-            }
-        })
-        .await?;
+    state.change_send_rules::<Consent>(&principal, &vin, command).await?;
     state.settle(ConsentsProjection::NAME, streams::CONSENT, &vin).await?;
     Ok(StatusCode::NO_CONTENT)
 }

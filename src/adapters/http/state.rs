@@ -4,12 +4,14 @@ use super::auth::Principal;
 use super::error::{ApiError, ErrorCode};
 use crate::auth::AuthKeys;
 use crate::domain::streams;
+use crate::domain::DomainError;
 use crate::projections::consents::ConsentsProjection;
 use crate::projections::vehicles::VehiclesProjection;
 use crate::projections::Subscriptions;
-use crate::store::aggregates::{Together, TogetherError};
+use crate::store::aggregates::{send_rules, Together, TogetherError};
 use crate::store::Db;
 use crate::store::{log, Frameworks};
+use cqrs_es::Aggregate;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -67,6 +69,31 @@ impl AppState {
     pub async fn settle_admission(&self, vin: &str) -> Result<bool, ApiError> {
         let registered = self.settle(VehiclesProjection::NAME, streams::VEHICLE, vin).await?;
         Ok(self.settle(ConsentsProjection::NAME, streams::CONSENT, vin).await? && registered)
+    }
+
+    /// Runs `command` on aggregate `A` of vehicle `vin` (its consents, its registry entry) holding
+    /// the vehicle's send rules ([`send_rules`]): no command is released on what it changes once it
+    /// committed.
+    pub async fn change_send_rules<A>(
+        &self,
+        principal: &Principal,
+        vin: &str,
+        command: A::Command,
+    ) -> Result<(), ApiError>
+    where
+        A: Aggregate<Services = ()>,
+        A::Command: Clone,
+        A::Error: DomainError,
+    {
+        self.all_or_nothing(principal, |mut together| {
+            let command = command.clone();
+            async move {
+                together.lock(&send_rules(vin)).await?;
+                together.decide::<A>(vin, vec![command], &()).await?;
+                Ok(together)
+            }
+        })
+        .await
     }
 
     /// Decides with `decide` on a fresh [`Together`] and commits it: every aggregate's change or

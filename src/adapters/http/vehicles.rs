@@ -8,7 +8,6 @@ use crate::domain::streams;
 use crate::domain::vehicle::{Vehicle, VehicleCommand, VehicleStatus};
 use crate::domain::Vin;
 use crate::projections::vehicles::VehiclesProjection;
-use crate::store::aggregates::send_rules;
 use crate::store::queries;
 use crate::store::views::{ConnectionView, DeviceRef, Page, VehicleView};
 use axum::extract::State;
@@ -192,17 +191,7 @@ async fn lifecycle(
 ) -> Result<Json<VehicleView>, ApiError> {
     principal.require(&[Role::Factory, Role::Admin])?;
     principal.scope(&vin)?;
-    // Committed holding the vehicle's send rules: no command is released on the old status after it.
-    state
-        .all_or_nothing(&principal, |mut together| {
-            let (vin, command) = (vin.clone(), command.clone());
-            async move {
-                together.lock(&send_rules(&vin)).await?;
-                together.decide::<Vehicle>(&vin, vec![command], &()).await?;
-                Ok(together)
-            }
-        })
-        .await?;
+    state.change_send_rules::<Vehicle>(&principal, &vin, command).await?;
     if state.settle(VehiclesProjection::NAME, streams::VEHICLE, &vin).await? {
         return Ok(Json(view(&state, &principal, &vin).await?));
     }
