@@ -34,6 +34,7 @@ mod limits;
 mod log;
 mod mqtt;
 mod openapi;
+mod pki;
 mod replay;
 mod servers;
 mod vehicles;
