@@ -53,6 +53,11 @@ impl Dispatcher {
     fn struck_out(&self, id: &str) -> bool {
         let delivered = self.delivered.load(Ordering::Acquire);
         let Ok(mut strikes) = self.strikes.lock() else { return false };
+        // Commands that ended otherwise (a deadline during a long outage) leave their count behind:
+        // past this many, start counting afresh rather than grow without bound.
+        if strikes.len() >= 10_000 && !strikes.contains_key(id) {
+            strikes.clear();
+        }
         let (count, since) = strikes.entry(id.to_owned()).or_insert((0, delivered));
         *count += 1;
         let out = *count >= MAX_UNCONFIRMED && delivered > *since;
