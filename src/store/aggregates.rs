@@ -337,8 +337,9 @@ impl Together {
                 "one aggregate decided twice in one set: pass all its commands at once".into(),
             ));
         }
-        let context = event_store::<A>(&self.db).load_aggregate(id).await?;
-        let (mut aggregate, after, mut decided) = (context.aggregate, context.current_sequence, Vec::new());
+        // On this set's transaction once it holds a lock: no second pooled connection while it waits.
+        let (mut aggregate, after) = self.load::<A>(id).await?;
+        let mut decided = Vec::new();
         for command in commands {
             let sink = cqrs_es::event_sink::EventSink::default();
             aggregate.handle(command, services, &sink).await.map_err(AggregateError::UserError)?;

@@ -161,6 +161,7 @@ async fn store_once(
         postgres::log::lock_log(c).await?;
     }
     let (admitted, ignored) = links::admit(&mut tx.conn(), facts, heard).await?;
+    let admitted: Vec<&Observed> = admitted.iter().map(|o| o.as_ref()).collect();
     let appended = match tx.conn() {
         Conn::Postgres(c) => postgres::facts::store(c, &admitted, dead).await?,
         Conn::Sqlite(c) => sqlite::facts::store(c, &admitted, dead).await?,
@@ -170,9 +171,13 @@ async fn store_once(
 }
 
 /// `facts` without the repeats of a message id inside the batch.
-pub(super) fn candidates(facts: &[Observed]) -> Vec<&Observed> {
+pub(super) fn candidates<'f>(facts: &[&'f Observed]) -> Vec<&'f Observed> {
     let mut in_batch = HashSet::new();
-    facts.iter().filter(|o| o.fact.msg_id().is_none_or(|id| in_batch.insert((o.vin.clone(), id.to_owned())))).collect()
+    facts
+        .iter()
+        .copied()
+        .filter(|o| o.fact.msg_id().is_none_or(|id| in_batch.insert((o.vin.clone(), id.to_owned()))))
+        .collect()
 }
 
 /// The metadata of a fact's event: the vehicle is its actor.

@@ -8,16 +8,17 @@ use crate::domain::connection::{observe, Heard, Link};
 use crate::domain::observation::VehicleFact;
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// `facts` with their connection messages decided: stale ones and repeats dropped (returned, by
 /// reason), and a `ConnectionChanged` put before the first message of a vehicle tacho knew as
 /// offline. `heard` are other messages of vehicles (answers) received at the given times.
-pub(super) async fn admit(
+pub(super) async fn admit<'f>(
     conn: &mut Conn<'_>,
-    facts: &[Observed],
+    facts: &'f [Observed],
     heard: &[(String, DateTime<Utc>)],
-) -> Result<(Vec<Observed>, Vec<&'static str>), sqlx::Error> {
+) -> Result<(Vec<Cow<'f, Observed>>, Vec<&'static str>), sqlx::Error> {
     let mut vins: Vec<&str> =
         facts.iter().map(|o| o.vin.as_str()).chain(heard.iter().map(|(v, _)| v.as_str())).collect();
     vins.sort_unstable();
@@ -28,7 +29,7 @@ pub(super) async fn admit(
     let mut links = load(conn, &vins).await?;
     let mut changed: HashMap<String, Link> = HashMap::new();
     let (mut admitted, mut ignored) = (Vec::with_capacity(facts.len()), Vec::new());
-    let mut step = |vin: &str, heard: Heard, at: DateTime<Utc>, admitted: &mut Vec<Observed>| {
+    let mut step = |vin: &str, heard: Heard, at: DateTime<Utc>, admitted: &mut Vec<Cow<'f, Observed>>| {
         let step = observe(links.get(vin), heard, at);
         ignored.extend(step.ignored);
         if let Some(online) = step.change {
@@ -37,7 +38,7 @@ pub(super) async fn admit(
                 Heard::Message => None,
             };
             let fact = VehicleFact::ConnectionChanged { online, vehicle_ts, received_at: at };
-            admitted.push(Observed { vin: vin.to_owned(), fact });
+            admitted.push(Cow::Owned(Observed { vin: vin.to_owned(), fact }));
         }
         if links.get(vin) != Some(&step.link) {
             changed.insert(vin.to_owned(), step.link.clone());
@@ -56,7 +57,7 @@ pub(super) async fn admit(
             }
             other => {
                 step(&observed.vin, Heard::Message, other.received_at(), &mut admitted);
-                admitted.push(observed.clone());
+                admitted.push(Cow::Borrowed(observed));
             }
         }
     }

@@ -81,3 +81,25 @@ async fn a_last_will_of_an_older_session_read_late_does_not_take_the_vehicle_off
         .await;
     assert_eq!(changes, 1, "only the one real change is in the log");
 }
+
+contract!(a_connection_message_dated_beyond_the_allowed_skew_is_refused);
+async fn a_connection_message_dated_beyond_the_allowed_skew_is_refused(store: Store) {
+    let Some(broker) = OwnMosquitto::start("allow_anonymous true", &[]) else { return };
+    let Some(app) = tacho_on(&broker, store).await else { return };
+    let vin = unique_vin();
+    app.ready_vehicle(&vin, "alice").await;
+    let _sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
+    app.wait_connected(&vin, true).await;
+    // An `online` dated in 9999 would make every real Last Will look stale: refused, not applied.
+    let topic = format!("vehicles/{vin}/connection");
+    mosquitto_pub(broker.port, &topic, r#"{"state":"online","ts":"9999-01-01T00:00:00Z"}"#);
+    for _ in 0..100 {
+        if !app.dead_letters(&vin).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.dead_letters(&vin).await, ["clock_skew"]);
+    let changes = crate::log::connection_changes(app.db(), &vin).await;
+    assert_eq!(changes.len(), 1, "only the real online: {changes:?}");
+}

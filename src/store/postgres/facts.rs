@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 /// Appends `facts` (minus message ids already stored) and `dead` inside the caller's transaction,
 /// set-based (`UNNEST`); how many facts were appended.
-pub async fn store(tx: &mut PgConnection, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
+pub async fn store(tx: &mut PgConnection, facts: &[&Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
     // Duplicates inside the batch first, then against what is stored.
     let candidates = candidates(facts);
     let (seen_vins, seen_ids): (Vec<String>, Vec<String>) =

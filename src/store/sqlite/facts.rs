@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 /// Appends `facts` and `dead` row by row inside the caller's `BEGIN IMMEDIATE` transaction; how many
 /// facts were appended.
-pub async fn store(c: &mut SqliteConnection, facts: &[Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
+pub async fn store(c: &mut SqliteConnection, facts: &[&Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
     let mut next: HashMap<String, i64> = HashMap::new();
     let mut kept = 0;
     for observed in candidates(facts) {

@@ -128,8 +128,14 @@ impl Handler {
                     pending.push((i, vin.to_string(), Pending::Event(kind, r), message.at));
                     Ok(())
                 }),
-                Inbound::Connection { vin } => codec::decode::<ConnectionReport>(payload).map(|r| {
+                // Connection messages are ordered by their time: one dated beyond the skew allowed
+                // would pin its vehicle's state for good.
+                Inbound::Connection { vin } => codec::decode::<ConnectionReport>(payload).and_then(|r| {
+                    if let Some(ts) = r.ts {
+                        self.limits.check_clock(ts, message.at)?;
+                    }
                     pending.push((i, vin.to_string(), Pending::Connection(r), message.at));
+                    Ok(())
                 }),
             };
             if let Err(refused) = decoded {
