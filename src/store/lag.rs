@@ -21,13 +21,16 @@ pub struct Lag {
 /// The lag of each of `names` (a name without a checkpoint is behind the whole log).
 pub async fn of(db: &Db, names: &[&str]) -> Result<Vec<Lag>, sqlx::Error> {
     // The events after a checkpoint, by the commit-order index.
-    let after = match db {
-        Db::Postgres(_) => "(e.tx_id, e.global_position) > (c.tx_id::text::xid8, c.position)",
-        Db::Sqlite(_) => "e.global_position > c.position",
+    // The events after a checkpoint in commit order, by the index of that order.
+    let (after, order) = match db {
+        Db::Postgres(_) => {
+            ("(e.tx_id, e.global_position) > (c.tx_id::text::xid8, c.position)", "e.tx_id, e.global_position")
+        }
+        Db::Sqlite(_) => ("e.global_position > c.position", "e.global_position"),
     };
     let sql = format!(
         "SELECT (SELECT count(*) FROM (SELECT 1 FROM events e WHERE {after} LIMIT $2) n), \
-                (SELECT e.recorded_at FROM events e WHERE {after} ORDER BY e.global_position LIMIT 1) \
+                (SELECT e.recorded_at FROM events e WHERE {after} ORDER BY {order} LIMIT 1) \
          FROM (SELECT coalesce((SELECT tx_id FROM subscription_checkpoints WHERE name = $1), 0) AS tx_id, \
                       coalesce((SELECT position FROM subscription_checkpoints WHERE name = $1), 0) AS position) c"
     );
@@ -46,10 +49,10 @@ pub async fn of(db: &Db, names: &[&str]) -> Result<Vec<Lag>, sqlx::Error> {
 /// readers wait for. `None` on SQLite (one writer, never idle) or when there is none.
 pub async fn oldest_writer(db: &Db) -> Result<Option<String>, sqlx::Error> {
     let Db::Postgres(pool) = db else { return Ok(None) };
-    /// pid, application name, state, transaction start, last statement.
-    type Backend = (i32, String, Option<String>, Option<DateTime<Utc>>, Option<String>);
+    /// pid, application name, state, transaction start. (Not its statement: `/readyz` is public.)
+    type Backend = (i32, String, Option<String>, Option<DateTime<Utc>>);
     let row: Option<Backend> = sqlx::query_as(
-        "SELECT a.pid, a.application_name, a.state, a.xact_start, left(a.query, 120) \
+        "SELECT a.pid, a.application_name, a.state, a.xact_start \
          FROM pg_locks r JOIN pg_stat_activity a ON a.pid = r.pid \
          WHERE r.locktype = 'relation' AND r.relation = 'events'::regclass AND r.mode <> 'AccessShareLock' \
            AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
@@ -58,9 +61,9 @@ pub async fn oldest_writer(db: &Db) -> Result<Option<String>, sqlx::Error> {
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(pid, application, state, since, query)| {
+    Ok(row.map(|(pid, application, state, since)| {
         format!(
-            "backend {pid} ({}, {} since {}, last statement: {})",
+            "backend {pid} ({}, {} since {})",
             if application.is_empty() {
                 "no application name".to_owned()
             } else {
@@ -68,7 +71,6 @@ pub async fn oldest_writer(db: &Db) -> Result<Option<String>, sqlx::Error> {
             },
             state.unwrap_or_else(|| "unknown state".into()),
             since.map(|t| t.to_rfc3339()).unwrap_or_else(|| "?".into()),
-            query.unwrap_or_default()
         )
     }))
 }

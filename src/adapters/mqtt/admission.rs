@@ -36,13 +36,18 @@ impl Limits {
     /// Refuses a vehicle time further ahead of `received_at` than the allowed skew: one bad clock
     /// would otherwise pin a signal's last-known value (newest vehicle time wins) for as long.
     pub fn check_clock(&self, vehicle_ts: DateTime<Utc>, received_at: DateTime<Utc>) -> Result<(), Refused> {
-        match vehicle_ts > received_at + self.clock_skew {
-            true => Err(Refused::new(
+        if vehicle_ts > received_at + self.clock_skew {
+            return Err(Refused::new(
                 "clock_skew",
                 format!("vehicle time {vehicle_ts} is more than {} s ahead of tacho's", self.clock_skew.num_seconds()),
-            )),
-            false => Ok(()),
+            ));
         }
+        // Before the Unix epoch (a year like -5000 parses): no vehicle clock says so, and the read
+        // models' time columns could not store it, which would stop them for good.
+        if vehicle_ts < DateTime::UNIX_EPOCH {
+            return Err(Refused::new("clock_skew", format!("vehicle time {vehicle_ts} is before 1970")));
+        }
+        Ok(())
     }
 }
 
@@ -86,5 +91,24 @@ impl SignalBudget {
         }
         names.extend(new.into_iter().cloned());
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn vehicle_time_is_refused_ahead_of_the_skew_and_before_1970() {
+        let limits = Limits::default();
+        let now = Utc::now();
+        assert!(limits.check_clock(now + chrono::Duration::minutes(4), now).is_ok());
+        assert!(limits.check_clock(DateTime::UNIX_EPOCH, now).is_ok(), "an unset clock still stores");
+        assert_eq!(limits.check_clock(now + chrono::Duration::minutes(6), now).unwrap_err().reason, "clock_skew");
+        let ancient = Utc.with_ymd_and_hms(-5000, 1, 1, 0, 0, 0).single().expect("a proleptic date");
+        assert_eq!(limits.check_clock(ancient, now).unwrap_err().reason, "clock_skew");
+        let parsed: DateTime<Utc> = serde_json::from_str("\"-5000-01-01T00:00:00Z\"").unwrap_or(ancient);
+        assert!(limits.check_clock(parsed, now).is_err(), "what a payload can carry is refused too");
     }
 }

@@ -37,11 +37,14 @@ const WRITERS: &str = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::big
        AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())";
 
 /// The horizon on the current snapshot, given [`WRITERS`] as `$writers` and `$next`: the oldest
-/// writer still running, else `next`.
+/// writer still running, and never beyond `next` (`pg_locks` does not read every lock at one instant:
+/// a writer that got its id at or after `next` may be missing from the list while one after it is
+/// listed, so only ids below `next` are known to be covered).
 fn horizon(writers: &str, next: &str) -> String {
     format!(
-        "SELECT coalesce((SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) x \
-           WHERE x::text::bigint % 4294967296 = ANY({writers}) ORDER BY x LIMIT 1), {next}::text::xid8) AS xmin"
+        "SELECT least(coalesce((SELECT x FROM pg_snapshot_xip(pg_current_snapshot()) x \
+           WHERE x::text::bigint % 4294967296 = ANY({writers}) ORDER BY x LIMIT 1), {next}::text::xid8), \
+           {next}::text::xid8) AS xmin"
     )
 }
 

@@ -143,10 +143,9 @@ impl Handler {
             }
         }
 
-        // An answer is a message from its vehicle too: evidence that it is connected.
-        let heard: Vec<(String, DateTime<Utc>)> =
-            answers.values().flatten().map(|(_, _, answer)| (answer.topic_vin.clone(), answer.at)).collect();
-        self.record_answers(batch, answers, &mut dead).await?;
+        // An answer its command took is a message from its (registered) vehicle too: evidence that it
+        // is connected.
+        let heard = self.record_answers(batch, answers, &mut dead).await?;
         let observed = self.check(batch, pending, &mut dead).await?;
         for letter in &dead {
             self.metrics.inc("tacho_dead_letters_total", &[("reason", letter.reason)]);
@@ -159,17 +158,19 @@ impl Handler {
         Ok(())
     }
 
-    /// Vehicle answers, each command's in order, commands concurrently.
+    /// Vehicle answers, each command's in order, commands concurrently; returns the VIN and receipt
+    /// time of each answer a command took.
     async fn record_answers(
         &self,
         batch: &[Received],
         answers: BTreeMap<uuid::Uuid, Vec<(usize, String, VehicleAnswer)>>,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<(), BatchError> {
+    ) -> Result<Vec<(String, DateTime<Utc>)>, BatchError> {
         let outcomes = futures::stream::iter(answers)
             .map(|(id, answers)| async move {
-                let mut refused = Vec::new();
+                let (mut refused, mut taken) = (Vec::new(), Vec::new());
                 for (i, topic, answer) in answers {
+                    let heard = (answer.topic_vin.clone(), answer.at);
                     let command = CommandCommand::RecordAnswer(answer);
                     let metadata = HashMap::from([
                         ("actor".to_owned(), "vehicle".to_owned()),
@@ -177,7 +178,7 @@ impl Handler {
                     ]);
                     match self.frameworks.execute(&self.frameworks.commands, &id.to_string(), command, &metadata).await
                     {
-                        Ok(()) => {}
+                        Ok(()) => taken.push(heard),
                         Err(AggregateError::UserError(CommandError::NotFound)) => {
                             refused.push((i, topic, "unknown_command", format!("no command {id}")));
                         }
@@ -194,17 +195,20 @@ impl Handler {
                         Err(e) => refused.push((i, topic, "unprocessable", e.to_string())),
                     }
                 }
-                Ok(refused)
+                Ok((refused, taken))
             })
             .buffer_unordered(32)
             .collect::<Vec<_>>()
             .await;
+        let mut heard = Vec::new();
         for outcome in outcomes {
-            for (i, topic, reason, detail) in outcome? {
+            let (refused, taken) = outcome?;
+            for (i, topic, reason, detail) in refused {
                 dead.push(DeadLetter { topic, payload: batch[i].publish.payload.to_vec(), reason, detail });
             }
+            heard.extend(taken);
         }
-        Ok(())
+        Ok(heard)
     }
 
     /// The read models may lag the log: a vehicle they would refuse something (unregistered,
