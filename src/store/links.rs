@@ -3,7 +3,7 @@
 //! changes in the log are decided from what is committed, never from a read model that may lag.
 
 use super::facts::Observed;
-use super::{Conn, Dialect, Sql};
+use super::{Conn, Sql};
 use crate::domain::connection::{observe, Heard, Link};
 use crate::domain::observation::VehicleFact;
 use chrono::{DateTime, Utc};
@@ -70,15 +70,17 @@ pub(super) async fn admit<'f>(
     Ok((admitted, ignored))
 }
 
-/// The links of `vins`, locked for the rest of the transaction (PostgreSQL; SQLite's write lock is
-/// already held).
+/// The links of `vins` (sorted), locked for the rest of the transaction. PostgreSQL: a transaction
+/// lock per VIN, taken in VIN order, so two instances deciding the same vehicles (a shared
+/// subscription) take turns, also on a vehicle not in the table yet, and never deadlock. SQLite's
+/// write lock is already held.
 async fn load(conn: &mut Conn<'_>, vins: &[&str]) -> Result<HashMap<String, Link>, sqlx::Error> {
-    let lock = match conn.dialect() {
-        Dialect::Postgres => " FOR UPDATE",
-        Dialect::Sqlite => "",
-    };
+    if let Conn::Postgres(c) = conn {
+        let lock = "SELECT count(pg_advisory_xact_lock(hashtext('tacho-link:' || v))) FROM unnest($1::text[]) v";
+        sqlx::query(lock).bind(vins).execute(&mut **c).await?;
+    }
     let sql = format!(
-        "SELECT vin, connected, session_ts, ended_ts, changed_at FROM vehicle_links WHERE {}{lock}",
+        "SELECT vin, connected, session_ts, ended_ts, changed_at FROM vehicle_links WHERE {}",
         conn.dialect().in_json_list("vin", "$1")
     );
     type Row = (String, bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>, DateTime<Utc>);
