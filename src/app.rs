@@ -2,14 +2,17 @@
 
 use crate::adapters::http::{self, capacity::Capacity, server, state::AppState};
 use crate::adapters::mqtt::broker::BrokerUrl;
+use crate::adapters::mqtt::dynsec::Control;
 use crate::adapters::mqtt::embedded as embedded_broker;
 use crate::adapters::mqtt::inbound::{self, InboundOptions};
 use crate::adapters::mqtt::link::MqttLink;
 use crate::adapters::mqtt::publisher::Publisher;
-use crate::config::{Config, Mqtt};
+use crate::adapters::mqtt::rights::DynsecRights;
+use crate::config::{BrokerRights, Config, Mqtt};
 use crate::domain::observation::VehicleFact;
 use crate::metrics::Metrics;
 use crate::processes::dispatcher::Dispatcher;
+use crate::processes::rights::DeviceRights;
 use crate::processes::sweep;
 use crate::processes::vehicle::VehicleProcesses;
 use crate::projections::commands::CommandsProjection;
@@ -154,14 +157,21 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let mut tasks = Vec::new();
     let mut publisher = None;
     let mut dispatcher = None;
+    let mut broker_rights = None;
     if let Some(broker) = &broker {
         let lanes = Publisher::start(broker, &instance, config.mqtt_publish_lanes, shutdown.clone());
         let link = MqttLink { publisher: lanes.clone(), metrics: Arc::clone(&metrics) };
         let sender = Arc::new(Dispatcher::new(db.clone(), Arc::clone(&frameworks), Arc::new(link)));
         let processes =
             VehicleProcesses { db: db.clone(), frameworks: Arc::clone(&frameworks), dispatcher: Arc::clone(&sender) };
-        subscriptions = subscriptions
-            .with_processes(vec![Arc::clone(&sender) as Arc<dyn crate::projections::Process>, Arc::new(processes)]);
+        let mut processes: Vec<Arc<dyn crate::projections::Process>> =
+            vec![Arc::clone(&sender) as _, Arc::new(processes)];
+        broker_rights = keep_broker_rights(config, broker, &instance, &shutdown);
+        if let Some(control) = &broker_rights {
+            let keeper = Arc::new(DynsecRights { control: control.clone() });
+            processes.push(Arc::new(DeviceRights::new(db.clone(), Arc::clone(&frameworks), keeper)));
+        }
+        subscriptions = subscriptions.with_processes(processes);
         let handler = inbound::Handler {
             db: db.clone(),
             frameworks: Arc::clone(&frameworks),
@@ -214,6 +224,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         long_polls,
         request_timeout: config.server_limits().request_timeout,
         ready_max_lag: Duration::from_secs(config.ready_max_lag_s),
+        broker_rights,
     };
     let addr = listener.local_addr().context("listener has no address")?;
     let router = http::router(state.clone());
@@ -221,6 +232,43 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let limits = config.server_limits();
     let server = tokio::spawn(server::serve(listener, router, limits, stop, Duration::from_secs(10)));
     Ok(Running { addr, state, broker, shutdown, tasks, server })
+}
+
+/// The control connection through which tacho keeps the devices' rights at `broker`, when it is
+/// configured to; says at once, and in the log, when the broker does not answer for them. Without it,
+/// says plainly that the broker is not kept secure by tacho.
+fn keep_broker_rights(
+    config: &Config,
+    broker: &BrokerUrl,
+    instance: &str,
+    shutdown: &CancellationToken,
+) -> Option<Control> {
+    if config.broker_rights == BrokerRights::None {
+        if matches!(config.mqtt(), Ok(Mqtt::Embedded(_))) {
+            tracing::warn!(
+                "the embedded broker authenticates no one: any client that reaches {broker} can act as any vehicle \
+                 (it listens on loopback by default; production uses an external broker with device certificates)"
+            );
+        } else {
+            tracing::warn!(
+                "TACHO_BROKER_RIGHTS=none: tacho does not manage the devices' rights at {broker}; unless the broker \
+                 authenticates devices and limits them to their own topics, any client can act as any vehicle"
+            );
+        }
+        return None;
+    }
+    if !broker.is_secure() {
+        tracing::warn!("device rights are kept at {broker}, but tacho's own connection to it is not TLS");
+    }
+    let control = Control::start(broker, &format!("{instance}-rights"), shutdown.clone());
+    let probe = control.clone();
+    tokio::spawn(async move {
+        match probe.request(vec![serde_json::json!({"command": "getDefaultACLAccess"})]).await {
+            Ok(_) => tracing::info!("the broker's Dynamic Security plugin answers: tacho keeps the devices' rights"),
+            Err(e) => tracing::error!(error = %e, "cannot keep the devices' rights at the broker"),
+        }
+    });
+    Some(control)
 }
 
 /// Relays the commands projection's notifications (sent on commit) to long polls and SSE.

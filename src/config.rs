@@ -144,6 +144,10 @@ pub struct SimArgs {
     /// Drop every vehicle abruptly (Last Will) after this many seconds.
     #[arg(long)]
     pub drop_after_s: Option<u64>,
+    /// A development PKI (`scripts/dev-pki DIR`): each vehicle connects with the device certificate
+    /// `DIR/devices/<VIN>.crt` (key beside it) and trusts `DIR/ca.crt` (use an `mqtts://` URL).
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
 }
 
 /// Settings of a tacho process.
@@ -162,10 +166,25 @@ pub struct Config {
     /// When set, tokens must carry this issuer (`iss`), and `tacho token` mints them so.
     #[arg(long, env = "TACHO_AUTH_ISSUER")]
     pub auth_issuer: Option<String>,
-    /// MQTT broker: `embedded` (in-process, MQTT v5), `mqtt://host:port` of an external broker, or
-    /// `none` to run without MQTT (commands then stay requested).
+    /// MQTT broker: `embedded` (in-process, MQTT v5), `mqtt://host:port` or `mqtts://host:port`
+    /// (TLS) of an external broker, or `none` to run without MQTT (commands then stay requested).
     #[arg(long, env = "TACHO_MQTT_URL", default_value = "embedded")]
     pub mqtt_url: String,
+    /// With `mqtts://`: the CA certificates (PEM) that sign the broker's certificate (default: the
+    /// public web's CAs).
+    #[arg(long, env = "TACHO_MQTT_CA_FILE")]
+    pub mqtt_ca_file: Option<PathBuf>,
+    /// With `mqtts://`: tacho's client certificate (PEM, chain allowed), its identity at the broker.
+    #[arg(long, env = "TACHO_MQTT_CERT_FILE", requires = "mqtt_key_file")]
+    pub mqtt_cert_file: Option<PathBuf>,
+    /// With `mqtts://`: the private key (PEM) of `TACHO_MQTT_CERT_FILE`.
+    #[arg(long, env = "TACHO_MQTT_KEY_FILE", requires = "mqtt_cert_file")]
+    pub mqtt_key_file: Option<PathBuf>,
+    /// Who holds the devices' rights at the broker: `none` (the broker is set up by other means, or
+    /// open: development only) or `mosquitto-dynsec` (tacho keeps Mosquitto's Dynamic Security
+    /// plugin in step with its device registry; README, "Securing the broker").
+    #[arg(long, env = "TACHO_BROKER_RIGHTS", default_value = "none")]
+    pub broker_rights: BrokerRights,
     /// Where the embedded broker listens (MQTT v5).
     #[arg(long, env = "TACHO_EMBEDDED_MQTT_ADDR", default_value = "127.0.0.1:1883")]
     pub embedded_mqtt_addr: SocketAddr,
@@ -226,6 +245,15 @@ pub struct Config {
     /// How long an Idempotency-Key names its command, in hours (after that the key may be used again).
     #[arg(long, env = "TACHO_IDEMPOTENCY_KEY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8_760))]
     pub idempotency_key_hours: u32,
+}
+
+/// Who holds the devices' rights at the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BrokerRights {
+    /// Not tacho.
+    None,
+    /// Mosquitto's Dynamic Security plugin, through `$CONTROL/dynamic-security/v1`.
+    MosquittoDynsec,
 }
 
 /// Which MQTT broker tacho talks to.
@@ -296,9 +324,18 @@ impl Config {
         if self.mqtt_url.eq_ignore_ascii_case("embedded") {
             return Ok(Mqtt::Embedded(self.embedded_mqtt_addr));
         }
-        crate::adapters::mqtt::broker::BrokerUrl::parse(&self.mqtt_url)
-            .map(Mqtt::External)
-            .map_err(|e| anyhow::anyhow!("TACHO_MQTT_URL: {e}"))
+        use crate::adapters::mqtt::broker::{BrokerUrl, Tls};
+        let url = BrokerUrl::parse(&self.mqtt_url).map_err(|e| anyhow::anyhow!("TACHO_MQTT_URL: {e}"))?;
+        let tls_settings = self.mqtt_ca_file.is_some() || self.mqtt_cert_file.is_some();
+        if !url.is_secure() {
+            if tls_settings {
+                anyhow::bail!("TACHO_MQTT_CA_FILE/CERT_FILE are set but TACHO_MQTT_URL is not mqtts://");
+            }
+            return Ok(Mqtt::External(url));
+        }
+        let identity = self.mqtt_cert_file.as_deref().zip(self.mqtt_key_file.as_deref());
+        let tls = Tls::load(self.mqtt_ca_file.as_deref(), identity).map_err(|e| anyhow::anyhow!("MQTT TLS: {e}"))?;
+        Ok(Mqtt::External(url.with_tls(tls)))
     }
 
     /// The SQLite file of the embedded store, `None` with PostgreSQL.

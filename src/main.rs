@@ -135,6 +135,15 @@ async fn sim(config: &tacho::config::Config, args: tacho::config::SimArgs) -> an
     };
     let mut vehicles = Vec::new();
     for vin in &vins {
+        let broker = match &args.certs {
+            None => broker.clone(),
+            Some(dir) => {
+                let (cert, key) = (dir.join(format!("devices/{vin}.crt")), dir.join(format!("devices/{vin}.key")));
+                let tls = tacho::adapters::mqtt::broker::Tls::load(Some(&dir.join("ca.crt")), Some((&cert, &key)))
+                    .map_err(|e| anyhow::anyhow!("{vin}: {e} (make it with scripts/dev-pki DIR device ID {vin})"))?;
+                broker.clone().with_tls(tls)
+            }
+        };
         vehicles.push(SimVehicle::connect(&broker, vin, behaviour.clone()).await?);
         println!("{vin} online at {broker}");
     }

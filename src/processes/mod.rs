@@ -4,12 +4,14 @@
 //! - [`dispatcher`]: sends requested commands to their vehicles through a [`CommandLink`].
 //! - [`vehicle`]: a vehicle's connection (Last Will interrupts what is in flight, coming online
 //!   sends what is queued) and revoked consents (cancel what is queued).
+//! - [`rights`]: the devices' rights at the broker, kept in step with the registry.
 //! - [`sweep`]: the clock (deadlines, TTLs) and pruning.
 //!
 //! Processes read the store and move aggregates; the transport is behind [`CommandLink`], which the
 //! MQTT adapter implements.
 
 pub mod dispatcher;
+pub mod rights;
 pub mod sweep;
 pub mod vehicle;
 

@@ -73,6 +73,9 @@ pub struct ConnectionInfo {
     pub broker_url: String,
     /// MQTT client id.
     pub client_id: String,
+    /// Its identity at the broker: the common name its X.509 certificate must carry (the device id);
+    /// the secured broker takes it as the user name, and as the client id.
+    pub username: String,
     /// Topic filters it may publish to.
     pub publish: Vec<String>,
     /// Topic filters it may subscribe to.
@@ -128,7 +131,7 @@ async fn device_view(state: &AppState, principal: &Principal, device_id: &str) -
 fn provision(vin: &str, device_id: &str, at: DateTime<Utc>) -> DeviceCommand {
     let mut allowed_topics = topics::vehicle_publishes(vin);
     allowed_topics.extend(topics::vehicle_subscribes(vin));
-    DeviceCommand::Provision { client_id: topics::client_id(vin, device_id), allowed_topics, at }
+    DeviceCommand::Provision { client_id: topics::client_id(device_id), allowed_topics, at }
 }
 
 /// Register a device on a vehicle (factory); it is provisioned with a broker identity at once.
@@ -280,7 +283,8 @@ async fn connection_info(
     }
     Ok(Json(ConnectionInfo {
         broker_url: state.public_mqtt_url.to_string(),
-        client_id: device.client_id.unwrap_or_else(|| topics::client_id(&device.vin, &device_id)),
+        client_id: device.client_id.unwrap_or_else(|| topics::client_id(&device_id)),
+        username: device_id.clone(),
         publish: topics::vehicle_publishes(&device.vin),
         subscribe: topics::vehicle_subscribes(&device.vin),
         last_will_topic: format!("vehicles/{}/connection", device.vin),

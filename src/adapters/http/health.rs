@@ -1,6 +1,7 @@
 //! Liveness and readiness probes (no auth).
 
 use super::state::AppState;
+use crate::adapters::mqtt::dynsec::Health;
 use crate::store::{lag, queries};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,13 +18,22 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The database answers and no subscriber of the log lags more than `TACHO_READY_MAX_LAG_S`
-/// (default 60 s); otherwise 503 says what is wrong, naming the backend that holds the readers back
-/// when there is one.
+/// The database answers, no subscriber of the log lags more than `TACHO_READY_MAX_LAG_S` (default
+/// 60 s) and, when tacho keeps the devices' rights at the broker, the broker answers for them;
+/// otherwise 503 says what is wrong, naming the backend that holds the readers back when there is one.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, description = "Ready", body = String),
-              (status = 503, description = "Database unreachable, or a subscriber stalled (named, with what holds it back)", body = String)))]
+              (status = 503, description = "Database unreachable, a subscriber stalled (named, with what holds it back), or the broker's device rights cannot be kept (why)", body = String)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    if let Some(rights) = &state.broker_rights {
+        match rights.health() {
+            Health::Answering => {}
+            Health::Starting => {
+                return (StatusCode::SERVICE_UNAVAILABLE, "broker rights: no answer from the broker yet".into())
+            }
+            Health::Failing(why) => return (StatusCode::SERVICE_UNAVAILABLE, format!("broker rights: {why}")),
+        }
+    }
     if let Err(e) = queries::ping(&state.db).await {
         tracing::warn!(error = %e, "readiness check failed");
         return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable".into());

@@ -46,6 +46,8 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// How far a subscriber may lag before `/readyz` says so.
     pub ready_max_lag: std::time::Duration,
+    /// The broker's device rights, when tacho keeps them (`/readyz` says when they cannot be kept).
+    pub broker_rights: Option<crate::adapters::mqtt::dynsec::Control>,
 }
 
 impl AppState {

@@ -17,9 +17,11 @@ pub fn vehicle_subscribes(vin: &str) -> Vec<String> {
     vec![format!("vehicles/{vin}/commands/+/request"), "broadcast/#".to_owned()]
 }
 
-/// The broker client id of a device.
-pub fn client_id(vin: &str, device_id: &str) -> String {
-    format!("{vin}-{device_id}")
+/// The broker client id of a device: its id, which is also its certificate's identity and its user
+/// name at the broker (the secured broker forces the client id to it, so no client takes another's
+/// session). Devices provisioned before this rule keep the `<VIN>-<device id>` they were given.
+pub fn client_id(device_id: &str) -> String {
+    device_id.to_owned()
 }
 
 /// Where tacho publishes a command request.

@@ -95,6 +95,12 @@ pub trait Process: Send + Sync + 'static {
     fn aggregate_types(&self) -> &'static [&'static str];
     /// Handles a batch while `lease` holds; an error makes the runner retry the same batch later.
     async fn handle(&self, events: &[StoredEvent], lease: &Lease) -> Result<(), ProjectionError>;
+    /// Runs before every batch (also when there is nothing new), with the checkpoint the batch
+    /// starts from: a process whose effects live elsewhere re-checks them here. An error makes the
+    /// runner retry later.
+    async fn prepare(&self, _from: Checkpoint, _lease: &Lease) -> Result<(), ProjectionError> {
+        Ok(())
+    }
 }
 
 /// All subscribers of one tacho instance.
@@ -369,6 +375,7 @@ impl Subscriptions {
             let types = Some(process.aggregate_types()).filter(|t| !t.is_empty());
             (from, log::read_after(&mut conn, from, types, self.batch_size).await?)
         };
+        process.prepare(from, lease).await?;
         let to = batch.next_checkpoint(from, self.batch_size);
         let read = batch.events.len();
         let events = subscriber.takes(name, batch.events, &self.metrics);

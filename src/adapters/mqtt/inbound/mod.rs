@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 use crate::store::Db;
 use crate::store::Frameworks;
 use chrono::{DateTime, Utc};
-use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -139,6 +139,22 @@ async fn poll(
                         tracing::error!(error = %e, "cannot subscribe to vehicle topics");
                     }
                 });
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused: Vec<_> = filters
+                    .iter()
+                    .zip(&ack.return_codes)
+                    .filter(|(_, code)| !matches!(code, SubscribeReasonCode::Success(_)))
+                    .map(|(filter, code)| format!("{} ({code:?})", filter.path))
+                    .collect();
+                if !refused.is_empty() {
+                    queue.metrics.inc("tacho_mqtt_subscriptions_refused_total", &[]);
+                    tracing::error!(
+                        refused = %refused.join(", "),
+                        "the broker refused tacho's subscriptions to vehicle topics: tacho lacks the right, and \
+                         hears nothing from those vehicles"
+                    );
+                }
             }
             Ok(_) => {}
             Err(e) => {

@@ -1,0 +1,257 @@
+//! Mosquitto's Dynamic Security plugin, driven through its control topic: tacho's client publishes
+//! a list of commands on `$CONTROL/dynamic-security/v1` and the plugin answers, to that client
+//! only, on `.../response`, one response per command, in order.
+//!
+//! One connection, its event loop polled at all times by its own task; one request at a time. A
+//! request that gets no answer (plugin missing, tacho lacking the right, broker down) fails after
+//! [`ANSWER_TIMEOUT`], and [`Control::health`] says why.
+
+use super::broker::{backoff, BrokerUrl};
+use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Where commands go.
+pub const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";
+/// Where the plugin answers.
+pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
+/// How long a request waits for the plugin's answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One command's answer: `error` set when the plugin refused it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Answer {
+    /// The command answered.
+    pub command: String,
+    /// The plugin's refusal, e.g. `Client already exists`.
+    pub error: Option<String>,
+    /// What a `get...` command returns.
+    pub data: Option<Value>,
+    /// The request's tag, echoed.
+    #[serde(rename = "correlationData")]
+    pub correlation_data: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Answers {
+    responses: Vec<Answer>,
+}
+
+#[derive(Serialize)]
+struct Commands<'a> {
+    commands: &'a [Value],
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ControlError {
+    /// No answer in time.
+    #[error(
+        "no answer on {RESPONSE_TOPIC} within {0:?}: is Mosquitto's Dynamic Security plugin loaded, and may tacho's \
+         client publish on {CONTROL_TOPIC} and subscribe to (and receive) {RESPONSE_TOPIC}?"
+    )]
+    NoAnswer(Duration),
+    /// No connection to the broker.
+    #[error("not connected to the broker")]
+    NotConnected,
+    /// The broker refused tacho's subscription to the answers.
+    #[error("the broker refused tacho's subscription to {RESPONSE_TOPIC} ({0}): tacho lacks the right")]
+    Refused(String),
+    /// The answer did not match the request.
+    #[error("unexpected answer from the Dynamic Security plugin: {0}")]
+    Garbled(String),
+    /// tacho is stopping.
+    #[error("stopped")]
+    Stopped,
+}
+
+/// What the connection last knew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    /// Not connected yet, or no request yet.
+    Starting,
+    /// The last request was answered.
+    Answering,
+    /// The last request failed: why.
+    Failing(String),
+}
+
+struct Request {
+    commands: Vec<Value>,
+    reply: oneshot::Sender<Result<Vec<Answer>, ControlError>>,
+}
+
+/// A handle on the control connection.
+#[derive(Clone)]
+pub struct Control {
+    requests: mpsc::Sender<Request>,
+    health: watch::Receiver<Health>,
+    connections: watch::Receiver<u64>,
+}
+
+impl Control {
+    /// Connects as `client_id` and serves requests until `shutdown`.
+    pub fn start(broker: &BrokerUrl, client_id: &str, shutdown: CancellationToken) -> Self {
+        let mut options = broker.options(client_id);
+        options.set_clean_start(true);
+        // A handful of publishes in flight at most: keep the preallocated window small.
+        options.set_outgoing_inflight_upper_limit(8);
+        let (client, eventloop) = AsyncClient::new(options, 16);
+        let (answers_tx, answers_rx) = mpsc::channel(64);
+        let (subscribed_tx, subscribed_rx) = watch::channel(Subscribed::No);
+        let (connections_tx, connections) = watch::channel(0);
+        let (health_tx, health) = watch::channel(Health::Starting);
+        let (requests, requests_rx) = mpsc::channel(16);
+        tokio::spawn(poll(eventloop, client.clone(), answers_tx, subscribed_tx, connections_tx, shutdown.clone()));
+        let serving = Serving { client, answers: Mutex::new(answers_rx), subscribed: subscribed_rx, health: health_tx };
+        tokio::spawn(serve(Arc::new(serving), requests_rx, shutdown));
+        Self { requests, health, connections }
+    }
+
+    /// Sends `commands` and returns the plugin's answers, one per command, in order.
+    pub async fn request(&self, commands: Vec<Value>) -> Result<Vec<Answer>, ControlError> {
+        if commands.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests.send(Request { commands, reply }).await.map_err(|_| ControlError::Stopped)?;
+        answer.await.map_err(|_| ControlError::Stopped)?
+    }
+
+    /// What the connection last knew.
+    pub fn health(&self) -> Health {
+        self.health.borrow().clone()
+    }
+
+    /// How many times the connection has (re)connected: a change means the broker may have restarted.
+    pub fn connections(&self) -> u64 {
+        *self.connections.borrow()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Subscribed {
+    No,
+    Yes,
+    Refused(String),
+}
+
+struct Serving {
+    client: AsyncClient,
+    answers: Mutex<mpsc::Receiver<Vec<u8>>>,
+    subscribed: watch::Receiver<Subscribed>,
+    health: watch::Sender<Health>,
+}
+
+async fn serve(serving: Arc<Serving>, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+    let mut tag = 0u64;
+    loop {
+        let request = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            request = requests.recv() => match request { Some(request) => request, None => return },
+        };
+        tag += 1;
+        let result = match tokio::time::timeout(ANSWER_TIMEOUT, serving.exchange(request.commands, tag)).await {
+            Ok(result) => result,
+            Err(_) if *serving.subscribed.borrow() == Subscribed::No => Err(ControlError::NotConnected),
+            Err(_) => Err(ControlError::NoAnswer(ANSWER_TIMEOUT)),
+        };
+        serving.health.send_replace(match &result {
+            Ok(_) => Health::Answering,
+            Err(e) => Health::Failing(e.to_string()),
+        });
+        let _ = request.reply.send(result);
+    }
+}
+
+impl Serving {
+    /// One request: wait for the subscription to the answers, publish, read answers until those
+    /// tagged `tag` (earlier requests' late answers are passed over).
+    async fn exchange(&self, mut commands: Vec<Value>, tag: u64) -> Result<Vec<Answer>, ControlError> {
+        let mut subscribed = self.subscribed.clone();
+        let state = subscribed.wait_for(|s| *s != Subscribed::No).await.map_err(|_| ControlError::Stopped)?.clone();
+        if let Subscribed::Refused(reason) = state {
+            return Err(ControlError::Refused(reason));
+        }
+        let tag = tag.to_string();
+        for command in &mut commands {
+            command["correlationData"] = Value::String(tag.clone());
+        }
+        let payload =
+            serde_json::to_vec(&Commands { commands: &commands }).map_err(|e| ControlError::Garbled(e.to_string()))?;
+        let mut answers = self.answers.lock().await;
+        while answers.try_recv().is_ok() {}
+        self.client
+            .publish(CONTROL_TOPIC, QoS::AtLeastOnce, false, payload)
+            .await
+            .map_err(|_| ControlError::Stopped)?;
+        loop {
+            let raw = answers.recv().await.ok_or(ControlError::Stopped)?;
+            let Ok(Answers { responses }) = serde_json::from_slice::<Answers>(&raw) else { continue };
+            if responses.first().and_then(|a| a.correlation_data.as_deref()) != Some(tag.as_str()) {
+                continue;
+            }
+            if responses.len() != commands.len() {
+                return Err(ControlError::Garbled(format!(
+                    "{} answers to {} commands",
+                    responses.len(),
+                    commands.len()
+                )));
+            }
+            return Ok(responses);
+        }
+    }
+}
+
+/// Polls the event loop at all times: subscribes to the answers on every connection, forwards them.
+async fn poll(
+    mut eventloop: rumqttc::v5::EventLoop,
+    client: AsyncClient,
+    answers: mpsc::Sender<Vec<u8>>,
+    subscribed: watch::Sender<Subscribed>,
+    connections: watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    let mut failures = 0;
+    loop {
+        let polled = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            polled = eventloop.poll() => polled,
+        };
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                subscribed.send_replace(Subscribed::No);
+                connections.send_modify(|n| *n += 1);
+                let _ = client.try_subscribe(RESPONSE_TOPIC, QoS::AtLeastOnce);
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                let refused = ack.return_codes.iter().find(|c| !matches!(c, SubscribeReasonCode::Success(_)));
+                subscribed.send_replace(match refused {
+                    None => Subscribed::Yes,
+                    Some(code) => Subscribed::Refused(format!("{code:?}")),
+                });
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic.as_ref() == RESPONSE_TOPIC.as_bytes() => {
+                // A full queue means no one waits for these: drop them.
+                let _ = answers.try_send(publish.payload.to_vec());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "broker control connection down");
+                subscribed.send_replace(Subscribed::No);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff(failures)) => {}
+                }
+                failures += 1;
+            }
+        }
+    }
+}
