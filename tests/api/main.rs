@@ -36,5 +36,6 @@ mod mqtt;
 mod openapi;
 mod pki;
 mod replay;
+mod secured;
 mod servers;
 mod vehicles;

@@ -9,11 +9,17 @@ use tacho::adapters::mqtt::broker::BrokerUrl;
 
 /// A Mosquitto of the test's own, configured with `conf` (a listener line is added).
 pub struct OwnMosquitto {
-    /// Its port on 127.0.0.1.
+    /// Its port on 127.0.0.1 (the secured broker's: the devices' listener).
     pub port: u16,
+    /// The secured broker's listener for services (tacho).
+    pub services_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
 }
+
+/// Where Debian (this machine) and the eclipse-mosquitto image keep the Dynamic Security plugin.
+const DYNSEC_PLUGINS: [&str; 2] =
+    ["/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_dynamic_security.so"];
 
 /// Whether an absent tool fails the test (CI) or skips it.
 fn missing(tool: &str) -> Option<()> {
@@ -29,25 +35,70 @@ impl OwnMosquitto {
     /// are written first, as name and content) on a free port; `None` when `mosquitto` is not
     /// installed outside CI.
     pub fn start(conf: &str, files: &[(&str, &str)]) -> Option<Self> {
+        Self::start_with(|port, _| format!("listener {port} 127.0.0.1\n{conf}\n"), files, None)
+    }
+
+    /// Starts the production set-up as shipped (`docker/mosquitto-secured.conf`, its plugin seeded
+    /// with `docker/dynamic-security.json`), with the certificates of `pki` (`scripts/dev-pki`):
+    /// devices on [`Self::port`], services on [`Self::services_port`].
+    pub fn secured(pki: &std::path::Path) -> Option<Self> {
+        let Some(plugin) = DYNSEC_PLUGINS.iter().find(|p| std::path::Path::new(p).exists()) else {
+            missing("Mosquitto's Dynamic Security plugin")?;
+            return None;
+        };
+        let shipped = include_str!("../../docker/mosquitto-secured.conf");
+        let services = free_port().port();
+        let pki = format!("{}/", pki.display());
+        let conf = move |port: u16, dir: &std::path::Path| {
+            shipped
+                .replace("/usr/lib/mosquitto_dynamic_security.so", plugin)
+                .replace("/mosquitto/data/", &format!("{}/", dir.display()))
+                .replace("/mosquitto/pki/", &pki)
+                .replace("listener 8883 0.0.0.0", &format!("listener {port} 127.0.0.1"))
+                .replace("listener 8884 0.0.0.0", &format!("listener {services} 127.0.0.1"))
+        };
+        Self::start_with(conf, &[("dynamic-security.json", SEED)], Some(services))
+    }
+
+    fn start_with(
+        conf: impl Fn(u16, &std::path::Path) -> String,
+        files: &[(&str, &str)],
+        services_port: Option<u16>,
+    ) -> Option<Self> {
         if Command::new("mosquitto").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
             missing("mosquitto")?;
         }
         let port = free_port().port();
         let dir = std::env::temp_dir().join(format!("tacho-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mosquitto folder");
+        let conf = conf(port, &dir).replace("{dir}", &dir.display().to_string());
+        std::fs::write(dir.join("mosquitto.conf"), conf).expect("mosquitto.conf");
+        let broker = Self { port, services_port, dir, child: None };
         for (name, content) in files {
-            std::fs::write(dir.join(name), content).expect("a file of mosquitto's");
+            broker.write(name, content);
         }
-        let conf = conf.replace("{dir}", &dir.display().to_string());
-        let file = format!("listener {port} 127.0.0.1\n{conf}\n");
-        std::fs::write(dir.join("mosquitto.conf"), file).expect("mosquitto.conf");
-        if is_root() {
-            // Started as root, Mosquitto drops to its own user: let it write its persistence there.
-            let _ = Command::new("chown").args(["-R", "mosquitto"]).arg(&dir).status();
-        }
-        let mut broker = Self { port, dir, child: None };
+        let mut broker = broker;
         broker.run();
         Some(broker)
+    }
+
+    /// Writes file `name` of its folder (between [`Self::stop`] and [`Self::start_again`]).
+    pub fn write(&self, name: &str, content: &str) {
+        std::fs::write(self.dir.join(name), content).expect("a file of mosquitto's");
+        if is_root() {
+            // Started as root, Mosquitto drops to its own user: let it write its files there.
+            let _ = Command::new("chown").args(["-R", "mosquitto"]).arg(&self.dir).status();
+        }
+    }
+
+    /// What it logged.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// Starts it again after [`Self::stop`], on the same ports.
+    pub fn start_again(&mut self) {
+        self.run();
     }
 
     /// Its URL.
@@ -96,6 +147,9 @@ impl Drop for OwnMosquitto {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The Dynamic Security plugin's first configuration, as shipped: tacho's client and role.
+pub const SEED: &str = include_str!("../../docker/dynamic-security.json");
 
 /// tacho with a fresh store of `store`, on `broker`; `None` when PostgreSQL is absent outside CI.
 pub async fn tacho_on(broker: &OwnMosquitto, store: crate::helpers::Store) -> Option<crate::helpers::TestApp> {

@@ -22,7 +22,7 @@ pub const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";
 /// Where the plugin answers.
 pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
 /// How long a request waits for the plugin's answer.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One command's answer: `error` set when the plugin refused it.
 #[derive(Debug, Clone, Deserialize)]
