@@ -45,9 +45,12 @@ pub struct Claims {
     /// Roles.
     #[serde(default)]
     pub roles: Vec<Role>,
-    /// VIN scope of an owner or dealer; absent = unscoped (dealers), nothing (owners).
+    /// VIN scope of an owner or dealer: the vehicles it may see (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vins: Option<Vec<String>>,
+    /// A dealer that sees the whole fleet: granted on purpose, never by leaving `vins` out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fleet: bool,
     /// Expiry (seconds since the epoch).
     pub exp: i64,
     /// Issued at.
@@ -103,8 +106,34 @@ impl AuthKeys {
 
     /// Mints a token valid for `ttl_s` seconds from `now` (unix seconds).
     pub fn mint(&self, sub: &str, roles: Vec<Role>, vins: Option<Vec<String>>, now: i64, ttl_s: i64) -> String {
-        let claims = Claims { sub: sub.to_owned(), roles, vins, exp: now + ttl_s, iat: now, iss: self.issuer.clone() };
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        let claims = Claims {
+            sub: sub.to_owned(),
+            roles,
+            vins,
+            fleet: false,
+            exp: now + ttl_s,
+            iat: now,
+            iss: self.issuer.clone(),
+        };
+        self.sign(&claims)
+    }
+
+    /// Mints a fleet-wide token (the `fleet` claim: a dealer then sees every vehicle).
+    pub fn mint_fleet(&self, sub: &str, roles: Vec<Role>, now: i64, ttl_s: i64) -> String {
+        let claims = Claims {
+            sub: sub.to_owned(),
+            roles,
+            vins: None,
+            fleet: true,
+            exp: now + ttl_s,
+            iat: now,
+            iss: self.issuer.clone(),
+        };
+        self.sign(&claims)
+    }
+
+    fn sign(&self, claims: &Claims) -> String {
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .expect("HS256 encoding of plain claims cannot fail")
     }
 

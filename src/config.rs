@@ -106,9 +106,12 @@ pub struct TokenArgs {
     /// Subject (user or service id).
     #[arg(long)]
     pub sub: String,
-    /// VIN scope (repeatable), for owners and dealers.
-    #[arg(long = "vin")]
+    /// VIN scope (repeatable), for owners and dealers: the vehicles they see (none without).
+    #[arg(long = "vin", conflicts_with = "fleet")]
     pub vins: Vec<String>,
+    /// A dealer that sees the whole fleet (the `fleet` claim), on purpose.
+    #[arg(long)]
+    pub fleet: bool,
     /// Lifetime in seconds (1 to 604800, 7 days).
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(i64).range(1..=crate::auth::MAX_TOKEN_TTL_S))]
     pub ttl: i64,

@@ -41,8 +41,12 @@ async fn run() -> anyhow::Result<()> {
                 "--sub must be 1 to 256 printable characters and not start with tacho: or vehicle: (tacho's own actors)"
             );
             let keys = config.auth_keys()?;
-            let vins = (!args.vins.is_empty()).then_some(args.vins);
-            println!("{}", keys.mint(&args.sub, args.roles, vins, chrono::Utc::now().timestamp(), args.ttl));
+            let now = chrono::Utc::now().timestamp();
+            let token = match args.fleet {
+                true => keys.mint_fleet(&args.sub, args.roles, now, args.ttl),
+                false => keys.mint(&args.sub, args.roles, (!args.vins.is_empty()).then_some(args.vins), now, args.ttl),
+            };
+            println!("{token}");
             Ok(())
         }
         Subcommand_::Sim(args) => {

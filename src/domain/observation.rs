@@ -14,9 +14,6 @@ pub const STREAM_TYPE: &str = super::streams::VEHICLE_STATE;
 /// The event type of a [`VehicleFact::ConnectionChanged`].
 pub const CONNECTION_CHANGED: &str = "ConnectionChanged";
 
-/// VSS branch whose signals need the `location` consent.
-pub const LOCATION_BRANCH: &str = "Vehicle.CurrentLocation";
-
 /// A fact observed about a vehicle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum VehicleFact {
@@ -87,6 +84,42 @@ impl VehicleFact {
     }
 }
 
+/// Path segments that say "where the vehicle is", in any case: the VSS branch `CurrentLocation`
+/// and the coordinates it holds, wherever they appear.
+const LOCATION_SEGMENTS: [&str; 3] = ["currentlocation", "latitude", "longitude"];
+
+fn names_location(name: &str) -> bool {
+    name.split(['.', '/']).any(|segment| LOCATION_SEGMENTS.iter().any(|l| segment.eq_ignore_ascii_case(l)))
+}
+
+/// Whether `value` holds, at any depth, a key that names a location (bounded: values are at most
+/// 32 levels deep once admitted).
+fn holds_location(value: &Value) -> bool {
+    match value {
+        Value::Object(map) => map.iter().any(|(key, v)| names_location(key) || holds_location(v)),
+        Value::Array(items) => items.iter().any(holds_location),
+        _ => false,
+    }
+}
+
+/// Whether signal `name` with `value` tells where the vehicle is: its path has a location segment
+/// (`Vehicle.CurrentLocation...`, in any case), or its value nests one. Only the `location` consent
+/// lets such a signal in, and out to a reader.
+pub fn is_location(name: &str, value: &Value) -> bool {
+    names_location(name) || holds_location(value)
+}
+
+/// `value` without the keys, at any depth, that name a location.
+pub fn redact_location(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter().filter(|(key, _)| !names_location(key)).map(|(k, v)| (k, redact_location(v))).collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(redact_location).collect()),
+        other => other,
+    }
+}
+
 /// Splits `signals` into those allowed and the names of position signals dropped because the
 /// `location` consent is missing.
 pub fn without_location(signals: Map<String, Value>, location_allowed: bool) -> (Map<String, Value>, Vec<String>) {
@@ -96,7 +129,7 @@ pub fn without_location(signals: Map<String, Value>, location_allowed: bool) -> 
     let mut kept = Map::new();
     let mut dropped = vec![];
     for (name, value) in signals {
-        if name == LOCATION_BRANCH || name.starts_with(&format!("{LOCATION_BRANCH}.")) {
+        if is_location(&name, &value) {
             dropped.push(name);
         } else {
             kept.insert(name, value);
@@ -119,5 +152,27 @@ mod tests {
         assert_eq!(dropped, ["Vehicle.CurrentLocation.Latitude"]);
         assert!(kept.contains_key("Vehicle.Speed") && kept.contains_key("Vehicle.CurrentLocationX"));
         assert_eq!(without_location(signals, true).1, Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_location_filter_sees_through_case_and_nesting() {
+        let signals = json!({
+            "vehicle.currentlocation.latitude": 48.1,
+            "Vehicle.CURRENTLOCATION": {"Lat": 1},
+            "Vehicle.Cabin.Note": {"where": {"Vehicle.CurrentLocation.Longitude": 11.5}},
+            "Vehicle.Trip": [{"latitude": 1.0}],
+            "Vehicle.Speed": 50,
+            "Vehicle.Cabin.Lights": {"on": true}
+        });
+        let Value::Object(signals) = signals else { unreachable!() };
+        let (kept, mut dropped) = without_location(signals, false);
+        dropped.sort();
+        assert_eq!(
+            dropped,
+            ["Vehicle.CURRENTLOCATION", "Vehicle.Cabin.Note", "Vehicle.Trip", "vehicle.currentlocation.latitude"]
+        );
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["Vehicle.Cabin.Lights", "Vehicle.Speed"]);
+        let redacted = redact_location(json!({"code": "P0420", "at": {"Latitude": 1, "LONGITUDE": 2, "road": "A9"}}));
+        assert_eq!(redacted, json!({"code": "P0420", "at": {"road": "A9"}}));
     }
 }

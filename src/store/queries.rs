@@ -122,6 +122,13 @@ pub async fn consents(db: &Db, vin: &str) -> Result<Vec<ConsentView>, QueryError
     Ok(Sql::new(sql).bind(vin).fetch_all(db).await?)
 }
 
+/// Whether a `location` consent is in force for `vin` at `now` (any subject).
+pub async fn location_consented(db: &Db, vin: &str, now: DateTime<Utc>) -> Result<bool, QueryError> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM rm_consents WHERE vin = $1 AND purpose = 'location' \
+               AND status = 'granted' AND (expires_at IS NULL OR expires_at > $2))";
+    Ok(Sql::new(sql).bind(vin).bind(now).scalar(db).await?)
+}
+
 const COMMAND_COLUMNS: &str = "command_id, vin, name, params, status, requester, consent_version, timeout_s, \
      store_and_forward, ttl_s, requested_at, updated_at, transitions, result, error, late_answers";
 

@@ -60,6 +60,16 @@ async fn a_scoped_dealer_sees_only_its_vehicles(store: Store) {
     assert_eq!(vins, [VIN2]);
     assert_problem(app.get(&format!("/v1/vehicles/{VIN}"), &dealer).await, StatusCode::NOT_FOUND, "vehicle_not_found")
         .await;
+
+    // A dealer token that names no VINs sees no vehicle: fleet-wide is a claim granted on purpose.
+    let unnamed = app.token("dealer-3", &[Role::Dealer], None);
+    let page: serde_json::Value = app.get("/v1/vehicles", &unnamed).await.json().await.unwrap();
+    assert_eq!(page["items"], serde_json::json!([]), "{page}");
+    for path in [format!("/v1/vehicles/{VIN}"), format!("/v1/vehicles/{VIN}/state")] {
+        assert_problem(app.get(&path, &unnamed).await, StatusCode::NOT_FOUND, "vehicle_not_found").await;
+    }
+    let fleet: serde_json::Value = app.get("/v1/vehicles", &app.dealer()).await.json().await.unwrap();
+    assert_eq!(fleet["items"].as_array().unwrap().len(), 2, "a fleet dealer sees every vehicle: {fleet}");
 }
 
 contract!(a_token_cannot_claim_tachos_own_actors_nor_another_issuer_and_request_ids_are_plain);

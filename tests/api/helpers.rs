@@ -262,7 +262,7 @@ impl TestApp {
     }
 
     pub fn dealer(&self) -> String {
-        self.token("dealer-1", &[Role::Dealer], None)
+        self.keys.mint_fleet("dealer-1", vec![Role::Dealer], chrono::Utc::now().timestamp(), 600)
     }
 
     pub fn auditor(&self) -> String {

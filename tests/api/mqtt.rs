@@ -3,7 +3,7 @@
 
 use crate::contract;
 use crate::helpers::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tacho::domain::command::AnswerStatus;
@@ -282,6 +282,63 @@ async fn state_reports_and_events_are_visible_through_the_api_with_consent(store
     assert_eq!(events["items"][0]["kind"], "breakdown");
     assert_eq!(events["items"][0]["data"], json!({"dtc": "P0300"}));
     assert_eq!(app.dead_letters(&vin).await, ["consent_missing"]);
+}
+
+contract!(where_a_vehicle_is_is_read_only_while_its_location_consent_is_in_force);
+async fn where_a_vehicle_is_is_read_only_while_its_location_consent_is_in_force(store: Store) {
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
+    let sim = online(&app, &broker, Behaviour::default()).await;
+    let vin = sim.vin().to_owned();
+    let owner = app.owner("alice", &[&vin]);
+    app.grant(&vin, "alice", "telemetry").await;
+    app.grant(&vin, "alice", "location").await;
+    // Names in another case, and a location nested in another signal's value.
+    let Value::Object(signals) = json!({"Vehicle.Speed": 30, "vehicle.currentlocation.latitude": 48.1,
+        "Vehicle.Cabin.Note": {"at": {"Longitude": 11.5}}})
+    else {
+        unreachable!()
+    };
+    sim.report("m-1", signals).await.unwrap();
+    sim.report_event("breakdown", "e-1", json!({"dtc": "P0300", "where": {"Latitude": 48.1, "road": "A9"}}))
+        .await
+        .unwrap();
+    let read = |path: String| {
+        let (app, owner) = (&app, owner.clone());
+        async move { app.get(&path, &owner).await.json::<Value>().await.unwrap() }
+    };
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = read(format!("/v1/vehicles/{vin}/state")).await;
+        if state["signals"]["Vehicle.Speed"]["value"] == 30 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state["signals"]["vehicle.currentlocation.latitude"]["value"], 48.1, "with consent: {state}");
+    assert_eq!(state["signals"]["Vehicle.Cabin.Note"]["value"], json!({"at": {"Longitude": 11.5}}));
+    for _ in 0..100 {
+        if read(format!("/v1/vehicles/{vin}/events")).await["items"].as_array().is_some_and(|i| !i.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The consent revoked: what was admitted under it is no longer shown, to the owner or a dealer.
+    let revoked = app.call(Method::DELETE, &format!("/v1/vehicles/{vin}/consents/location"), &owner, None).await;
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    for token in [owner.clone(), app.dealer()] {
+        let state: Value = app.get(&format!("/v1/vehicles/{vin}/state"), &token).await.json().await.unwrap();
+        let shown: Vec<&String> = state["signals"].as_object().unwrap().keys().collect();
+        assert_eq!(shown, ["Vehicle.Speed"], "{state}");
+        let history: Value = app.get(&format!("/v1/vehicles/{vin}/state/history"), &token).await.json().await.unwrap();
+        let signals: Vec<&str> = history.as_array().unwrap().iter().map(|h| h["signal"].as_str().unwrap()).collect();
+        assert_eq!(signals, ["Vehicle.Speed"], "{history}");
+        let asked = format!("/v1/vehicles/{vin}/state/history?signal=vehicle.currentlocation.latitude");
+        let history: Value = app.get(&asked, &token).await.json().await.unwrap();
+        assert_eq!(history, json!([]), "asking for it by name does not show it either");
+        let events: Value = app.get(&format!("/v1/vehicles/{vin}/events"), &token).await.json().await.unwrap();
+        assert_eq!(events["items"][0]["data"], json!({"dtc": "P0300", "where": {"road": "A9"}}), "{events}");
+    }
 }
 
 contract!(bad_messages_go_to_dead_letters_with_a_reason_and_are_counted);

@@ -38,7 +38,7 @@ impl Principal {
         }
     }
 
-    /// Whether the caller may see `vin`: owners only in their `vins`, dealers in theirs when scoped.
+    /// Whether the caller may see `vin`: owners and dealers only in their `vins` (a fleet dealer: all).
     pub fn sees(&self, vin: &str) -> bool {
         self.unscoped() || self.claims.vins.as_ref().is_some_and(|v| v.iter().any(|x| x == vin))
     }
@@ -61,10 +61,12 @@ impl Principal {
         }
     }
 
-    /// Roles that see every vehicle: factory, service, auditor, admin, and a dealer without `vins`.
+    /// Roles that see every vehicle: factory, service, auditor, admin, and a dealer granted the
+    /// `fleet` claim. A dealer without it sees its `vins`, and none when it has none: being
+    /// fleet-wide is never the default of a claim left out.
     fn unscoped(&self) -> bool {
         [Role::Factory, Role::Service, Role::Auditor, Role::Admin].iter().any(|r| self.has(*r))
-            || (self.claims.roles.contains(&Role::Dealer) && self.claims.vins.is_none())
+            || (self.claims.roles.contains(&Role::Dealer) && self.claims.fleet)
     }
 
     /// Metadata written with every event this caller causes.

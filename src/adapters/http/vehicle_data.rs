@@ -5,6 +5,7 @@ use super::error::{ApiError, ErrorCode, Json, Path, Problem, Query};
 use super::state::AppState;
 use super::vehicles::page_size;
 use crate::auth::Role;
+use crate::domain::observation::{is_location, redact_location};
 use crate::store::queries::{self, HistoryFilter, ReportedRow, SignalRow};
 use crate::store::views::{ConnectionView, Page};
 use axum::extract::State;
@@ -78,7 +79,15 @@ async fn visible(state: &AppState, principal: &Principal, vin: &str) -> Result<C
     Ok(super::vehicles::view(state, principal, vin).await?.connection)
 }
 
+/// Whether a reader may see where `vin` is now: only while a `location` consent is in force. What
+/// was admitted under a consent since revoked or expired is kept (for its retention) but not shown.
+async fn location_shown(state: &AppState, vin: &str) -> Result<bool, ApiError> {
+    Ok(queries::location_consented(&state.db, vin, Utc::now()).await?)
+}
+
 /// Last-known state (owner, dealer): per signal its value, vehicle time and received time; connection.
+/// Where the vehicle is (`Vehicle.CurrentLocation...` in any case, or a value naming a location at
+/// any depth) is shown only while a `location` consent is in force.
 #[utoipa::path(get, path = "/v1/vehicles/{vin}/state", tag = "vehicle data", params(("vin" = String, Path, description = "VIN")),
     responses((status = 200, description = "The state", body = VehicleState),
               (status = 404, description = "Unknown or out-of-scope vehicle", body = Problem)))]
@@ -88,9 +97,11 @@ async fn state(
     Path(vin): Path<String>,
 ) -> Result<Json<VehicleState>, ApiError> {
     let connection = visible(&state, &principal, &vin).await?;
+    let located = location_shown(&state, &vin).await?;
     let signals = queries::vehicle_state(&state.db, &vin)
         .await?
         .into_iter()
+        .filter(|row| located || !is_location(&row.signal, &row.value))
         .map(|SignalRow { signal, value, vehicle_ts, received_at }| {
             (signal, SignalValue { value, vehicle_ts, received_at })
         })
@@ -115,6 +126,7 @@ pub struct HistoryQuery {
 }
 
 /// Short history of signal values, newest first (owner, dealer). Kept for the retention period.
+/// Location signals only while a `location` consent is in force (a page may then hold fewer rows).
 #[utoipa::path(get, path = "/v1/vehicles/{vin}/state/history", tag = "vehicle data",
     params(("vin" = String, Path, description = "VIN"), HistoryQuery),
     responses((status = 200, description = "Values, newest vehicle time first", body = Vec<HistoryEntry>),
@@ -133,8 +145,10 @@ async fn history(
     }
     let filter = HistoryFilter { signal: q.signal, from: q.from, to: q.to, limit };
     let rows = queries::state_history(&state.db, &vin, &filter).await?;
+    let located = location_shown(&state, &vin).await?;
     Ok(Json(
         rows.into_iter()
+            .filter(|row| located || !is_location(&row.signal, &row.value))
             .map(|SignalRow { signal, value, vehicle_ts, received_at }| HistoryEntry {
                 signal,
                 value,
@@ -159,7 +173,8 @@ pub struct EventsQuery {
     pub page_token: Option<String>,
 }
 
-/// Events the vehicle reported (breakdown, maintenance alerts), newest first (owner, dealer).
+/// Events the vehicle reported (breakdown, maintenance alerts), newest first (owner, dealer). Keys
+/// naming a location are left out of `data` unless a `location` consent is in force.
 #[utoipa::path(get, path = "/v1/vehicles/{vin}/events", tag = "vehicle data", operation_id = "vehicle_events",
     params(("vin" = String, Path, description = "VIN"), EventsQuery),
     responses((status = 200, description = "A page of events", body = Page<ReportedEvent>),
@@ -174,13 +189,14 @@ async fn events(
     visible(&state, &principal, &vin).await?;
     let size = page_size(q.page_size)?;
     let page = queries::reported_events(&state.db, &vin, q.kind.as_deref(), size, q.page_token.as_deref()).await?;
+    let located = location_shown(&state, &vin).await?;
     let items = page
         .items
         .into_iter()
         .map(|ReportedRow { msg_id, kind, data, vehicle_ts, received_at, .. }| ReportedEvent {
             msg_id,
             kind,
-            data,
+            data: if located { data } else { redact_location(data) },
             vehicle_ts,
             received_at,
         })
