@@ -252,6 +252,10 @@ async fn state_reports_and_events_are_visible_through_the_api_with_consent(store
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(app.dead_letters(&vin).await, ["consent_missing"]);
+    let kept = app
+        .scalar(&format!("SELECT count(*) FROM dead_letters WHERE topic LIKE '%{vin}%' AND length(payload) > 0"))
+        .await;
+    assert_eq!(kept, 0, "what no consent lets in is not kept, not even as a dead letter");
     app.grant(&vin, "alice", "telemetry").await;
     sim.report("m-1", signals(10)).await.unwrap();
     sim.report("m-2", signals(20)).await.unwrap();

@@ -17,6 +17,9 @@ use cqrs_es::AggregateError;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 
+/// Dead-letter reason of a message no consent lets in: counted, its payload not kept.
+const CONSENT_MISSING: &str = "consent_missing";
+
 /// Why a batch could not be handled now; it is retried, unacknowledged.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum BatchError {
@@ -288,7 +291,8 @@ impl Handler {
             let publish = &batch[i].publish;
             let refuse = |reason: &'static str, detail: String| DeadLetter {
                 topic: String::from_utf8_lossy(&publish.topic).into_owned(),
-                payload: publish.payload.to_vec(),
+                // What no consent lets in is not kept, not even as a dead letter.
+                payload: if reason == CONSENT_MISSING { Vec::new() } else { publish.payload.to_vec() },
                 reason,
                 detail,
             };
@@ -307,7 +311,7 @@ impl Handler {
                     received_at,
                 },
                 Pending::State(_) | Pending::Event(..) if allowed.telemetry.is_none() => {
-                    dead.push(refuse("consent_missing", format!("no telemetry consent is in force for {vin}")));
+                    dead.push(refuse(CONSENT_MISSING, format!("no telemetry consent is in force for {vin}")));
                     continue;
                 }
                 Pending::State(report) => {
@@ -317,7 +321,7 @@ impl Handler {
                     }
                     if signals.is_empty() {
                         let detail = format!("only position signals and no location consent for {vin}");
-                        dead.push(refuse("consent_missing", detail));
+                        dead.push(refuse(CONSENT_MISSING, detail));
                         continue;
                     }
                     if let Err(refused) = budget.admit(&self.db, &vin, &signals).await? {
