@@ -4,18 +4,9 @@
 use crate::contract;
 use crate::helpers::*;
 use crate::servers::{mosquitto_pub, tacho_on, OwnMosquitto};
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tacho::sim::{Behaviour, SimVehicle};
-
-async fn succeeds(app: &TestApp, vin: &str) {
-    let response = app.command(vin, "alice", json!({"name": "flash_lights"})).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
-    let done = app.wait_command(&id, "alice", vin, |s| !matches!(s, "requested" | "dispatched" | "accepted")).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-}
 
 contract!(after_a_broker_restart_without_sessions_reporting_vehicles_are_online_and_commands_succeed);
 async fn after_a_broker_restart_without_sessions_reporting_vehicles_are_online_and_commands_succeed(store: Store) {
@@ -27,7 +18,7 @@ async fn after_a_broker_restart_without_sessions_reporting_vehicles_are_online_a
     let reporting = Behaviour { state_every: Some(Duration::from_millis(200)), ..Behaviour::default() };
     let _sim = SimVehicle::connect(&broker.url(), &vin, reporting).await.unwrap();
     app.wait_connected(&vin, true).await;
-    succeeds(&app, &vin).await;
+    app.succeeds(&vin, "flash_lights").await;
 
     // Mosquitto stops (publishing every Last Will) and comes back without any session: what the
     // vehicle sends before tacho subscribes again, its `online` message among it, is gone.
@@ -45,7 +36,7 @@ async fn after_a_broker_restart_without_sessions_reporting_vehicles_are_online_a
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     eprintln!("reporting and connected again {:?} after the broker restarted", restarted.elapsed());
-    succeeds(&app, &vin).await;
+    app.succeeds(&vin, "flash_lights").await;
     let changes = crate::log::connection_changes(app.db(), &vin).await;
     eprintln!("connection changes: {changes:?}");
     assert_eq!(changes.last().map(|(online, _)| *online), Some(true));
@@ -68,7 +59,7 @@ async fn a_last_will_of_an_older_session_read_late_does_not_take_the_vehicle_off
     tokio::time::sleep(Duration::from_millis(500)).await;
     let vehicle: Value = app.get(&format!("/v1/vehicles/{vin}"), &app.dealer()).await.json().await.unwrap();
     assert_eq!(vehicle["connection"]["connected"], true, "{vehicle}");
-    succeeds(&app, &vin).await;
+    app.succeeds(&vin, "flash_lights").await;
     let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(
         metrics.lines().any(|l| l.starts_with("tacho_connection_messages_ignored_total{reason=\"stale\"} 1")),

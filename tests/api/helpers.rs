@@ -317,6 +317,16 @@ impl TestApp {
     }
 
     /// Polls command `id` until `done` holds for its status (at most 20 s); returns the command.
+    /// Alice asks `vin` to do `name`, and it succeeds.
+    pub async fn succeeds(&self, vin: &str, name: &str) {
+        let response = self.command(vin, "alice", json!({ "name": name })).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
+        let done =
+            self.wait_command(&id, "alice", vin, |s| !matches!(s, "requested" | "dispatched" | "accepted")).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+
     pub async fn wait_command(&self, id: &str, owner: &str, vin: &str, done: impl Fn(&str) -> bool) -> Value {
         let token = self.owner(owner, &[vin]);
         let mut last = Value::Null;

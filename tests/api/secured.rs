@@ -143,14 +143,6 @@ async fn wait_allowed(client: &Client, topic: &str) -> Duration {
     }
 }
 
-async fn succeeds(app: &TestApp, vin: &str) {
-    let response = app.command(vin, "alice", json!({"name": "lock_doors"})).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
-    let done = app.wait_command(&id, "alice", vin, |s| !matches!(s, "requested" | "dispatched" | "accepted")).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-}
-
 async fn register_device(app: &TestApp, vin: &str, device_id: &str, thumbprint: &str) {
     let body = json!({"device_id": device_id, "kind": "tcu", "certificate_thumbprint": thumbprint});
     let registered = app.post(&format!("/v1/vehicles/{vin}/devices"), &app.factory(), body).await;
@@ -195,7 +187,7 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     // A device answers its own vehicle's command.
     let sim = SimVehicle::connect(&device_broker(&broker, &pki, &vin), &vin, Behaviour::default()).await.unwrap();
     app.wait_connected(&vin, true).await;
-    succeeds(&app, &vin).await;
+    app.succeeds(&vin, "lock_doors").await;
     // One identity, one connection: the clients below, with the same certificate, would take over
     // the simulator's session.
     sim.disconnect().await.unwrap();
@@ -237,7 +229,7 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     assert!(!log.contains(&format!("Client {inbound_client_id} already connected")), "tacho's session kept:\n{log}");
     let sim = SimVehicle::connect(&device_broker(&broker, &pki, &vin), &vin, Behaviour::default()).await.unwrap();
     app.wait_connected(&vin, true).await;
-    succeeds(&app, &vin).await;
+    app.succeeds(&vin, "lock_doors").await;
     sim.disconnect().await.unwrap();
 
     // tacho's state of the other vehicle is unchanged by all of it.
@@ -278,7 +270,7 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
         .await
         .unwrap();
     app.wait_connected(&vin, true).await;
-    succeeds(&app, &vin).await;
+    app.succeeds(&vin, "lock_doors").await;
     sim.disconnect().await.unwrap();
 
     // The broker loses its whole rights configuration and restarts: tacho restores every right of

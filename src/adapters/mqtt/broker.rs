@@ -6,6 +6,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// Largest MQTT packet tacho's clients take, and the embedded broker accepts: the largest payload
 /// tacho accepts ([`super::codec::MAX_PAYLOAD`], 64 KiB) with room for the topic and properties. It
@@ -147,6 +148,38 @@ impl std::fmt::Display for BrokerUrl {
         match self.host.contains(':') {
             true => write!(f, "{scheme}://[{}]:{}", self.host, self.port),
             false => write!(f, "{scheme}://{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// Polls `eventloop` at all times (the rule of rumqttc: a client's requests and acknowledgements move
+/// only while it is polled) and hands each event, or connection error, to `on_event`; after an error
+/// it waits [`backoff`] before the event loop reconnects. Returns on `shutdown`, or when `on_event`
+/// answers false.
+pub async fn drive(
+    mut eventloop: rumqttc::v5::EventLoop,
+    shutdown: CancellationToken,
+    mut on_event: impl FnMut(Result<rumqttc::v5::Event, rumqttc::v5::ConnectionError>) -> bool,
+) {
+    let mut failures = 0;
+    loop {
+        let polled = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            polled = eventloop.poll() => polled,
+        };
+        let failed = polled.is_err();
+        if matches!(polled, Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::ConnAck(_)))) {
+            failures = 0;
+        }
+        if !on_event(polled) {
+            return;
+        }
+        if failed {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(backoff(failures)) => {}
+            }
+            failures += 1;
         }
     }
 }

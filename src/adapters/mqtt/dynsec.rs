@@ -6,7 +6,7 @@
 //! request that gets no answer (plugin missing, tacho lacking the right, broker down) fails after
 //! [`ANSWER_TIMEOUT`], and [`Control::health`] says why.
 
-use super::broker::{backoff, BrokerUrl};
+use super::broker::{drive, BrokerUrl};
 use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
@@ -211,22 +211,16 @@ impl Serving {
 
 /// Polls the event loop at all times: subscribes to the answers on every connection, forwards them.
 async fn poll(
-    mut eventloop: rumqttc::v5::EventLoop,
+    eventloop: rumqttc::v5::EventLoop,
     client: AsyncClient,
     answers: mpsc::Sender<Vec<u8>>,
     subscribed: watch::Sender<Subscribed>,
     connections: watch::Sender<u64>,
     shutdown: CancellationToken,
 ) {
-    let mut failures = 0;
-    loop {
-        let polled = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            polled = eventloop.poll() => polled,
-        };
+    drive(eventloop, shutdown, |polled| {
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
                 subscribed.send_replace(Subscribed::No);
                 connections.send_modify(|n| *n += 1);
                 let _ = client.try_subscribe(RESPONSE_TOPIC, QoS::AtLeastOnce);
@@ -246,12 +240,9 @@ async fn poll(
             Err(e) => {
                 tracing::debug!(error = %e, "broker control connection down");
                 subscribed.send_replace(Subscribed::No);
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff(failures)) => {}
-                }
-                failures += 1;
             }
         }
-    }
+        true
+    })
+    .await
 }

@@ -8,7 +8,7 @@
 //! confirmation. A publish whose confirmation is lost is reported as failed and re-published by its
 //! caller (at-least-once, never "done" without an acknowledgement). Several lanes give throughput.
 
-use super::broker::{backoff, BrokerUrl};
+use super::broker::{drive, BrokerUrl};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
@@ -103,38 +103,20 @@ impl Publisher {
 
 /// Owns the event loop: polls it at all times and only forwards what the lane needs.
 async fn poll(
-    mut eventloop: rumqttc::v5::EventLoop,
+    eventloop: rumqttc::v5::EventLoop,
     events: mpsc::UnboundedSender<LaneEvent>,
     shutdown: CancellationToken,
 ) {
-    let mut failures = 0;
-    loop {
-        let polled = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            polled = eventloop.poll() => polled,
-        };
+    drive(eventloop, shutdown, |polled| {
         let forwarded = match polled {
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => events.send(LaneEvent::Sent(pkid)),
             Ok(Event::Incoming(Packet::PubAck(ack))) => events.send(LaneEvent::Acked(ack.pkid, ack.reason)),
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
-                Ok(())
-            }
             Ok(_) => Ok(()),
-            Err(e) => {
-                let sent = events.send(LaneEvent::Down(e.to_string()));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff(failures)) => {}
-                }
-                failures += 1;
-                sent
-            }
+            Err(e) => events.send(LaneEvent::Down(e.to_string())),
         };
-        if forwarded.is_err() {
-            return;
-        }
-    }
+        forwarded.is_ok()
+    })
+    .await
 }
 
 /// One connection of a lane: its client, what its event loop forwards, and the polling task.

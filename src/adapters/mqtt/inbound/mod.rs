@@ -7,7 +7,7 @@
 use super::admission::Limits;
 mod batch;
 
-use super::broker::{backoff, BrokerUrl};
+use super::broker::{backoff, drive, BrokerUrl};
 use super::topics;
 use crate::metrics::Metrics;
 use crate::store::Db;
@@ -110,26 +110,16 @@ impl Queue {
 }
 
 async fn poll(
-    mut eventloop: rumqttc::v5::EventLoop,
+    eventloop: rumqttc::v5::EventLoop,
     client: AsyncClient,
     filters: Vec<Filter>,
     queue: Queue,
     shutdown: CancellationToken,
 ) {
-    let mut failures = 0;
-    loop {
-        let polled = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            polled = eventloop.poll() => polled,
-        };
+    drive(eventloop, shutdown, |polled| {
         match polled {
-            Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if !queue.push(publish) {
-                    return;
-                }
-            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => return queue.push(publish),
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
                 tracing::info!(session_present = ack.session_present, "MQTT consumer connected");
                 // Never await on the polling task: subscribe from a task of its own, which waits for
                 // room in the client's channel (the handler's acks share it).
@@ -157,16 +147,11 @@ async fn poll(
                 }
             }
             Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, attempt = failures, "MQTT consumer disconnected; reconnecting");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff(failures)) => {}
-                }
-                failures += 1;
-            }
+            Err(e) => tracing::warn!(error = %e, "MQTT consumer disconnected; reconnecting"),
         }
-    }
+        true
+    })
+    .await
 }
 
 async fn handle(
