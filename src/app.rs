@@ -261,14 +261,29 @@ fn keep_broker_rights(
         tracing::warn!("device rights are kept at {broker}, but tacho's own connection to it is not TLS");
     }
     let control = Control::start(broker, &format!("{instance}-rights"), shutdown.clone());
-    let probe = control.clone();
-    tokio::spawn(async move {
-        match probe.request(vec![serde_json::json!({"command": "getDefaultACLAccess"})]).await {
-            Ok(_) => tracing::info!("the broker's Dynamic Security plugin answers: tacho keeps the devices' rights"),
-            Err(e) => tracing::error!(error = %e, "cannot keep the devices' rights at the broker"),
-        }
-    });
+    tokio::spawn(probe_broker_rights(control.clone(), shutdown.clone()));
     Some(control)
+}
+
+/// Asks the broker's plugin for an answer at start-up and every 30 s (on every instance, also those
+/// that do not hold the rights process's lease), so the log and `/readyz` say when it stops answering.
+async fn probe_broker_rights(control: Control, shutdown: CancellationToken) {
+    let mut answered = None;
+    loop {
+        let probe = control.request(vec![serde_json::json!({"command": "getDefaultACLAccess"})]).await;
+        match (&probe, answered) {
+            (Ok(_), None | Some(false)) => {
+                tracing::info!("the broker's Dynamic Security plugin answers: tacho keeps the devices' rights")
+            }
+            (Err(e), None | Some(true)) => tracing::error!(error = %e, "cannot keep the devices' rights at the broker"),
+            _ => {}
+        }
+        answered = Some(probe.is_ok());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
 }
 
 /// Relays the commands projection's notifications (sent on commit) to long polls and SSE.

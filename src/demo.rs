@@ -2,7 +2,7 @@
 
 use crate::app::Running;
 use crate::auth::Role;
-use crate::config::{Config, Mqtt};
+use crate::config::{BrokerRights, Config, Mqtt};
 use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::{VehicleCommand, VehicleStatus};
 use crate::domain::vin::Vin;
@@ -99,8 +99,13 @@ pub fn banner(config: &Config, running: &Running, demo: Option<&Demo>) -> anyhow
         None => "PostgreSQL (TACHO_DATABASE_URL)".to_owned(),
     };
     let mqtt = match (config.mqtt()?, &running.broker) {
-        (Mqtt::Embedded(_), Some(url)) => format!("{url} (embedded broker, MQTT v5)"),
-        (_, Some(url)) => format!("{url}"),
+        (Mqtt::Embedded(_), Some(url)) => {
+            format!("{url} (embedded broker, MQTT v5; no device authentication: for development)")
+        }
+        (_, Some(url)) if config.broker_rights == BrokerRights::None => {
+            format!("{url} (device rights not kept by tacho: TACHO_BROKER_RIGHTS=none)")
+        }
+        (_, Some(url)) => format!("{url} (device rights kept by tacho in Mosquitto's Dynamic Security plugin)"),
         (_, None) => "off (TACHO_MQTT_URL=none): commands stay requested".to_owned(),
     };
     writeln!(out, "tacho is running")?;

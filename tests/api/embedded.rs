@@ -22,7 +22,13 @@ async fn serve_demo_prints_a_working_token_and_its_vehicles_answer_commands() {
     let demo = tacho::demo::start(&app.running, 2).await.expect("demo vehicles start");
     let banner = tacho::demo::banner(&config, &app.running, Some(&demo)).expect("banner");
     assert!(banner.contains(&format!("http://{}", app.running.addr)), "{banner}");
-    assert!(banner.contains(&format!("mqtt://{} (embedded broker, MQTT v5)", config.embedded_mqtt_addr)), "{banner}");
+    assert!(
+        banner.contains(&format!(
+            "mqtt://{} (embedded broker, MQTT v5; no device authentication",
+            config.embedded_mqtt_addr
+        )),
+        "{banner}"
+    );
     assert!(banner.contains("tacho.db (SQLite"), "{banner}");
     let token = banner.lines().find_map(|l| l.trim().strip_prefix("export TOKEN=")).expect("a token line").to_owned();
 

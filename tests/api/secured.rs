@@ -53,6 +53,12 @@ impl Pki {
         std::fs::read_to_string(self.dir.join(format!("devices/{name}.sha256"))).unwrap().trim().to_owned()
     }
 
+    /// Lists certificate `devices/<name>` on the device CA's revocation list.
+    fn revoke(&self, name: &str) {
+        assert!(Command::new(Self::script()).arg(&self.dir).args(["revoke", name]).output().unwrap().status.success());
+        self.share();
+    }
+
     /// Mosquitto drops to its own user when started as root: let it read the broker's key.
     fn share(&self) {
         let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(&self.dir).status();
@@ -168,6 +174,8 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     config.mqtt_cert_file = Some(pki.path("tacho.crt"));
     config.mqtt_key_file = Some(pki.path("tacho.key"));
     config.broker_rights = BrokerRights::MosquittoDynsec;
+    // As several instances run: the vehicles' messages through a shared subscription.
+    config.mqtt_shared_group = Some("tacho".into());
     let inbound_client_id = format!("{}-in", config.instance.clone().unwrap());
     let app = start(config).await;
 
@@ -260,6 +268,14 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     let (code, text) = device.subscribe(&format!("vehicles/{vin}/commands/+/request"), 1);
     assert_eq!(code, Some(NOT_AUTHORIZED), "connected again, the revoked device may not subscribe: {text}");
     assert_eq!(device.publish(&format!("vehicles/{vin}/state"), "{}"), Some(NOT_AUTHORIZED));
+    // And once the CA lists its certificate, the broker refuses the handshake itself.
+    pki.revoke(&vin);
+    broker.reload();
+    let refused = Instant::now();
+    while device.publish(&format!("vehicles/{vin}/state"), "{}").is_some() {
+        assert!(refused.elapsed() < Duration::from_secs(10), "the revoked certificate still connects");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Its replacement works.
     let fitted = pki.device("tcu-a2", &format!("{vin}-new"));
@@ -273,15 +289,28 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     app.succeeds(&vin, "lock_doors").await;
     sim.disconnect().await.unwrap();
 
+    // A dealer replaces the other vehicle's device: the part taken out loses its rights (its
+    // certificate is still valid: no CRL), the part put in has them.
+    let fitted = pki.device("tcu-b2", &format!("{other}-new"));
+    let body = json!({"new_device_id": "tcu-b2", "certificate_thumbprint": fitted});
+    let replaced = app.post("/v1/devices/tcu-b/replace", &app.dealer(), body).await;
+    assert_eq!(replaced.status(), StatusCode::OK);
+    let (old_part, new_part) =
+        (Client::device(broker.port, &pki, &other), Client::device(broker.port, &pki, &format!("{other}-new")));
+    wait_allowed(&new_part, &format!("vehicles/{other}/state")).await;
+    assert_eq!(old_part.publish(&format!("vehicles/{other}/state"), "{}"), Some(NOT_AUTHORIZED), "replaced");
+
     // The broker loses its whole rights configuration and restarts: tacho restores every right of
-    // the log (and no more: the revoked device stays without rights).
+    // the log, and no more (the replaced part stays without rights; the revoked one is refused by
+    // the CRL anyway).
     broker.stop();
     broker.write("dynamic-security.json", SEED);
     broker.start_again();
     let restored = wait_allowed(&replacement, &format!("vehicles/{vin}/state")).await;
     eprintln!("rights restored {restored:?} after the broker restarted with an empty configuration");
-    wait_allowed(&Client::device(broker.port, &pki, &other), &format!("vehicles/{other}/state")).await;
-    assert_eq!(device.publish(&format!("vehicles/{vin}/state"), "{}"), Some(NOT_AUTHORIZED), "revoked stays revoked");
+    wait_allowed(&new_part, &format!("vehicles/{other}/state")).await;
+    assert_eq!(old_part.publish(&format!("vehicles/{other}/state"), "{}"), Some(NOT_AUTHORIZED), "not restored");
+    assert_eq!(device.publish(&format!("vehicles/{vin}/state"), "{}"), None, "revoked and listed");
     let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK, "{}", ready.text().await.unwrap());
 }

@@ -96,6 +96,13 @@ impl OwnMosquitto {
         std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
     }
 
+    /// Sends it SIGHUP: it reads its configuration again (the CRL among it).
+    pub fn reload(&self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg("-HUP").arg(child.id().to_string()).status();
+        }
+    }
+
     /// Starts it again after [`Self::stop`], on the same ports.
     pub fn start_again(&mut self) {
         self.run();
