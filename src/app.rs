@@ -158,6 +158,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let mut publisher = None;
     let mut dispatcher = None;
     let mut broker_rights = None;
+    let mut inbound_refused = None;
     if let Some(broker) = &broker {
         let lanes = Publisher::start(broker, &instance, config.mqtt_publish_lanes, shutdown.clone());
         let link = MqttLink { publisher: lanes.clone(), metrics: Arc::clone(&metrics) };
@@ -183,7 +184,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
             shared_group: config.mqtt_shared_group.clone(),
             session_expiry_s: config.mqtt_session_expiry_s,
         };
-        inbound::start(broker, &options, Arc::new(handler), shutdown.clone());
+        inbound_refused = Some(inbound::start(broker, &options, Arc::new(handler), shutdown.clone()));
         publisher = Some(lanes);
         dispatcher = Some(sender);
     }
@@ -225,6 +226,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         request_timeout: config.server_limits().request_timeout,
         ready_max_lag: Duration::from_secs(config.ready_max_lag_s),
         broker_rights,
+        inbound_refused,
     };
     let addr = listener.local_addr().context("listener has no address")?;
     let router = http::router(state.clone());

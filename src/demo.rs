@@ -140,9 +140,9 @@ pub fn banner(config: &Config, running: &Running, demo: Option<&Demo>) -> anyhow
             writeln!(out, "  (start with --demo for simulated vehicles to send commands to)")?;
         }
     }
-    if let Some(url) = &running.broker {
-        let port = url.to_string();
-        writeln!(out, "  mosquitto_sub -V mqttv5 -v -t 'vehicles/#' -p {}", port.rsplit(':').next().unwrap_or("1883"))?;
+    // Watching every vehicle's topics takes a broker that lets anyone do so: not a secured one.
+    if let Some(url) = running.broker.as_ref().filter(|url| !url.is_secure()) {
+        writeln!(out, "  mosquitto_sub -V mqttv5 -v -t 'vehicles/#' -h {} -p {}", url.host, url.port)?;
     }
     writeln!(out, "Ctrl-C stops tacho; data stays in the data folder for the next start.")?;
     Ok(out)

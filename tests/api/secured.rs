@@ -338,3 +338,34 @@ async fn a_broker_that_does_not_keep_rights_makes_tacho_unready_and_say_why() {
     };
     eprintln!("/readyz after {:?}: {reason}", start.elapsed());
 }
+
+/// A broker that refuses tacho's subscriptions (its role lacks the right): `/readyz` names them.
+#[tokio::test]
+async fn a_broker_that_refuses_tachos_subscriptions_makes_tacho_unready_and_say_which() {
+    let Some(pki) = Pki::new("secured-no-subscribe") else { return };
+    // The shipped seed without tacho's right to subscribe to the vehicles' state.
+    let seed: String =
+        SEED.lines().filter(|l| !l.contains(r#""topic": "vehicles/+/state""#)).collect::<Vec<_>>().join("\n");
+    assert_ne!(seed.lines().count(), SEED.lines().count());
+    let Some(broker) = OwnMosquitto::secured_with(&pki.dir, &seed) else { return };
+    let Some(database) = fresh_store(Store::Sqlite).await else { return };
+    let mut config = config(&database);
+    config.mqtt_url = format!("mqtts://127.0.0.1:{}", broker.services_port.unwrap());
+    config.mqtt_ca_file = Some(pki.path("ca.crt"));
+    config.mqtt_cert_file = Some(pki.path("tacho.crt"));
+    config.mqtt_key_file = Some(pki.path("tacho.key"));
+    let app = start(config).await;
+    let start = Instant::now();
+    loop {
+        let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
+        let status = ready.status();
+        let reason = ready.text().await.unwrap();
+        if status == StatusCode::SERVICE_UNAVAILABLE && reason.contains("refused tacho's subscriptions") {
+            assert!(reason.contains("vehicles/+/state"), "{reason}");
+            assert!(!reason.contains("vehicles/+/connection"), "only the refused one: {reason}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never said so: {status} {reason}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -42,6 +42,11 @@ impl OwnMosquitto {
     /// with `docker/dynamic-security.json`), with the certificates of `pki` (`scripts/dev-pki`):
     /// devices on [`Self::port`], services on [`Self::services_port`].
     pub fn secured(pki: &std::path::Path) -> Option<Self> {
+        Self::secured_with(pki, SEED)
+    }
+
+    /// [`Self::secured`], its plugin seeded with `seed` instead.
+    pub fn secured_with(pki: &std::path::Path, seed: &str) -> Option<Self> {
         let Some(plugin) = DYNSEC_PLUGINS.iter().find(|p| std::path::Path::new(p).exists()) else {
             missing("Mosquitto's Dynamic Security plugin")?;
             return None;
@@ -57,7 +62,7 @@ impl OwnMosquitto {
                 .replace("listener 8883 0.0.0.0", &format!("listener {port} 127.0.0.1"))
                 .replace("listener 8884 0.0.0.0", &format!("listener {services} 127.0.0.1"))
         };
-        Self::start_with(conf, &[("dynamic-security.json", SEED)], Some(services))
+        Self::start_with(conf, &[("dynamic-security.json", seed)], Some(services))
     }
 
     fn start_with(

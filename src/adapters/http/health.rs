@@ -19,12 +19,17 @@ async fn healthz() -> &'static str {
 }
 
 /// The database answers, no subscriber of the log lags more than `TACHO_READY_MAX_LAG_S` (default
-/// 60 s) and, when tacho keeps the devices' rights at the broker, the broker answers for them;
+/// 60 s), the broker took tacho's subscriptions and, when tacho keeps the devices' rights at the
+/// broker, the broker answers for them;
 /// otherwise 503 says what is wrong, naming the backend that holds the readers back when there is one.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, description = "Ready", body = String),
-              (status = 503, description = "Database unreachable, a subscriber stalled (named, with what holds it back), or the broker's device rights cannot be kept (why)", body = String)))]
+              (status = 503, description = "Database unreachable, a subscriber stalled (named, with what holds it back), the broker refused tacho's subscriptions, or the broker's device rights cannot be kept (why)", body = String)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
+    if let Some(refused) = state.inbound_refused.as_ref().and_then(|r| r.borrow().clone()) {
+        let why = format!("the broker refused tacho's subscriptions ({refused}): tacho hears nothing on them");
+        return (StatusCode::SERVICE_UNAVAILABLE, why);
+    }
     if let Some(rights) = &state.broker_rights {
         match rights.health() {
             Health::Answering => {}

@@ -18,7 +18,7 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Largest batch handled in one transaction.
@@ -63,7 +63,14 @@ struct Received {
 }
 
 /// Connects the consumer and starts its two tasks.
-pub fn start(broker: &BrokerUrl, options: &InboundOptions, handler: Arc<Handler>, shutdown: CancellationToken) {
+/// Starts the consumer; what it returns tells which of its subscriptions the broker refused (`None`
+/// while it has them all).
+pub fn start(
+    broker: &BrokerUrl,
+    options: &InboundOptions,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+) -> watch::Receiver<Option<String>> {
     let mut mqtt = broker.options(&options.client_id);
     mqtt.set_clean_start(false);
     mqtt.set_session_expiry_interval(Some(options.session_expiry_s));
@@ -83,8 +90,10 @@ pub fn start(broker: &BrokerUrl, options: &InboundOptions, handler: Arc<Handler>
     let (tx, rx) = mpsc::unbounded_channel();
     let queued_qos0 = Arc::new(AtomicUsize::new(0));
     let queue = Queue { received: tx, queued_qos0: Arc::clone(&queued_qos0), metrics: Arc::clone(&handler.metrics) };
-    tokio::spawn(poll(eventloop, client.clone(), filters, queue, shutdown.clone()));
+    let (refused_tx, refused) = watch::channel(None);
+    tokio::spawn(poll(eventloop, client.clone(), filters, queue, refused_tx, shutdown.clone()));
     tokio::spawn(handle(client, rx, queued_qos0, handler, shutdown));
+    refused
 }
 
 /// The handler's queue, as the polling task fills it: never awaited on (the event loop must keep
@@ -114,6 +123,7 @@ async fn poll(
     client: AsyncClient,
     filters: Vec<Filter>,
     queue: Queue,
+    refusals: watch::Sender<Option<String>>,
     shutdown: CancellationToken,
 ) {
     drive(eventloop, shutdown, |polled| {
@@ -145,6 +155,7 @@ async fn poll(
                          hears nothing from those vehicles"
                     );
                 }
+                refusals.send_replace((!refused.is_empty()).then(|| refused.join(", ")));
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "MQTT consumer disconnected; reconnecting"),
