@@ -180,7 +180,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
             limits: config.vehicle_limits(),
         };
         let options = InboundOptions {
-            client_id: format!("{instance}-in"),
+            client_id: broker.client_id(&instance, "in"),
             shared_group: config.mqtt_shared_group.clone(),
             session_expiry_s: config.mqtt_session_expiry_s,
         };
@@ -262,7 +262,7 @@ fn keep_broker_rights(
     if !broker.is_secure() {
         tracing::warn!("device rights are kept at {broker}, but tacho's own connection to it is not TLS");
     }
-    let control = Control::start(broker, &format!("{instance}-rights"), shutdown.clone());
+    let control = Control::start(broker, &broker.client_id(instance, "rights"), shutdown.clone());
     tokio::spawn(probe_broker_rights(control.clone(), shutdown.clone()));
     Some(control)
 }

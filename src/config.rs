@@ -324,12 +324,20 @@ impl Config {
         if self.mqtt_url.eq_ignore_ascii_case("none") {
             return Ok(Mqtt::Off);
         }
+        let tls_settings = self.mqtt_ca_file.is_some() || self.mqtt_cert_file.is_some();
         if self.mqtt_url.eq_ignore_ascii_case("embedded") {
+            anyhow::ensure!(
+                self.broker_rights == BrokerRights::None,
+                "TACHO_BROKER_RIGHTS=mosquitto-dynsec needs an external Mosquitto (TACHO_MQTT_URL): the embedded broker has no plugin"
+            );
+            anyhow::ensure!(
+                !tls_settings,
+                "TACHO_MQTT_CA_FILE/CERT_FILE are for an mqtts:// broker, not the embedded one"
+            );
             return Ok(Mqtt::Embedded(self.embedded_mqtt_addr));
         }
         use crate::adapters::mqtt::broker::{BrokerUrl, Tls};
         let url = BrokerUrl::parse(&self.mqtt_url).map_err(|e| anyhow::anyhow!("TACHO_MQTT_URL: {e}"))?;
-        let tls_settings = self.mqtt_ca_file.is_some() || self.mqtt_cert_file.is_some();
         if !url.is_secure() {
             if tls_settings {
                 anyhow::bail!("TACHO_MQTT_CA_FILE/CERT_FILE are set but TACHO_MQTT_URL is not mqtts://");

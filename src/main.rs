@@ -41,6 +41,12 @@ async fn run() -> anyhow::Result<()> {
                 "--sub must be 1 to 256 printable characters and not start with tacho: or vehicle: (tacho's own actors)"
             );
             let keys = config.auth_keys()?;
+            anyhow::ensure!(
+                !args.fleet
+                    || (args.roles.contains(&tacho::auth::Role::Dealer)
+                        && !args.roles.contains(&tacho::auth::Role::Owner)),
+                "--fleet is for dealer tokens (not owners'): it lets a dealer see every vehicle"
+            );
             let now = chrono::Utc::now().timestamp();
             let token = match args.fleet {
                 true => keys.mint_fleet(&args.sub, args.roles, now, args.ttl),

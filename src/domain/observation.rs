@@ -84,12 +84,18 @@ impl VehicleFact {
     }
 }
 
-/// Path segments that say "where the vehicle is", in any case: the VSS branch `CurrentLocation`
-/// and the coordinates it holds, wherever they appear.
-const LOCATION_SEGMENTS: [&str; 3] = ["currentlocation", "latitude", "longitude"];
-
+/// Whether a name (a signal path, or a key in a value) says "where the vehicle is": one of its
+/// segments (split on `.`, `/`, `_`, `-`, `:` and spaces; any letter case) is a location word, or
+/// contains `latitude`, `longitude` or `currentlocation` (`gpsLatitude`). A denylist: it catches
+/// VSS's `Vehicle.CurrentLocation` branch and the usual spellings of coordinates, not every way a
+/// vehicle could encode a position.
 fn names_location(name: &str) -> bool {
-    name.split(['.', '/']).any(|segment| LOCATION_SEGMENTS.iter().any(|l| segment.eq_ignore_ascii_case(l)))
+    const WORDS: [&str; 9] = ["lat", "lon", "lng", "gps", "gnss", "geo", "geolocation", "coordinates", "location"];
+    const WITHIN: [&str; 3] = ["latitude", "longitude", "currentlocation"];
+    name.split(['.', '/', '_', '-', ':', ' ']).any(|segment| {
+        let segment = segment.to_ascii_lowercase();
+        WORDS.contains(&segment.as_str()) || WITHIN.iter().any(|w| segment.contains(w))
+    })
 }
 
 /// Whether `value` holds, at any depth, a key that names a location (bounded: values are at most
@@ -102,8 +108,8 @@ fn holds_location(value: &Value) -> bool {
     }
 }
 
-/// Whether signal `name` with `value` tells where the vehicle is: its path has a location segment
-/// (`Vehicle.CurrentLocation...`, in any case), or its value nests one. Only the `location` consent
+/// Whether signal `name` with `value` tells where the vehicle is: its path names a location
+/// (`Vehicle.CurrentLocation...`, in any case), or its value nests a key that does. Only the `location` consent
 /// lets such a signal in, and out to a reader.
 pub fn is_location(name: &str, value: &Value) -> bool {
     names_location(name) || holds_location(value)
@@ -149,8 +155,8 @@ mod tests {
             json!({"Vehicle.Speed": 0, "Vehicle.CurrentLocation.Latitude": 48.1, "Vehicle.CurrentLocationX": 1});
         let Value::Object(signals) = signals else { unreachable!() };
         let (kept, dropped) = without_location(signals.clone(), false);
-        assert_eq!(dropped, ["Vehicle.CurrentLocation.Latitude"]);
-        assert!(kept.contains_key("Vehicle.Speed") && kept.contains_key("Vehicle.CurrentLocationX"));
+        assert_eq!(dropped, ["Vehicle.CurrentLocation.Latitude", "Vehicle.CurrentLocationX"]);
+        assert!(kept.contains_key("Vehicle.Speed"));
         assert_eq!(without_location(signals, true).1, Vec::<String>::new());
     }
 
@@ -161,17 +167,30 @@ mod tests {
             "Vehicle.CURRENTLOCATION": {"Lat": 1},
             "Vehicle.Cabin.Note": {"where": {"Vehicle.CurrentLocation.Longitude": 11.5}},
             "Vehicle.Trip": [{"latitude": 1.0}],
+            "Vehicle.Private.Gps": {"gpsLatitude": "48.1"},
+            "Vehicle.Nav": {"lon": 11.5},
             "Vehicle.Speed": 50,
-            "Vehicle.Cabin.Lights": {"on": true}
+            "Vehicle.Cabin.Lights": {"on": true},
+            "Vehicle.Cabin.Seat.Row1.Pos1.Position": 3
         });
         let Value::Object(signals) = signals else { unreachable!() };
         let (kept, mut dropped) = without_location(signals, false);
         dropped.sort();
         assert_eq!(
             dropped,
-            ["Vehicle.CURRENTLOCATION", "Vehicle.Cabin.Note", "Vehicle.Trip", "vehicle.currentlocation.latitude"]
+            [
+                "Vehicle.CURRENTLOCATION",
+                "Vehicle.Cabin.Note",
+                "Vehicle.Nav",
+                "Vehicle.Private.Gps",
+                "Vehicle.Trip",
+                "vehicle.currentlocation.latitude"
+            ]
         );
-        assert_eq!(kept.keys().collect::<Vec<_>>(), ["Vehicle.Cabin.Lights", "Vehicle.Speed"]);
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            ["Vehicle.Cabin.Lights", "Vehicle.Cabin.Seat.Row1.Pos1.Position", "Vehicle.Speed"]
+        );
         let redacted = redact_location(json!({"code": "P0420", "at": {"Latitude": 1, "LONGITUDE": 2, "road": "A9"}}));
         assert_eq!(redacted, json!({"code": "P0420", "at": {"road": "A9"}}));
     }

@@ -12,7 +12,7 @@
 
 use crate::domain::device::{Device, DeviceEvent};
 use crate::domain::streams;
-use crate::domain::vehicle::{Vehicle, VehicleEvent};
+use crate::domain::vehicle::{Vehicle, VehicleEvent, VehicleStatus};
 use crate::projections::{Process, ProjectionError};
 use crate::store::leases::Lease;
 use crate::store::log::{self, Checkpoint, StoredEvent};
@@ -25,6 +25,8 @@ use tokio::sync::Mutex;
 pub const CHECK_EVERY: Duration = Duration::from_secs(15);
 /// Events read at a time while replaying.
 const REPLAY_BATCH: i64 = 500;
+/// Changes applied between two checks of the lease.
+const APPLY_CHUNK: usize = 25;
 
 fn effect(e: impl std::fmt::Display) -> ProjectionError {
     ProjectionError::Effect(format!("broker rights: {e}"))
@@ -83,47 +85,70 @@ impl DeviceRights {
         Self { db, frameworks, keeper, checked: Mutex::new(None) }
     }
 
-    /// What `events` change at the broker, in log order.
-    async fn rights(&self, events: &[StoredEvent]) -> Result<Vec<Right>, ProjectionError> {
+    /// What `events` change at the broker, in log order. A grant is given only to a device that
+    /// is in service today, on a vehicle in service: replaying an old `DeviceProvisioned` never
+    /// gives rights back, not even for the moment until its withdrawal is replayed. In a replay
+    /// (`passing_over`) an event that does not decode is logged and passed over, as the runner does.
+    async fn rights(&self, events: &[StoredEvent], passing_over: bool) -> Result<Vec<Right>, ProjectionError> {
         let mut rights = Vec::new();
         for event in events {
-            match event.aggregate_type.as_str() {
-                streams::DEVICE => match event.decode::<DeviceEvent>()? {
-                    DeviceEvent::DeviceProvisioned { .. } => {
-                        // The VIN never changes: today's aggregate tells it, also in a replay.
-                        let device =
-                            self.frameworks.stores.load::<Device>(&event.aggregate_id).await.map_err(effect)?;
-                        rights.push(Right::Grant { device_id: event.aggregate_id.clone(), vin: device.vin });
-                    }
-                    DeviceEvent::DeviceReplaced { .. } | DeviceEvent::DeviceRevoked { .. } => {
-                        rights.push(Right::Withdraw { device_id: event.aggregate_id.clone() });
-                    }
-                    DeviceEvent::DeviceRegistered { .. } | DeviceEvent::DeviceActivated { .. } => {}
-                },
-                streams::VEHICLE => match event.decode::<VehicleEvent>()? {
-                    VehicleEvent::DeviceDetached { device_id, .. } => rights.push(Right::Withdraw { device_id }),
-                    VehicleEvent::VehicleDecommissioned { .. } => {
-                        // A decommissioned vehicle changes no more: its devices now are its devices then.
-                        let vehicle =
-                            self.frameworks.stores.load::<Vehicle>(&event.aggregate_id).await.map_err(effect)?;
-                        rights.extend(vehicle.devices.into_keys().map(|device_id| Right::Withdraw { device_id }));
-                        rights.push(Right::Retire { vin: event.aggregate_id.clone() });
-                    }
-                    _ => {}
-                },
-                _ => {}
+            match self.rights_of(event).await {
+                Ok(of) => rights.extend(of),
+                Err(ProjectionError::Undecodable(e)) if passing_over => {
+                    tracing::error!(error = %e, "broker rights replay: passed over an event that does not decode");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(rights)
     }
 
-    async fn apply(&self, events: &[StoredEvent], lease: &Lease) -> Result<(), ProjectionError> {
-        let rights = self.rights(events).await?;
-        if rights.is_empty() {
-            return Ok(());
+    async fn rights_of(&self, event: &StoredEvent) -> Result<Vec<Right>, ProjectionError> {
+        let id = || event.aggregate_id.clone();
+        Ok(match event.aggregate_type.as_str() {
+            streams::DEVICE => match event.decode::<DeviceEvent>()? {
+                DeviceEvent::DeviceProvisioned { .. } => {
+                    // The VIN never changes: today's aggregates tell it, and whether it still serves.
+                    let device = self.frameworks.stores.load::<Device>(&event.aggregate_id).await.map_err(effect)?;
+                    let vehicle = self.frameworks.stores.load::<Vehicle>(&device.vin).await.map_err(effect)?;
+                    let serves = !device.status.is_retired()
+                        && vehicle.status != VehicleStatus::Decommissioned
+                        && vehicle.devices.contains_key(&event.aggregate_id);
+                    match serves {
+                        true => vec![Right::Grant { device_id: id(), vin: device.vin }],
+                        false => vec![],
+                    }
+                }
+                DeviceEvent::DeviceReplaced { .. } | DeviceEvent::DeviceRevoked { .. } => {
+                    vec![Right::Withdraw { device_id: id() }]
+                }
+                DeviceEvent::DeviceRegistered { .. } | DeviceEvent::DeviceActivated { .. } => vec![],
+            },
+            streams::VEHICLE => match event.decode::<VehicleEvent>()? {
+                VehicleEvent::DeviceDetached { device_id, .. } => vec![Right::Withdraw { device_id }],
+                VehicleEvent::VehicleDecommissioned { .. } => {
+                    // A decommissioned vehicle changes no more: its devices now are its devices then.
+                    let vehicle = self.frameworks.stores.load::<Vehicle>(&event.aggregate_id).await.map_err(effect)?;
+                    let mut rights: Vec<Right> =
+                        vehicle.devices.into_keys().map(|device_id| Right::Withdraw { device_id }).collect();
+                    rights.push(Right::Retire { vin: id() });
+                    rights
+                }
+                _ => vec![],
+            },
+            _ => vec![],
+        })
+    }
+
+    /// Applies what `events` change, checking `lease` before every few changes: an instance that
+    /// lost its lease stops at once, and never re-grants what its successor withdrew.
+    async fn apply(&self, events: &[StoredEvent], lease: &Lease, passing_over: bool) -> Result<(), ProjectionError> {
+        let rights = self.rights(events, passing_over).await?;
+        for chunk in rights.chunks(APPLY_CHUNK) {
+            lease.check()?;
+            self.keeper.apply(chunk).await.map_err(effect)?;
         }
-        lease.check()?;
-        self.keeper.apply(&rights).await.map_err(effect)
+        Ok(())
     }
 
     /// Replays the log's device and vehicle events up to `to` into the broker.
@@ -142,7 +167,7 @@ impl DeviceRights {
                 .filter(|e| Checkpoint { tx_id: e.tx_id, position: e.position } <= to)
                 .collect();
             replayed += events.len();
-            self.apply(&events, lease).await?;
+            self.apply(&events, lease, true).await?;
             if next == from {
                 break;
             }
@@ -173,6 +198,10 @@ impl Process for DeviceRights {
             tracing::warn!("the broker holds no rights from tacho (new, or it lost them): restoring them from the log");
             self.replay(from, lease).await?;
             lease.check()?;
+            // A broker that restarted during the replay may have lost its first part: again, then.
+            if self.keeper.generation() != generation {
+                return Err(effect("the broker connection was made again during the replay; replaying again"));
+            }
             self.keeper.mark().await.map_err(effect)?;
         }
         *checked = Some((Instant::now(), generation));
@@ -180,6 +209,6 @@ impl Process for DeviceRights {
     }
 
     async fn handle(&self, events: &[StoredEvent], lease: &Lease) -> Result<(), ProjectionError> {
-        self.apply(events, lease).await
+        self.apply(events, lease, false).await
     }
 }

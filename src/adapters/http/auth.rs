@@ -62,11 +62,14 @@ impl Principal {
     }
 
     /// Roles that see every vehicle: factory, service, auditor, admin, and a dealer granted the
-    /// `fleet` claim. A dealer without it sees its `vins`, and none when it has none: being
-    /// fleet-wide is never the default of a claim left out.
+    /// `fleet` claim (and no owner role: an owner's rights stay with its own vehicles). A dealer
+    /// without it sees its `vins`, and none when it has none: being fleet-wide is never the default
+    /// of a claim left out.
     fn unscoped(&self) -> bool {
         [Role::Factory, Role::Service, Role::Auditor, Role::Admin].iter().any(|r| self.has(*r))
-            || (self.claims.roles.contains(&Role::Dealer) && self.claims.fleet)
+            || (self.claims.fleet
+                && self.claims.roles.contains(&Role::Dealer)
+                && !self.claims.roles.contains(&Role::Owner))
     }
 
     /// Metadata written with every event this caller causes.

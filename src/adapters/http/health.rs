@@ -31,12 +31,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
         return (StatusCode::SERVICE_UNAVAILABLE, why);
     }
     if let Some(rights) = &state.broker_rights {
-        match rights.health() {
-            Health::Answering => {}
-            Health::Starting => {
-                return (StatusCode::SERVICE_UNAVAILABLE, "broker rights: no answer from the broker yet".into())
-            }
-            Health::Failing(why) => return (StatusCode::SERVICE_UNAVAILABLE, format!("broker rights: {why}")),
+        // A broker down or restarting is a passing fault every instance shares: not a reason to take
+        // tacho (reads, revocations) out of service. A broker that answers and refuses is a set-up
+        // to fix.
+        if let Health::Failing(why) = rights.health() {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("broker rights: {why}"));
         }
     }
     if let Err(e) = queries::ping(&state.db).await {

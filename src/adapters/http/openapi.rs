@@ -13,7 +13,8 @@ use utoipa_swagger_ui::SwaggerUi;
 #[openapi(
     info(title = "tacho", description = "Event-sourced command and vehicle-state service for connected vehicles. \
         Every route but the health and documentation routes needs `Authorization: Bearer <jwt>` (HS256; claims \
-        `sub`, `roles`, optional `vins`). Errors are RFC 9457 `application/problem+json` with a stable `code`."),
+        `sub`, `roles`, optional `vins`: the vehicles an owner or dealer sees; optional `fleet`: a dealer that sees \
+        every vehicle). Errors are RFC 9457 `application/problem+json` with a stable `code`."),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "vehicles", description = "Registry and lifecycle"), (name = "devices", description = "Devices fitted to vehicles"),

@@ -112,6 +112,17 @@ impl BrokerUrl {
         self
     }
 
+    /// The client id of tacho instance `instance`'s connection `role` (`in`, `pub-0`, `rights`):
+    /// `<instance>-<role>`, and on a TLS broker `<instance>:<role>`, a form no device id (nor so
+    /// any device certificate a CA issues for one) can take: on the secured broker a device's client
+    /// id is its certificate's name, and ids are one namespace across listeners.
+    pub fn client_id(&self, instance: &str, role: &str) -> String {
+        match self.is_secure() {
+            true => format!("{instance}:{role}"),
+            false => format!("{instance}-{role}"),
+        }
+    }
+
     /// Whether clients speak TLS to it.
     pub fn is_secure(&self) -> bool {
         self.tls.is_some()

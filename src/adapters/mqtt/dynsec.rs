@@ -78,7 +78,10 @@ pub enum Health {
     Starting,
     /// The last request was answered.
     Answering,
-    /// The last request failed: why.
+    /// The last request found no connection to the broker (it is down or restarting).
+    Unreachable,
+    /// The last request reached the broker and failed: the plugin is missing or tacho lacks the
+    /// right (a set-up to fix, not a passing fault): why.
     Failing(String),
 }
 
@@ -150,6 +153,8 @@ struct Serving {
 }
 
 async fn serve(serving: Arc<Serving>, mut requests: mpsc::Receiver<Request>, shutdown: CancellationToken) {
+    // Tags unique to this run: a late answer meant for an earlier run's request never matches.
+    let run = uuid::Uuid::new_v4().simple().to_string();
     let mut tag = 0u64;
     loop {
         let request = tokio::select! {
@@ -157,13 +162,15 @@ async fn serve(serving: Arc<Serving>, mut requests: mpsc::Receiver<Request>, shu
             request = requests.recv() => match request { Some(request) => request, None => return },
         };
         tag += 1;
-        let result = match tokio::time::timeout(ANSWER_TIMEOUT, serving.exchange(request.commands, tag)).await {
+        let tagged = format!("{run}-{tag}");
+        let result = match tokio::time::timeout(ANSWER_TIMEOUT, serving.exchange(request.commands, &tagged)).await {
             Ok(result) => result,
             Err(_) if *serving.subscribed.borrow() == Subscribed::No => Err(ControlError::NotConnected),
             Err(_) => Err(ControlError::NoAnswer(ANSWER_TIMEOUT)),
         };
         serving.health.send_replace(match &result {
             Ok(_) => Health::Answering,
+            Err(ControlError::NotConnected | ControlError::Stopped) => Health::Unreachable,
             Err(e) => Health::Failing(e.to_string()),
         });
         let _ = request.reply.send(result);
@@ -173,15 +180,14 @@ async fn serve(serving: Arc<Serving>, mut requests: mpsc::Receiver<Request>, shu
 impl Serving {
     /// One request: wait for the subscription to the answers, publish, read answers until those
     /// tagged `tag` (earlier requests' late answers are passed over).
-    async fn exchange(&self, mut commands: Vec<Value>, tag: u64) -> Result<Vec<Answer>, ControlError> {
+    async fn exchange(&self, mut commands: Vec<Value>, tag: &str) -> Result<Vec<Answer>, ControlError> {
         let mut subscribed = self.subscribed.clone();
         let state = subscribed.wait_for(|s| *s != Subscribed::No).await.map_err(|_| ControlError::Stopped)?.clone();
         if let Subscribed::Refused(reason) = state {
             return Err(ControlError::Refused(reason));
         }
-        let tag = tag.to_string();
         for command in &mut commands {
-            command["correlationData"] = Value::String(tag.clone());
+            command["correlationData"] = Value::String(tag.to_owned());
         }
         let payload =
             serde_json::to_vec(&Commands { commands: &commands }).map_err(|e| ControlError::Garbled(e.to_string()))?;
@@ -194,7 +200,7 @@ impl Serving {
         loop {
             let raw = answers.recv().await.ok_or(ControlError::Stopped)?;
             let Ok(Answers { responses }) = serde_json::from_slice::<Answers>(&raw) else { continue };
-            if responses.first().and_then(|a| a.correlation_data.as_deref()) != Some(tag.as_str()) {
+            if responses.first().and_then(|a| a.correlation_data.as_deref()) != Some(tag) {
                 continue;
             }
             if responses.len() != commands.len() {

@@ -78,12 +78,12 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Starts `lanes` connections to `broker` named `{client_prefix}-pub-{n}`.
+    /// Starts `lanes` connections to `broker`, lane `n` named [`BrokerUrl::client_id`] `pub-{n}`.
     pub fn start(broker: &BrokerUrl, client_prefix: &str, lanes: usize, shutdown: CancellationToken) -> Self {
         let senders = (0..lanes.max(1))
             .map(|n| {
                 let (jobs, rx) = mpsc::channel(1024);
-                let mut options = broker.options(&format!("{client_prefix}-pub-{n}"));
+                let mut options = broker.options(&broker.client_id(client_prefix, &format!("pub-{n}")));
                 options.set_clean_start(true);
                 tokio::spawn(lane(options, rx, shutdown.clone()));
                 jobs

@@ -38,7 +38,8 @@ impl DeviceStatus {
         }
     }
 
-    fn is_retired(self) -> bool {
+    /// Replaced or revoked: it serves no more.
+    pub fn is_retired(self) -> bool {
         matches!(self, Self::Replaced | Self::Revoked)
     }
 }

@@ -9,7 +9,7 @@ use crate::adapters::mqtt::codec::{
 use crate::adapters::mqtt::topics::{self, Inbound};
 use crate::domain::command::{CommandCommand, CommandError, VehicleAnswer};
 use crate::domain::consent::{Consent, Purpose};
-use crate::domain::observation::{without_location, VehicleFact};
+use crate::domain::observation::{redact_location, without_location, VehicleFact};
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::store::facts::{self, DeadLetter, Observed};
 use chrono::{DateTime, Utc};
@@ -339,7 +339,8 @@ impl Handler {
                 Pending::Event(kind, report) => VehicleFact::VehicleEventReported {
                     msg_id: report.msg_id,
                     kind,
-                    data: report.data,
+                    // Where the vehicle was is kept only with a location consent, as for state.
+                    data: if allowed.location.is_some() { report.data } else { redact_location(report.data) },
                     vehicle_ts: report.ts,
                     received_at,
                     consent_version: allowed.telemetry.unwrap_or_default(),
