@@ -381,4 +381,29 @@ async fn a_broker_that_refuses_tachos_subscriptions_makes_tacho_unready_and_say_
         assert!(start.elapsed() < Duration::from_secs(10), "never said so: {status} {reason}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The right granted live, through the plugin: tacho asks again and is ready, without a restart.
+    let granted = Command::new("mosquitto_ctrl")
+        .args(["-h", "127.0.0.1", "-p", &broker.services_port.unwrap().to_string()])
+        .arg("--cafile")
+        .arg(pki.path("ca.crt"))
+        .arg("--cert")
+        .arg(pki.path("tacho.crt"))
+        .arg("--key")
+        .arg(pki.path("tacho.key"))
+        .args(["dynsec", "addRoleACL", "tacho", "subscribePattern", "vehicles/+/state", "allow", "0"])
+        .output()
+        .expect("mosquitto_ctrl runs");
+    assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
+    let fixed = Instant::now();
+    loop {
+        let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        let reason = ready.text().await.unwrap();
+        assert!(fixed.elapsed() < Duration::from_secs(25), "still not ready: {reason}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    eprintln!("ready {:?} after the right was granted", fixed.elapsed());
 }

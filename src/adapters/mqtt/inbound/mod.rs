@@ -63,6 +63,9 @@ struct Received {
 }
 
 /// Connects the consumer and starts its two tasks.
+/// How long the consumer waits before asking again for subscriptions the broker refused.
+const RESUBSCRIBE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Starts the consumer; what it returns tells which of its subscriptions the broker refused (`None`
 /// while it has them all).
 pub fn start(
@@ -152,8 +155,14 @@ async fn poll(
                     tracing::error!(
                         refused = %refused.join(", "),
                         "the broker refused tacho's subscriptions to vehicle topics: tacho lacks the right, and \
-                         hears nothing from those vehicles"
+                         hears nothing from those vehicles; asking again in {RESUBSCRIBE_AFTER:?}"
                     );
+                    // The right may be granted live (the plugin changes without a restart): ask again.
+                    let (client, filters) = (client.clone(), filters.clone());
+                    tokio::spawn(async move {
+                        tokio::time::sleep(RESUBSCRIBE_AFTER).await;
+                        let _ = client.subscribe_many(filters).await;
+                    });
                 }
                 refusals.send_replace((!refused.is_empty()).then(|| refused.join(", ")));
             }
