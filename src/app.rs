@@ -2,7 +2,7 @@
 
 use crate::adapters::http::{self, capacity::Capacity, server, state::AppState};
 use crate::adapters::mqtt::broker::BrokerUrl;
-use crate::adapters::mqtt::dynsec::Control;
+use crate::adapters::mqtt::dynsec::{Control, DYNAMIC_SECURITY, PINS};
 use crate::adapters::mqtt::embedded as embedded_broker;
 use crate::adapters::mqtt::inbound::{self, InboundOptions};
 use crate::adapters::mqtt::link::MqttLink;
@@ -168,8 +168,8 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         let mut processes: Vec<Arc<dyn crate::projections::Process>> =
             vec![Arc::clone(&sender) as _, Arc::new(processes)];
         broker_rights = keep_broker_rights(config, broker, &instance, &shutdown);
-        if let Some(control) = &broker_rights {
-            let keeper = Arc::new(DynsecRights { control: control.clone() });
+        if let Some((control, pins)) = &broker_rights {
+            let keeper = Arc::new(DynsecRights { control: control.clone(), pins: pins.clone() });
             processes.push(Arc::new(DeviceRights::new(db.clone(), Arc::clone(&frameworks), keeper)));
         }
         subscriptions = subscriptions.with_processes(processes);
@@ -225,7 +225,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         long_polls,
         request_timeout: config.server_limits().request_timeout,
         ready_max_lag: Duration::from_secs(config.ready_max_lag_s),
-        broker_rights,
+        broker_rights: broker_rights.map(|(control, pins)| vec![control, pins]).unwrap_or_default(),
         inbound_refused,
     };
     let addr = listener.local_addr().context("listener has no address")?;
@@ -244,7 +244,7 @@ fn keep_broker_rights(
     broker: &BrokerUrl,
     instance: &str,
     shutdown: &CancellationToken,
-) -> Option<Control> {
+) -> Option<(Control, Control)> {
     if config.broker_rights == BrokerRights::None {
         if matches!(config.mqtt(), Ok(Mqtt::Embedded(_))) {
             tracing::warn!(
@@ -262,20 +262,24 @@ fn keep_broker_rights(
     if !broker.is_secure() {
         tracing::warn!("device rights are kept at {broker}, but tacho's own connection to it is not TLS");
     }
-    let control = Control::start(broker, &broker.client_id(instance, "rights"), shutdown.clone());
-    tokio::spawn(probe_broker_rights(control.clone(), shutdown.clone()));
-    Some(control)
+    let control = Control::start(broker, &broker.client_id(instance, "rights"), DYNAMIC_SECURITY, shutdown.clone());
+    let pins = Control::start(broker, &broker.client_id(instance, "pins"), PINS, shutdown.clone());
+    tokio::spawn(probe_broker_rights(control.clone(), pins.clone(), shutdown.clone()));
+    Some((control, pins))
 }
 
 /// Asks the broker's plugin for an answer at start-up and every 30 s (on every instance, also those
 /// that do not hold the rights process's lease), so the log and `/readyz` say when it stops answering.
-async fn probe_broker_rights(control: Control, shutdown: CancellationToken) {
+async fn probe_broker_rights(control: Control, pins: Control, shutdown: CancellationToken) {
     let mut answered = None;
     loop {
-        let probe = control.request(vec![serde_json::json!({"command": "getDefaultACLAccess"})]).await;
+        let mut probe = control.request(vec![serde_json::json!({"command": "getDefaultACLAccess"})]).await;
+        if probe.is_ok() {
+            probe = pins.request(vec![serde_json::json!({"command": "marked"})]).await;
+        }
         match (&probe, answered) {
             (Ok(_), None | Some(false)) => {
-                tracing::info!("the broker's Dynamic Security plugin answers: tacho keeps the devices' rights")
+                tracing::info!("the broker's Dynamic Security and pin plugins answer: tacho keeps the devices' rights")
             }
             (Err(e), None | Some(true)) => tracing::error!(error = %e, "cannot keep the devices' rights at the broker"),
             _ => {}

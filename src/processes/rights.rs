@@ -41,6 +41,9 @@ pub enum Right {
         device_id: String,
         /// Its vehicle.
         vin: String,
+        /// The SHA-256 thumbprint of the certificate it was registered with: no other certificate
+        /// may act as it.
+        thumbprint: String,
     },
     /// Device `device_id` may use nothing; disconnect it.
     Withdraw {
@@ -115,7 +118,11 @@ impl DeviceRights {
                         && vehicle.status != VehicleStatus::Decommissioned
                         && vehicle.devices.contains_key(&event.aggregate_id);
                     match serves {
-                        true => vec![Right::Grant { device_id: id(), vin: device.vin }],
+                        true => vec![Right::Grant {
+                            device_id: id(),
+                            vin: device.vin,
+                            thumbprint: device.certificate_thumbprint,
+                        }],
                         false => vec![],
                     }
                 }

@@ -200,6 +200,19 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     // the simulator's session.
     sim.disconnect().await.unwrap();
 
+    // Another certificate of the same CA with the same name (the device's identity, not its
+    // certificate): refused, as its thumbprint is not the one registered (tacho's pin plugin).
+    pki.device("tcu-a", "tcu-a-copy");
+    let copy = Client::device(broker.port, &pki, "tcu-a-copy");
+    assert_eq!(copy.publish(&format!("vehicles/{vin}/state"), "{}"), Some(NOT_AUTHORIZED), "another thumbprint");
+    let (code, text) = copy.subscribe(&format!("vehicles/{vin}/commands/+/request"), 1);
+    assert_eq!(code, Some(NOT_AUTHORIZED), "another thumbprint: {text}");
+    assert_eq!(
+        device.publish(&format!("vehicles/{vin}/state"), "{}").map(|c| c < 128),
+        Some(true),
+        "the registered one"
+    );
+
     // The same device on another vehicle's topics: refused by the broker.
     let id = uuid::Uuid::new_v4();
     let answer = json!({"command_id": id, "status": "succeeded", "ts": chrono::Utc::now()}).to_string();
@@ -318,11 +331,15 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     // the CRL anyway).
     broker.stop();
     broker.write("dynamic-security.json", SEED);
+    broker.remove("tacho-pins");
     broker.start_again();
     let restored = wait_allowed(&replacement, &format!("vehicles/{vin}/state")).await;
     eprintln!("rights restored {restored:?} after the broker restarted with an empty configuration");
     wait_allowed(&new_part, &format!("vehicles/{other}/state")).await;
     assert_eq!(old_part.publish(&format!("vehicles/{other}/state"), "{}"), Some(NOT_AUTHORIZED), "not restored");
+    let copy = Client::device(broker.port, &pki, &format!("{other}-copy"));
+    pki.device("tcu-b2", &format!("{other}-copy"));
+    assert_eq!(copy.publish(&format!("vehicles/{other}/state"), "{}"), Some(NOT_AUTHORIZED), "pins restored too");
     assert_eq!(device.publish(&format!("vehicles/{vin}/state"), "{}"), None, "revoked and listed");
     let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK, "{}", ready.text().await.unwrap());

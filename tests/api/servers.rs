@@ -51,12 +51,14 @@ impl OwnMosquitto {
             missing("Mosquitto's Dynamic Security plugin")?;
             return None;
         };
+        let pins = tacho_pins()?;
         let shipped = include_str!("../../docker/mosquitto-secured.conf");
         let services = free_port().port();
         let pki = format!("{}/", pki.display());
         let conf = move |port: u16, dir: &std::path::Path| {
             shipped
                 .replace("/usr/lib/mosquitto_dynamic_security.so", plugin)
+                .replace("/usr/lib/tacho_pins.so", &pins.display().to_string())
                 .replace("/mosquitto/data/", &format!("{}/", dir.display()))
                 .replace("/mosquitto/pki/", &pki)
                 .replace("listener 8883 0.0.0.0", &format!("listener {port} 127.0.0.1"))
@@ -94,6 +96,11 @@ impl OwnMosquitto {
             // Started as root, Mosquitto drops to its own user: let it write its files there.
             let _ = Command::new("chown").args(["-R", "mosquitto"]).arg(&self.dir).status();
         }
+    }
+
+    /// Removes file `name` of its folder (between [`Self::stop`] and [`Self::start_again`]).
+    pub fn remove(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join(name));
     }
 
     /// What it logged.
@@ -158,6 +165,33 @@ impl Drop for OwnMosquitto {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// tacho's pin plugin (`broker/tacho_pins.c`), built once per test run with gcc (`None` outside CI
+/// when gcc or the headers are missing: Debian's mosquitto-dev, libmosquitto-dev, libssl-dev).
+fn tacho_pins() -> Option<PathBuf> {
+    static BUILT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let out = std::env::temp_dir().join(format!("tacho-pins-{}.so", std::process::id()));
+        let source = concat!(env!("CARGO_MANIFEST_DIR"), "/broker/tacho_pins.c");
+        let gcc = Command::new("gcc")
+            .args(["-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&out)
+            .args([source, "-lcrypto"])
+            .output();
+        match gcc {
+            Ok(o) if o.status.success() => Some(out),
+            Ok(o) => {
+                eprintln!("{}", String::from_utf8_lossy(&o.stderr));
+                None
+            }
+            Err(_) => None,
+        }
+    });
+    if built.is_none() {
+        missing("gcc with Mosquitto's plugin headers (mosquitto-dev, libmosquitto-dev, libssl-dev)")?;
+    }
+    built.clone()
 }
 
 /// The Dynamic Security plugin's first configuration, as shipped: tacho's client and role.

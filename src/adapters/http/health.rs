@@ -30,7 +30,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
         let why = format!("the broker refused tacho's subscriptions ({refused}): tacho hears nothing on them");
         return (StatusCode::SERVICE_UNAVAILABLE, why);
     }
-    if let Some(rights) = &state.broker_rights {
+    for rights in &state.broker_rights {
         // A broker down or restarting is a passing fault every instance shares: not a reason to take
         // tacho (reads, revocations) out of service. A broker that answers and refuses is a set-up
         // to fix.

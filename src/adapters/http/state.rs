@@ -47,7 +47,7 @@ pub struct AppState {
     /// How far a subscriber may lag before `/readyz` says so.
     pub ready_max_lag: std::time::Duration,
     /// The broker's device rights, when tacho keeps them (`/readyz` says when they cannot be kept).
-    pub broker_rights: Option<crate::adapters::mqtt::dynsec::Control>,
+    pub broker_rights: Vec<crate::adapters::mqtt::dynsec::Control>,
     /// The vehicle topics the broker refused tacho's consumer (`/readyz` names them).
     pub inbound_refused: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }

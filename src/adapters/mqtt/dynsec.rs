@@ -1,6 +1,8 @@
-//! Mosquitto's Dynamic Security plugin, driven through its control topic: tacho's client publishes
-//! a list of commands on `$CONTROL/dynamic-security/v1` and the plugin answers, to that client
-//! only, on `.../response`, one response per command, in order.
+//! Mosquitto plugins driven through their control topics: tacho's client publishes a list of
+//! commands on `$CONTROL/<plugin>/v1` and the plugin answers, to that client only, on
+//! `.../response`, one response per command, in order. Two plugins speak it: Mosquitto's Dynamic
+//! Security ([`DYNAMIC_SECURITY`], JSON commands) and tacho's own certificate pins ([`PINS`],
+//! `broker/tacho_pins.c`, a line per command), both answering in the same JSON.
 //!
 //! One connection, its event loop polled at all times by its own task; one request at a time. A
 //! request that gets no answer (plugin missing, tacho lacking the right, broker down) fails after
@@ -17,10 +19,49 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_util::sync::CancellationToken;
 
-/// Where commands go.
-pub const CONTROL_TOPIC: &str = "$CONTROL/dynamic-security/v1";
-/// Where the plugin answers.
-pub const RESPONSE_TOPIC: &str = "$CONTROL/dynamic-security/v1/response";
+/// A broker plugin tacho drives.
+#[derive(Debug, Clone, Copy)]
+pub struct Plugin {
+    /// Its name, for people.
+    pub name: &'static str,
+    /// Where commands go.
+    pub topic: &'static str,
+    /// Where it answers.
+    pub response_topic: &'static str,
+    /// A request's payload: the commands, each tagged.
+    encode: fn(&[Value]) -> Result<Vec<u8>, String>,
+}
+
+/// Mosquitto's Dynamic Security plugin: `{"commands":[{"command":..,...},...]}`.
+pub const DYNAMIC_SECURITY: Plugin = Plugin {
+    name: "Mosquitto's Dynamic Security plugin",
+    topic: "$CONTROL/dynamic-security/v1",
+    response_topic: "$CONTROL/dynamic-security/v1/response",
+    encode: |commands| serde_json::to_vec(&Commands { commands }).map_err(|e| e.to_string()),
+};
+
+/// tacho's certificate pins (`broker/tacho_pins.c`): a tag line, then `COMMAND [ARGS...]` lines
+/// (`pin USERNAME THUMBPRINT`, `unpin USERNAME`, `mark`, `marked`).
+pub const PINS: Plugin = Plugin {
+    name: "tacho's certificate pin plugin (tacho_pins.so)",
+    topic: "$CONTROL/tacho-pins/v1",
+    response_topic: "$CONTROL/tacho-pins/v1/response",
+    encode: |commands| {
+        let tag = commands.first().and_then(|c| c["correlationData"].as_str()).unwrap_or_default();
+        let mut text = format!("{tag}\n");
+        for command in commands {
+            let words: Vec<&str> =
+                ["command", "username", "thumbprint"].iter().filter_map(|k| command[k].as_str()).collect();
+            if words.iter().any(|w| w.is_empty() || w.contains(char::is_whitespace)) {
+                return Err(format!("a pin command takes plain words: {command}"));
+            }
+            text.push_str(&words.join(" "));
+            text.push('\n');
+        }
+        Ok(text.into_bytes())
+    },
+};
+
 /// How long a request waits for the plugin's answer.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,19 +94,19 @@ struct Commands<'a> {
 pub enum ControlError {
     /// No answer in time.
     #[error(
-        "no answer on {RESPONSE_TOPIC} within {0:?}: is Mosquitto's Dynamic Security plugin loaded, and may tacho's \
-         client publish on {CONTROL_TOPIC} and subscribe to (and receive) {RESPONSE_TOPIC}?"
+        "no answer on {answers} within {after:?}: is {name} loaded, and may tacho's client publish on {topic} and \
+         subscribe to (and receive) {answers}?", answers = .0.response_topic, after = .1, name = .0.name, topic = .0.topic
     )]
-    NoAnswer(Duration),
+    NoAnswer(Plugin, Duration),
     /// No connection to the broker.
     #[error("not connected to the broker")]
     NotConnected,
     /// The broker refused tacho's subscription to the answers.
-    #[error("the broker refused tacho's subscription to {RESPONSE_TOPIC} ({0}): tacho lacks the right")]
-    Refused(String),
+    #[error("the broker refused tacho's subscription to {answers} ({why}): tacho lacks the right", answers = .0.response_topic, why = .1)]
+    Refused(Plugin, String),
     /// The answer did not match the request.
-    #[error("unexpected answer from the Dynamic Security plugin: {0}")]
-    Garbled(String),
+    #[error("unexpected answer from {name}: {why}", name = .0.name, why = .1)]
+    Garbled(Plugin, String),
     /// tacho is stopping.
     #[error("stopped")]
     Stopped,
@@ -99,8 +140,8 @@ pub struct Control {
 }
 
 impl Control {
-    /// Connects as `client_id` and serves requests until `shutdown`.
-    pub fn start(broker: &BrokerUrl, client_id: &str, shutdown: CancellationToken) -> Self {
+    /// Connects as `client_id` to drive `plugin`, and serves requests until `shutdown`.
+    pub fn start(broker: &BrokerUrl, client_id: &str, plugin: Plugin, shutdown: CancellationToken) -> Self {
         let mut options = broker.options(client_id);
         options.set_clean_start(true);
         // A handful of publishes in flight at most: keep the preallocated window small.
@@ -111,8 +152,11 @@ impl Control {
         let (connections_tx, connections) = watch::channel(0);
         let (health_tx, health) = watch::channel(Health::Starting);
         let (requests, requests_rx) = mpsc::channel(16);
-        tokio::spawn(poll(eventloop, client.clone(), answers_tx, subscribed_tx, connections_tx, shutdown.clone()));
-        let serving = Serving { client, answers: Mutex::new(answers_rx), subscribed: subscribed_rx, health: health_tx };
+        let answering =
+            Answering { plugin, answers: answers_tx, subscribed: subscribed_tx, connections: connections_tx };
+        tokio::spawn(poll(eventloop, client.clone(), answering, shutdown.clone()));
+        let serving =
+            Serving { plugin, client, answers: Mutex::new(answers_rx), subscribed: subscribed_rx, health: health_tx };
         tokio::spawn(serve(Arc::new(serving), requests_rx, shutdown));
         Self { requests, health, connections }
     }
@@ -146,6 +190,7 @@ enum Subscribed {
 }
 
 struct Serving {
+    plugin: Plugin,
     client: AsyncClient,
     answers: Mutex<mpsc::Receiver<Vec<u8>>>,
     subscribed: watch::Receiver<Subscribed>,
@@ -166,7 +211,7 @@ async fn serve(serving: Arc<Serving>, mut requests: mpsc::Receiver<Request>, shu
         let result = match tokio::time::timeout(ANSWER_TIMEOUT, serving.exchange(request.commands, &tagged)).await {
             Ok(result) => result,
             Err(_) if *serving.subscribed.borrow() == Subscribed::No => Err(ControlError::NotConnected),
-            Err(_) => Err(ControlError::NoAnswer(ANSWER_TIMEOUT)),
+            Err(_) => Err(ControlError::NoAnswer(serving.plugin, ANSWER_TIMEOUT)),
         };
         serving.health.send_replace(match &result {
             Ok(_) => Health::Answering,
@@ -184,17 +229,16 @@ impl Serving {
         let mut subscribed = self.subscribed.clone();
         let state = subscribed.wait_for(|s| *s != Subscribed::No).await.map_err(|_| ControlError::Stopped)?.clone();
         if let Subscribed::Refused(reason) = state {
-            return Err(ControlError::Refused(reason));
+            return Err(ControlError::Refused(self.plugin, reason));
         }
         for command in &mut commands {
             command["correlationData"] = Value::String(tag.to_owned());
         }
-        let payload =
-            serde_json::to_vec(&Commands { commands: &commands }).map_err(|e| ControlError::Garbled(e.to_string()))?;
+        let payload = (self.plugin.encode)(&commands).map_err(|e| ControlError::Garbled(self.plugin, e))?;
         let mut answers = self.answers.lock().await;
         while answers.try_recv().is_ok() {}
         self.client
-            .publish(CONTROL_TOPIC, QoS::AtLeastOnce, false, payload)
+            .publish(self.plugin.topic, QoS::AtLeastOnce, false, payload)
             .await
             .map_err(|_| ControlError::Stopped)?;
         loop {
@@ -204,48 +248,50 @@ impl Serving {
                 continue;
             }
             if responses.len() != commands.len() {
-                return Err(ControlError::Garbled(format!(
-                    "{} answers to {} commands",
-                    responses.len(),
-                    commands.len()
-                )));
+                return Err(ControlError::Garbled(
+                    self.plugin,
+                    format!("{} answers to {} commands", responses.len(), commands.len()),
+                ));
             }
             return Ok(responses);
         }
     }
 }
 
-/// Polls the event loop at all times: subscribes to the answers on every connection, forwards them.
-async fn poll(
-    eventloop: rumqttc::v5::EventLoop,
-    client: AsyncClient,
+/// What the polling task tells the serving one.
+struct Answering {
+    plugin: Plugin,
     answers: mpsc::Sender<Vec<u8>>,
     subscribed: watch::Sender<Subscribed>,
     connections: watch::Sender<u64>,
-    shutdown: CancellationToken,
-) {
+}
+
+/// Polls the event loop at all times: subscribes to the answers on every connection, forwards them.
+async fn poll(eventloop: rumqttc::v5::EventLoop, client: AsyncClient, to: Answering, shutdown: CancellationToken) {
     drive(eventloop, shutdown, |polled| {
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                subscribed.send_replace(Subscribed::No);
-                connections.send_modify(|n| *n += 1);
-                let _ = client.try_subscribe(RESPONSE_TOPIC, QoS::AtLeastOnce);
+                to.subscribed.send_replace(Subscribed::No);
+                to.connections.send_modify(|n| *n += 1);
+                let _ = client.try_subscribe(to.plugin.response_topic, QoS::AtLeastOnce);
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
                 let refused = ack.return_codes.iter().find(|c| !matches!(c, SubscribeReasonCode::Success(_)));
-                subscribed.send_replace(match refused {
+                to.subscribed.send_replace(match refused {
                     None => Subscribed::Yes,
                     Some(code) => Subscribed::Refused(format!("{code:?}")),
                 });
             }
-            Ok(Event::Incoming(Packet::Publish(publish))) if publish.topic.as_ref() == RESPONSE_TOPIC.as_bytes() => {
+            Ok(Event::Incoming(Packet::Publish(publish)))
+                if publish.topic.as_ref() == to.plugin.response_topic.as_bytes() =>
+            {
                 // A full queue means no one waits for these: drop them.
-                let _ = answers.try_send(publish.payload.to_vec());
+                let _ = to.answers.try_send(publish.payload.to_vec());
             }
             Ok(_) => {}
             Err(e) => {
-                tracing::debug!(error = %e, "broker control connection down");
-                subscribed.send_replace(Subscribed::No);
+                tracing::debug!(error = %e, plugin = to.plugin.name, "broker control connection down");
+                to.subscribed.send_replace(Subscribed::No);
             }
         }
         true

@@ -36,10 +36,13 @@ pub fn vehicle_acls(vin: &str) -> Vec<Value> {
     send.chain(subscribe).collect()
 }
 
-/// The Dynamic Security plugin as a [`RightsKeeper`].
+/// The Dynamic Security plugin, with tacho's certificate pins, as a [`RightsKeeper`].
 pub struct DynsecRights {
-    /// The control connection.
+    /// The Dynamic Security plugin's control connection.
     pub control: Control,
+    /// The pin plugin's (`broker/tacho_pins.c`): each device's user name held to the thumbprint of
+    /// the certificate it was registered with.
+    pub pins: Control,
 }
 
 /// What the plugin's answer to one command means.
@@ -68,6 +71,19 @@ impl DynsecRights {
         self.control.request(commands).await.map_err(control_error)
     }
 
+    /// Sends pin commands; every one must succeed.
+    async fn pin(&self, commands: Vec<Value>) -> Result<(), String> {
+        for chunk in commands.chunks(CHUNK) {
+            let answers = self.pins.request(chunk.to_vec()).await.map_err(control_error)?;
+            for (command, answer) in chunk.iter().zip(&answers) {
+                if let Some(error) = &answer.error {
+                    return Err(format!("{} refused: {error} ({command})", answer.command));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The clients among `usernames` that exist and are not tacho's devices.
     async fn foreign(&self, usernames: &[&str]) -> Result<Vec<String>, String> {
         let gets = usernames.iter().map(|u| json!({"command": "getClient", "username": u})).collect();
@@ -84,12 +100,8 @@ impl DynsecRights {
             .collect())
     }
 
-    /// Binds client `device_id` (which exists) to `role` unless it already is.
+    /// Binds client `device_id` (one of tacho's devices, which exists) to `role` unless it already is.
     async fn bind(&self, device_id: &str, role: &str) -> Result<(), String> {
-        if !self.foreign(&[device_id]).await?.is_empty() {
-            tracing::warn!(device_id, "a broker client of this name is not one of tacho's devices: left as it is");
-            return Ok(());
-        }
         let answers = self.request(vec![json!({"command": "getClient", "username": device_id})]).await?;
         let roles =
             answers.first().and_then(|a| a.data.as_ref()).and_then(|d| d["client"]["roles"].as_array().cloned());
@@ -105,40 +117,45 @@ impl DynsecRights {
 
 #[async_trait::async_trait]
 impl RightsKeeper for DynsecRights {
+    /// Pins before rights (a device never has rights without its pin), rights, then unpins after
+    /// rights are withdrawn; a client that is not one of tacho's devices is left as it is.
     async fn apply(&self, rights: &[Right]) -> Result<(), String> {
-        let withdrawn: Vec<&str> = rights
+        let named: Vec<&str> = rights
             .iter()
             .filter_map(|r| match r {
-                Right::Withdraw { device_id } => Some(device_id.as_str()),
-                _ => None,
+                Right::Withdraw { device_id } | Right::Grant { device_id, .. } => Some(device_id.as_str()),
+                Right::Retire { .. } => None,
             })
             .collect();
         let mut foreign = Vec::new();
-        for chunk in withdrawn.chunks(CHUNK) {
+        for chunk in named.chunks(CHUNK) {
             foreign.extend(self.foreign(chunk).await?);
         }
-        let mut commands = Vec::new();
+        let (mut pins, mut commands, mut unpins) = (Vec::new(), Vec::new(), Vec::new());
         for right in rights {
             match right {
-                Right::Grant { device_id, vin } => {
+                Right::Grant { device_id, .. } | Right::Withdraw { device_id } if foreign.contains(device_id) => {
+                    tracing::warn!(
+                        device_id,
+                        "a broker client of this name is not one of tacho's devices: left as it is"
+                    );
+                }
+                Right::Grant { device_id, vin, thumbprint } => {
+                    pins.push(json!({"command": "pin", "username": device_id, "thumbprint": thumbprint}));
                     let role = vehicle_role(vin);
                     commands.push(json!({"command": "createRole", "rolename": role, "acls": vehicle_acls(vin),
                         "textname": format!("vehicle {vin}: its own topics (tacho)")}));
                     commands.push(json!({"command": "createClient", "username": device_id,
                         "textname": format!("{DEVICE_LABEL}{vin}"), "roles": [{"rolename": role}]}));
                 }
-                Right::Withdraw { device_id } if foreign.contains(device_id) => {
-                    tracing::warn!(
-                        device_id,
-                        "a broker client of this name is not one of tacho's devices: left as it is"
-                    );
-                }
                 Right::Withdraw { device_id } => {
-                    commands.push(json!({"command": "deleteClient", "username": device_id}))
+                    commands.push(json!({"command": "deleteClient", "username": device_id}));
+                    unpins.push(json!({"command": "unpin", "username": device_id}));
                 }
                 Right::Retire { vin } => commands.push(json!({"command": "deleteRole", "rolename": vehicle_role(vin)})),
             }
         }
+        self.pin(pins).await?;
         for chunk in commands.chunks(CHUNK) {
             let answers = self.request(chunk.to_vec()).await?;
             for (command, answer) in chunk.iter().zip(&answers) {
@@ -151,19 +168,28 @@ impl RightsKeeper for DynsecRights {
                 }
             }
         }
-        Ok(())
+        self.pin(unpins).await
     }
 
+    /// Both plugins carry their mark: a broker that lost either one's state is restored whole.
     async fn marked(&self) -> Result<bool, String> {
         let answers = self.request(vec![json!({"command": "getRole", "rolename": MARK_ROLE})]).await?;
-        match answers.first().and_then(|a| a.error.as_deref()) {
-            None => Ok(true),
-            Some("Role not found") => Ok(false),
-            Some(error) => Err(format!("getRole refused: {error}")),
-        }
+        let rights = match answers.first().and_then(|a| a.error.as_deref()) {
+            None => true,
+            Some("Role not found") => false,
+            Some(error) => return Err(format!("getRole refused: {error}")),
+        };
+        let answers = self.pins.request(vec![json!({"command": "marked"})]).await.map_err(control_error)?;
+        let pins = match answers.first().and_then(|a| a.error.as_deref()) {
+            None => true,
+            Some("Not marked") => false,
+            Some(error) => return Err(format!("marked refused: {error}")),
+        };
+        Ok(rights && pins)
     }
 
     async fn mark(&self) -> Result<(), String> {
+        self.pin(vec![json!({"command": "mark"})]).await?;
         let create = json!({"command": "createRole", "rolename": MARK_ROLE,
             "textname": "tacho: every device right of the registry is in place (delete it to make tacho restore them)"});
         let answers = self.request(vec![create.clone()]).await?;
@@ -171,7 +197,7 @@ impl RightsKeeper for DynsecRights {
     }
 
     fn generation(&self) -> u64 {
-        self.control.connections()
+        self.control.connections() + self.pins.connections()
     }
 }
 
