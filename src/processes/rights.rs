@@ -201,7 +201,10 @@ impl Process for DeviceRights {
         if checked.is_some_and(|(at, seen)| seen == generation && at.elapsed() < CHECK_EVERY) {
             return Ok(());
         }
-        if !self.keeper.marked().await.map_err(effect)? {
+        let marked = self.keeper.marked().await.map_err(effect)?;
+        // Read once the broker answered: the connections it was asked through are up.
+        let generation = self.keeper.generation();
+        if !marked {
             tracing::warn!("the broker holds no rights from tacho (new, or it lost them): restoring them from the log");
             self.replay(from, lease).await?;
             lease.check()?;
