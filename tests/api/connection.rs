@@ -46,10 +46,8 @@ contract!(a_last_will_of_an_older_session_read_late_does_not_take_the_vehicle_of
 async fn a_last_will_of_an_older_session_read_late_does_not_take_the_vehicle_offline(store: Store) {
     let Some(broker) = OwnMosquitto::start("allow_anonymous true", &[]) else { return };
     let Some(app) = tacho_on(&broker, store).await else { return };
-    let vin = unique_vin();
-    app.ready_vehicle(&vin, "alice").await;
-    let _sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
-    app.wait_connected(&vin, true).await;
+    let sim = app.online(&broker.url(), Behaviour::default()).await;
+    let vin = sim.vin().to_owned();
 
     // The Last Will of a session an hour older, as a broker that kept it would deliver it late.
     let topic = format!("vehicles/{vin}/connection");
@@ -77,10 +75,8 @@ contract!(a_connection_message_dated_beyond_the_allowed_skew_is_refused);
 async fn a_connection_message_dated_beyond_the_allowed_skew_is_refused(store: Store) {
     let Some(broker) = OwnMosquitto::start("allow_anonymous true", &[]) else { return };
     let Some(app) = tacho_on(&broker, store).await else { return };
-    let vin = unique_vin();
-    app.ready_vehicle(&vin, "alice").await;
-    let _sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
-    app.wait_connected(&vin, true).await;
+    let sim = app.online(&broker.url(), Behaviour::default()).await;
+    let vin = sim.vin().to_owned();
     // An `online` dated in 9999 would make every real Last Will look stale: refused, not applied.
     let topic = format!("vehicles/{vin}/connection");
     mosquitto_pub(broker.port, &topic, r#"{"state":"online","ts":"9999-01-01T00:00:00Z"}"#);

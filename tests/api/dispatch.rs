@@ -4,16 +4,8 @@
 use crate::contract;
 use crate::helpers::*;
 use crate::servers::{mosquitto_pub, tacho_on, OwnMosquitto};
-use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tacho::sim::{Behaviour, SimVehicle};
-
-async fn request(app: &TestApp, vin: &str, body: Value) -> String {
-    let response = app.command(vin, "alice", body).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let created: Value = response.json().await.unwrap();
-    created["command_id"].as_str().unwrap().to_owned()
-}
 
 fn terminal(status: &str) -> bool {
     !matches!(status, "requested" | "queued" | "dispatched" | "accepted" | "in_progress")
@@ -37,9 +29,9 @@ async fn a_publish_the_broker_refuses_fails_that_command_only(store: Store) {
     let sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
     app.wait_connected(&vin, true).await;
 
-    let refused = request(&app, &refused_vin, json!({"name": "honk"})).await;
+    let refused = app.request(&refused_vin, json!({"name": "honk"})).await;
     let others: Vec<String> =
-        futures::future::join_all((0..20).map(|_| request(&app, &vin, json!({"name": "honk"})))).await;
+        futures::future::join_all((0..20).map(|_| app.request(&vin, json!({"name": "honk"})))).await;
     let failed = app.wait_command(&refused, "alice", &refused_vin, terminal).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["error"]["code"], "publish_refused");
@@ -49,7 +41,7 @@ async fn a_publish_the_broker_refuses_fails_that_command_only(store: Store) {
         let done = app.wait_command(id, "alice", &vin, terminal).await;
         assert_eq!(done["status"], "succeeded", "{done}");
     }
-    let later = request(&app, &vin, json!({"name": "flash_lights"})).await;
+    let later = app.request(&vin, json!({"name": "flash_lights"})).await;
     assert_eq!(app.wait_command(&later, "alice", &vin, terminal).await["status"], "succeeded");
     assert_eq!(sim.requests().len(), 21, "each command of the working vehicle reached it once");
 }
@@ -64,11 +56,11 @@ async fn a_publish_no_one_is_subscribed_to_is_not_a_delivery(store: Store) {
     mosquitto_pub(broker.port, &format!("vehicles/{vin}/connection"), r#"{"state":"online"}"#);
     app.wait_connected(&vin, true).await;
 
-    let once = request(&app, &vin, json!({"name": "honk"})).await;
+    let once = app.request(&vin, json!({"name": "honk"})).await;
     let failed = app.wait_command(&once, "alice", &vin, terminal).await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert_eq!(failed["error"]["code"], "vehicle_unreachable");
-    let kept = request(&app, &vin, json!({"name": "honk", "store_and_forward": true})).await;
+    let kept = app.request(&vin, json!({"name": "honk", "store_and_forward": true})).await;
     let queued = app.wait_command(&kept, "alice", &vin, |s| s != "requested").await;
     assert_eq!(queued["status"], "queued", "store-and-forward: it waits for the vehicle");
 
@@ -85,17 +77,15 @@ async fn a_request_the_broker_never_confirms_fails_alone_once_others_go_through(
     // never gets a PUBACK, however often it is sent, while small requests go through.
     let Some(broker) = OwnMosquitto::start("allow_anonymous true\nmax_packet_size 2048", &[]) else { return };
     let Some(app) = tacho_on(&broker, store).await else { return };
-    let vin = unique_vin();
-    app.ready_vehicle(&vin, "alice").await;
-    let _sim = SimVehicle::connect(&broker.url(), &vin, Behaviour::default()).await.unwrap();
-    app.wait_connected(&vin, true).await;
+    let sim = app.online(&broker.url(), Behaviour::default()).await;
+    let vin = sim.vin().to_owned();
 
     let big = "x".repeat(4000);
     let poison =
-        request(&app, &vin, json!({"name": "configure", "params": {"key": "k", "value": big}, "timeout_s": 600})).await;
+        app.request(&vin, json!({"name": "configure", "params": {"key": "k", "value": big}, "timeout_s": 600})).await;
     let mut others = Vec::new();
     let failed = loop {
-        let id = request(&app, &vin, json!({"name": "honk"})).await;
+        let id = app.request(&vin, json!({"name": "honk"})).await;
         let done = app.wait_command(&id, "alice", &vin, terminal).await;
         assert_eq!(done["status"], "succeeded", "a small request behind the big one: {done}");
         others.push(id);

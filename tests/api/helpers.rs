@@ -317,11 +317,26 @@ impl TestApp {
     }
 
     /// Polls command `id` until `done` holds for its status (at most 20 s); returns the command.
+    /// Alice's command `body` to `vin`, accepted: its id.
+    pub async fn request(&self, vin: &str, body: Value) -> String {
+        let response = self.command(vin, "alice", body).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let created: Value = response.json().await.unwrap();
+        created["command_id"].as_str().unwrap().to_owned()
+    }
+
+    /// A new vehicle, ready for alice's commands, online at `broker` as a simulated vehicle.
+    pub async fn online(&self, broker: &BrokerUrl, behaviour: tacho::sim::Behaviour) -> tacho::sim::SimVehicle {
+        let vin = unique_vin();
+        self.ready_vehicle(&vin, "alice").await;
+        let sim = tacho::sim::SimVehicle::connect(broker, &vin, behaviour).await.expect("simulated vehicle connects");
+        self.wait_connected(&vin, true).await;
+        sim
+    }
+
     /// Alice asks `vin` to do `name`, and it succeeds.
     pub async fn succeeds(&self, vin: &str, name: &str) {
-        let response = self.command(vin, "alice", json!({ "name": name })).await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
+        let id = self.request(vin, json!({ "name": name })).await;
         let done =
             self.wait_command(&id, "alice", vin, |s| !matches!(s, "requested" | "dispatched" | "accepted")).await;
         assert_eq!(done["status"], "succeeded", "{done}");

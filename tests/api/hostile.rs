@@ -29,21 +29,9 @@ async fn raw_post(app: &TestApp, path: &str, token: &str, body: String) -> reqwe
 
 /// A vehicle with alice's consents, online as a simulated vehicle.
 async fn online(app: &TestApp, broker: &tacho::adapters::mqtt::broker::BrokerUrl, behaviour: Behaviour) -> SimVehicle {
-    let vin = unique_vin();
-    app.ready_vehicle(&vin, "alice").await;
-    app.grant(&vin, "alice", "telemetry").await;
-    let sim = SimVehicle::connect(broker, &vin, behaviour).await.expect("simulated vehicle connects");
-    app.wait_connected(&vin, true).await;
+    let sim = app.online(broker, behaviour).await;
+    app.grant(sim.vin(), "alice", "telemetry").await;
     sim
-}
-
-/// Sends an ordinary command to `vin` and waits for it to succeed.
-async fn an_ordinary_command_succeeds(app: &TestApp, vin: &str) {
-    let response = app.command(vin, "alice", json!({"name": "lock_doors"})).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let id = response.json::<Value>().await.unwrap()["command_id"].as_str().unwrap().to_owned();
-    let done = app.wait_command(&id, "alice", vin, |s| s == "succeeded" || s == "failed" || s == "timed_out").await;
-    assert_eq!(done["status"], "succeeded", "{done}");
 }
 
 contract!(too_deep_or_too_big_values_are_refused_at_every_http_edge_and_nothing_is_written);
@@ -84,7 +72,7 @@ async fn too_deep_or_too_big_values_are_refused_at_every_http_edge_and_nothing_i
     assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
     assert_eq!(app.scalar("SELECT count(*) FROM events").await, before, "nothing refused reaches the log");
-    an_ordinary_command_succeeds(&app, &vin).await;
+    app.succeeds(&vin, "lock_doors").await;
 }
 
 contract!(hostile_vehicle_messages_become_dead_letters_and_commands_keep_flowing);
@@ -142,7 +130,7 @@ async fn hostile_vehicle_messages_become_dead_letters_and_commands_keep_flowing(
     let done = app.wait_command(&id, "alice", &vin, |s| s == "succeeded").await;
     assert_eq!(done["status"], "succeeded");
     let other = online(&app, &broker, Behaviour::default()).await;
-    an_ordinary_command_succeeds(&app, other.vin()).await;
+    app.succeeds(other.vin(), "lock_doors").await;
 }
 
 contract!(a_log_row_that_does_not_parse_stops_no_reader);
@@ -165,7 +153,7 @@ async fn a_log_row_that_does_not_parse_stops_no_reader(store: Store) {
             sqlx::query(sql).bind(poisoned.to_string()).bind(&payload).execute(&embedded.pool).await.unwrap();
         }
     }
-    an_ordinary_command_succeeds(&app, sim.vin()).await;
+    app.succeeds(sim.vin(), "lock_doors").await;
 
     let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     for subscriber in ["commands", "dispatcher"] {

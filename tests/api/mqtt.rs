@@ -24,28 +24,12 @@ fn silent() -> Behaviour {
     Behaviour { silence_rate: 1.0, ..Behaviour::default() }
 }
 
-/// A registered, active vehicle with alice's remote_commands consent, online as a simulated vehicle.
-async fn online(app: &TestApp, broker: &tacho::adapters::mqtt::broker::BrokerUrl, behaviour: Behaviour) -> SimVehicle {
-    let vin = unique_vin();
-    app.ready_vehicle(&vin, "alice").await;
-    let sim = SimVehicle::connect(broker, &vin, behaviour).await.expect("simulated vehicle connects");
-    app.wait_connected(&vin, true).await;
-    sim
-}
-
-async fn request(app: &TestApp, vin: &str, body: Value) -> String {
-    let response = app.command(vin, "alice", body).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let created: Value = response.json().await.unwrap();
-    created["command_id"].as_str().unwrap().to_owned()
-}
-
 contract!(a_command_reaches_the_vehicle_and_succeeds);
 async fn a_command_reaches_the_vehicle_and_succeeds(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, Behaviour::default()).await;
+    let sim = app.online(&broker, Behaviour::default()).await;
     let id =
-        request(&app, sim.vin(), json!({"name": "set_climate", "params": {"temperature_c": 21.5, "on": true}})).await;
+        app.request(sim.vin(), json!({"name": "set_climate", "params": {"temperature_c": 21.5, "on": true}})).await;
     let done = app.wait_command(&id, "alice", sim.vin(), terminal).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(statuses(&done), ["requested", "dispatched", "accepted", "succeeded"]);
@@ -66,14 +50,14 @@ async fn a_command_reaches_the_vehicle_and_succeeds(store: Store) {
 contract!(the_vehicle_fails_or_rejects_a_command_with_its_code);
 async fn the_vehicle_fails_or_rejects_a_command_with_its_code(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let failing = online(&app, &broker, Behaviour { fail_rate: 1.0, ..Behaviour::default() }).await;
-    let id = request(&app, failing.vin(), json!({"name": "start_charging"})).await;
+    let failing = app.online(&broker, Behaviour { fail_rate: 1.0, ..Behaviour::default() }).await;
+    let id = app.request(failing.vin(), json!({"name": "start_charging"})).await;
     let failed = app.wait_command(&id, "alice", failing.vin(), terminal).await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(failed["error"], json!({"code": "simulated_failure", "message": null, "by": "vehicle"}));
 
-    let refusing = online(&app, &broker, Behaviour { reject_rate: 1.0, ..Behaviour::default() }).await;
-    let id = request(&app, refusing.vin(), json!({"name": "unlock_doors"})).await;
+    let refusing = app.online(&broker, Behaviour { reject_rate: 1.0, ..Behaviour::default() }).await;
+    let id = app.request(refusing.vin(), json!({"name": "unlock_doors"})).await;
     let rejected = app.wait_command(&id, "alice", refusing.vin(), terminal).await;
     assert_eq!(rejected["status"], "rejected");
     assert_eq!(rejected["error"]["by"], "vehicle");
@@ -83,8 +67,8 @@ async fn the_vehicle_fails_or_rejects_a_command_with_its_code(store: Store) {
 contract!(a_silent_vehicle_times_out_and_its_late_answer_is_recorded_not_applied);
 async fn a_silent_vehicle_times_out_and_its_late_answer_is_recorded_not_applied(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, silent()).await;
-    let id = request(&app, sim.vin(), json!({"name": "honk", "timeout_s": 1})).await;
+    let sim = app.online(&broker, silent()).await;
+    let id = app.request(sim.vin(), json!({"name": "honk", "timeout_s": 1})).await;
     let timed_out = app.wait_command(&id, "alice", sim.vin(), terminal).await;
     assert_eq!(timed_out["status"], "timed_out");
     sim.respond("honk", id.parse().unwrap(), AnswerStatus::Succeeded, None).await.unwrap();
@@ -105,11 +89,11 @@ async fn an_offline_vehicle_fails_fast_or_queues_until_it_comes_online(store: St
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
-    let fast = request(&app, &vin, json!({"name": "flash_lights"})).await;
+    let fast = app.request(&vin, json!({"name": "flash_lights"})).await;
     let failed = app.wait_command(&fast, "alice", &vin, terminal).await;
     assert_eq!(failed["error"]["code"], "vehicle_offline");
 
-    let queued = request(&app, &vin, json!({"name": "lock_doors", "store_and_forward": true})).await;
+    let queued = app.request(&vin, json!({"name": "lock_doors", "store_and_forward": true})).await;
     app.wait_command(&queued, "alice", &vin, |s| s == "queued").await;
     let sim = SimVehicle::connect(&broker, &vin, Behaviour::default()).await.unwrap();
     let done = app.wait_command(&queued, "alice", &vin, terminal).await;
@@ -122,7 +106,7 @@ async fn a_queued_command_expires_when_its_ttl_runs_out(store: Store) {
     let Some((app, _, _)) = spawn_app_with_mqtt(store).await else { return };
     let vin = unique_vin();
     app.ready_vehicle(&vin, "alice").await;
-    let id = request(&app, &vin, json!({"name": "lock_doors", "store_and_forward": true, "ttl_s": 1})).await;
+    let id = app.request(&vin, json!({"name": "lock_doors", "store_and_forward": true, "ttl_s": 1})).await;
     let expired = app.wait_command(&id, "alice", &vin, terminal).await;
     assert_eq!(statuses(&expired), ["requested", "queued", "expired"]);
 }
@@ -130,9 +114,9 @@ async fn a_queued_command_expires_when_its_ttl_runs_out(store: Store) {
 contract!(the_last_will_of_a_dropped_vehicle_interrupts_its_command);
 async fn the_last_will_of_a_dropped_vehicle_interrupts_its_command(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, silent()).await;
+    let sim = app.online(&broker, silent()).await;
     let vin = sim.vin().to_owned();
-    let id = request(&app, &vin, json!({"name": "unlock_doors"})).await;
+    let id = app.request(&vin, json!({"name": "unlock_doors"})).await;
     app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
     sim.drop_abruptly();
     let interrupted = app.wait_command(&id, "alice", &vin, terminal).await;
@@ -143,10 +127,10 @@ async fn the_last_will_of_a_dropped_vehicle_interrupts_its_command(store: Store)
 contract!(a_dispatched_command_is_not_cancelable_a_queued_one_is_and_revoking_consent_cancels_queued_ones);
 async fn a_dispatched_command_is_not_cancelable_a_queued_one_is_and_revoking_consent_cancels_queued_ones(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, silent()).await;
+    let sim = app.online(&broker, silent()).await;
     let vin = sim.vin().to_owned();
     let owner = app.owner("alice", &[&vin]);
-    let id = request(&app, &vin, json!({"name": "honk"})).await;
+    let id = app.request(&vin, json!({"name": "honk"})).await;
     app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
     let refused = app.post(&format!("/v1/commands/{id}/cancel"), &owner, json!({})).await;
     assert_problem(refused, StatusCode::CONFLICT, "command_not_cancelable").await;
@@ -155,13 +139,13 @@ async fn a_dispatched_command_is_not_cancelable_a_queued_one_is_and_revoking_con
 
     sim.drop_abruptly();
     app.wait_connected(&vin, false).await;
-    let waiting = request(&app, &vin, json!({"name": "honk", "store_and_forward": true})).await;
+    let waiting = app.request(&vin, json!({"name": "honk", "store_and_forward": true})).await;
     app.wait_command(&waiting, "alice", &vin, |s| s == "queued").await;
     let canceled: Value =
         app.post(&format!("/v1/commands/{waiting}/cancel"), &owner, json!({})).await.json().await.unwrap();
     assert_eq!(canceled["status"], "canceled", "queued: the vehicle never got it");
 
-    let queued = request(&app, &vin, json!({"name": "lock_doors", "store_and_forward": true})).await;
+    let queued = app.request(&vin, json!({"name": "lock_doors", "store_and_forward": true})).await;
     app.wait_command(&queued, "alice", &vin, |s| s == "queued").await;
     let revoke = app
         .call(
@@ -179,9 +163,9 @@ async fn a_dispatched_command_is_not_cancelable_a_queued_one_is_and_revoking_con
 contract!(duplicate_and_out_of_order_answers_are_idempotent);
 async fn duplicate_and_out_of_order_answers_are_idempotent(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, silent()).await;
+    let sim = app.online(&broker, silent()).await;
     let vin = sim.vin().to_owned();
-    let id = request(&app, &vin, json!({"name": "lock_doors"})).await;
+    let id = app.request(&vin, json!({"name": "lock_doors"})).await;
     app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
     let command_id = id.parse().unwrap();
     sim.respond("lock_doors", command_id, AnswerStatus::Succeeded, None).await.unwrap();
@@ -198,9 +182,9 @@ async fn duplicate_and_out_of_order_answers_are_idempotent(store: Store) {
 contract!(tacho_restarted_mid_command_takes_the_answer_sent_while_it_was_down);
 async fn tacho_restarted_mid_command_takes_the_answer_sent_while_it_was_down(store: Store) {
     let Some((app, config, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, silent()).await;
+    let sim = app.online(&broker, silent()).await;
     let vin = sim.vin().to_owned();
-    let id = request(&app, &vin, json!({"name": "lock_doors", "timeout_s": 60})).await;
+    let id = app.request(&vin, json!({"name": "lock_doors", "timeout_s": 60})).await;
     app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
     app.stop().await;
     // The broker keeps the answer for tacho's persistent session.
@@ -214,9 +198,9 @@ async fn tacho_restarted_mid_command_takes_the_answer_sent_while_it_was_down(sto
 contract!(a_deadline_that_passed_while_tacho_was_down_times_out_right_after_start);
 async fn a_deadline_that_passed_while_tacho_was_down_times_out_right_after_start(store: Store) {
     let Some((app, config, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, silent()).await;
+    let sim = app.online(&broker, silent()).await;
     let vin = sim.vin().to_owned();
-    let id = request(&app, &vin, json!({"name": "honk", "timeout_s": 2})).await;
+    let id = app.request(&vin, json!({"name": "honk", "timeout_s": 2})).await;
     app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
     app.stop().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -232,7 +216,7 @@ async fn a_deadline_that_passed_while_tacho_was_down_times_out_right_after_start
 contract!(state_reports_and_events_are_visible_through_the_api_with_consent);
 async fn state_reports_and_events_are_visible_through_the_api_with_consent(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, Behaviour::default()).await;
+    let sim = app.online(&broker, Behaviour::default()).await;
     let vin = sim.vin().to_owned();
     let owner = app.owner("alice", &[&vin]);
     let signals = |speed: i64| {
@@ -291,7 +275,7 @@ async fn state_reports_and_events_are_visible_through_the_api_with_consent(store
 contract!(where_a_vehicle_is_is_read_only_while_its_location_consent_is_in_force);
 async fn where_a_vehicle_is_is_read_only_while_its_location_consent_is_in_force(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, Behaviour::default()).await;
+    let sim = app.online(&broker, Behaviour::default()).await;
     let vin = sim.vin().to_owned();
     let owner = app.owner("alice", &[&vin]);
     app.grant(&vin, "alice", "telemetry").await;
@@ -348,7 +332,7 @@ async fn where_a_vehicle_is_is_read_only_while_its_location_consent_is_in_force(
 contract!(bad_messages_go_to_dead_letters_with_a_reason_and_are_counted);
 async fn bad_messages_go_to_dead_letters_with_a_reason_and_are_counted(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, silent()).await;
+    let sim = app.online(&broker, silent()).await;
     let vin = sim.vin().to_owned();
     let stranger = unique_vin();
     app.grant(&vin, "alice", "telemetry").await;
@@ -363,7 +347,7 @@ async fn bad_messages_go_to_dead_letters_with_a_reason_and_are_counted(store: St
     let unknown = json!({"command_id": uuid::Uuid::new_v4(), "status": "succeeded", "ts": "2026-01-01T00:00:00Z"});
     sim.publish_raw(&format!("vehicles/{vin}/commands/honk/response"), unknown.to_string().as_bytes()).await.unwrap();
     // An answer for this vehicle's command sent on another vehicle's topic.
-    let id = request(&app, &vin, json!({"name": "honk"})).await;
+    let id = app.request(&vin, json!({"name": "honk"})).await;
     app.wait_command(&id, "alice", &vin, |s| s == "dispatched").await;
     let foreign = json!({"command_id": id, "status": "succeeded", "ts": "2026-01-01T00:00:00Z"});
     sim.publish_raw(&format!("vehicles/{stranger}/commands/honk/response"), foreign.to_string().as_bytes())
@@ -392,7 +376,7 @@ async fn bad_messages_go_to_dead_letters_with_a_reason_and_are_counted(store: St
 contract!(a_broadcast_is_published_and_recorded);
 async fn a_broadcast_is_published_and_recorded(store: Store) {
     let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
-    let sim = online(&app, &broker, silent()).await;
+    let sim = app.online(&broker, silent()).await;
     let service = app.token("weather-service", &[tacho::auth::Role::Service], None);
     let body = json!({"topic": "weather/warning", "payload": {"level": "storm"}, "expiry_s": 600});
     let response = app.post("/v1/broadcasts", &service, body).await;
@@ -533,12 +517,12 @@ async fn two_instances_share_the_vehicles_messages_and_dispatch_each_command_onc
     };
     let a = start(instance(1)).await;
     let b = start(instance(2)).await;
-    let sim = online(&a, &broker, Behaviour::default()).await;
+    let sim = a.online(&broker, Behaviour::default()).await;
     let vin = sim.vin().to_owned();
     let mut ids = Vec::new();
     for n in 0..10 {
         let app = if n % 2 == 0 { &a } else { &b };
-        ids.push(request(app, &vin, json!({"name": "flash_lights"})).await);
+        ids.push(app.request(&vin, json!({"name": "flash_lights"})).await);
     }
     for id in &ids {
         let done = a.wait_command(id, "alice", &vin, terminal).await;

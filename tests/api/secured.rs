@@ -161,6 +161,31 @@ fn device_broker(broker: &OwnMosquitto, pki: &Pki, name: &str) -> BrokerUrl {
     BrokerUrl::parse(&format!("mqtts://127.0.0.1:{}", broker.port)).unwrap().with_tls(tls)
 }
 
+/// tacho on `database`, connected as itself (its certificate of `pki`) to `broker`'s service listener.
+fn tacho_as_service(database: &str, broker: &OwnMosquitto, pki: &Pki) -> tacho::config::Config {
+    let mut config = config(database);
+    config.mqtt_url = format!("mqtts://127.0.0.1:{}", broker.services_port.unwrap());
+    config.mqtt_ca_file = Some(pki.path("ca.crt"));
+    config.mqtt_cert_file = Some(pki.path("tacho.crt"));
+    config.mqtt_key_file = Some(pki.path("tacho.key"));
+    config
+}
+
+/// Polls `/readyz` until `done` holds for its status and text (at most `within`); the text.
+async fn readyz_until(app: &TestApp, within: Duration, done: impl Fn(StatusCode, &str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
+        let status = ready.status();
+        let text = ready.text().await.unwrap();
+        if done(status, &text) {
+            return text;
+        }
+        assert!(start.elapsed() < within, "/readyz never got there: {status} {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     let Some(pki) = Pki::new("secured") else { return };
@@ -168,11 +193,7 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     let Some(mut broker) = OwnMosquitto::secured(&pki.dir) else { return };
     let services = broker.services_port.unwrap();
     let Some(database) = fresh_store(Store::Postgres).await else { return };
-    let mut config = config(&database);
-    config.mqtt_url = format!("mqtts://127.0.0.1:{services}");
-    config.mqtt_ca_file = Some(pki.path("ca.crt"));
-    config.mqtt_cert_file = Some(pki.path("tacho.crt"));
-    config.mqtt_key_file = Some(pki.path("tacho.key"));
+    let mut config = tacho_as_service(&database, &broker, &pki);
     config.broker_rights = BrokerRights::MosquittoDynsec;
     // As several instances run: the vehicles' messages through a shared subscription.
     config.mqtt_shared_group = Some("tacho".into());
@@ -341,8 +362,7 @@ async fn devices_are_who_they_say_and_may_use_only_their_own_vehicle() {
     pki.device("tcu-b2", &format!("{other}-copy"));
     assert_eq!(copy.publish(&format!("vehicles/{other}/state"), "{}"), Some(NOT_AUTHORIZED), "pins restored too");
     assert_eq!(device.publish(&format!("vehicles/{vin}/state"), "{}"), None, "revoked and listed");
-    let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
-    assert_eq!(ready.status(), StatusCode::OK, "{}", ready.text().await.unwrap());
+    readyz_until(&app, Duration::ZERO, |status, _| status == StatusCode::OK).await;
 }
 
 /// A broker without the plugin (or where tacho lacks the right to its control topic): tacho says so
@@ -356,16 +376,10 @@ async fn a_broker_that_does_not_keep_rights_makes_tacho_unready_and_say_why() {
     config.broker_rights = BrokerRights::MosquittoDynsec;
     let app = start(config).await;
     let start = Instant::now();
-    let reason = loop {
-        let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
-        let status = ready.status();
-        let reason = ready.text().await.unwrap();
-        if status == StatusCode::SERVICE_UNAVAILABLE && reason.contains("Dynamic Security plugin") {
-            break reason;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "never said why: {reason}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let reason = readyz_until(&app, Duration::from_secs(20), |status, reason| {
+        status == StatusCode::SERVICE_UNAVAILABLE && reason.contains("Dynamic Security plugin")
+    })
+    .await;
     eprintln!("/readyz after {:?}: {reason}", start.elapsed());
 }
 
@@ -379,25 +393,13 @@ async fn a_broker_that_refuses_tachos_subscriptions_makes_tacho_unready_and_say_
     assert_ne!(seed.lines().count(), SEED.lines().count());
     let Some(broker) = OwnMosquitto::secured_with(&pki.dir, &seed) else { return };
     let Some(database) = fresh_store(Store::Sqlite).await else { return };
-    let mut config = config(&database);
-    config.mqtt_url = format!("mqtts://127.0.0.1:{}", broker.services_port.unwrap());
-    config.mqtt_ca_file = Some(pki.path("ca.crt"));
-    config.mqtt_cert_file = Some(pki.path("tacho.crt"));
-    config.mqtt_key_file = Some(pki.path("tacho.key"));
-    let app = start(config).await;
-    let start = Instant::now();
-    loop {
-        let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
-        let status = ready.status();
-        let reason = ready.text().await.unwrap();
-        if status == StatusCode::SERVICE_UNAVAILABLE && reason.contains("refused tacho's subscriptions") {
-            assert!(reason.contains("vehicles/+/state"), "{reason}");
-            assert!(!reason.contains("vehicles/+/connection"), "only the refused one: {reason}");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "never said so: {status} {reason}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let app = start(tacho_as_service(&database, &broker, &pki)).await;
+    let reason = readyz_until(&app, Duration::from_secs(10), |status, reason| {
+        status == StatusCode::SERVICE_UNAVAILABLE && reason.contains("refused tacho's subscriptions")
+    })
+    .await;
+    assert!(reason.contains("vehicles/+/state"), "{reason}");
+    assert!(!reason.contains("vehicles/+/connection"), "only the refused one: {reason}");
 
     // The right granted live, through the plugin: tacho asks again and is ready, without a restart.
     let granted = Command::new("mosquitto_ctrl")
@@ -413,14 +415,6 @@ async fn a_broker_that_refuses_tachos_subscriptions_makes_tacho_unready_and_say_
         .expect("mosquitto_ctrl runs");
     assert!(granted.status.success(), "{}", String::from_utf8_lossy(&granted.stderr));
     let fixed = Instant::now();
-    loop {
-        let ready = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap();
-        if ready.status() == StatusCode::OK {
-            break;
-        }
-        let reason = ready.text().await.unwrap();
-        assert!(fixed.elapsed() < Duration::from_secs(25), "still not ready: {reason}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    readyz_until(&app, Duration::from_secs(25), |status, _| status == StatusCode::OK).await;
     eprintln!("ready {:?} after the right was granted", fixed.elapsed());
 }
