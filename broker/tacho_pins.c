@@ -4,9 +4,10 @@
  *
  * With use_identity_as_username Mosquitto consults no authentication plugin: any certificate of the
  * device CA with a device's common name gets that device's rights. Loaded before the Dynamic
- * Security plugin, this one refuses every publish and subscription of a client whose user name is
- * pinned and who presents a certificate whose SHA-256 thumbprint is not the pinned one; it leaves
- * every other decision to the next plugin.
+ * Security plugin, this one refuses every publish and subscription of a client that presents a
+ * certificate whose SHA-256 thumbprint is not the one pinned for its user name, or that has no pin
+ * at all (fail closed), unless its user name is a whole subject ("CN=...,O=...": a service on its own
+ * listener, which no device id can be); it leaves every other decision to the next plugin.
  *
  * tacho keeps the pins through $CONTROL/tacho-pins/v1 (the broker's access list decides who may
  * publish there). A request is text: its first line a tag, then one command per line:
@@ -38,6 +39,8 @@
 #define RESPONSE_TOPIC "$CONTROL/tacho-pins/v1/response"
 #define HEX_LEN 64
 #define MAX_NAME 256
+/* Commands answered per request (tacho sends at most 50): a bound on the answer's size. */
+#define MAX_COMMANDS 10000
 
 struct slot {
 	char *username; /* NULL: empty; TOMBSTONE: removed */
@@ -102,10 +105,13 @@ static bool grow(void)
 	return true;
 }
 
-static bool pin(const char *username, const char *thumbprint)
+/* Pins username to thumbprint; *changed says whether that changed anything. */
+static bool pin(const char *username, const char *thumbprint, bool *changed)
 {
 	if((used + 1) * 2 > capacity && !grow()) return false;
 	struct slot *s = lookup(username);
+	if(s->username && s->username != TOMBSTONE && !strcmp(s->thumbprint, thumbprint)) return true;
+	*changed = true;
 	if(s->username == NULL || s->username == TOMBSTONE){
 		char *copy = strdup(username);
 		if(!copy) return false;
@@ -117,7 +123,7 @@ static bool pin(const char *username, const char *thumbprint)
 	return true;
 }
 
-static void unpin(const char *username)
+static void unpin(const char *username, bool *changed)
 {
 	if(!capacity) return;
 	struct slot *s = lookup(username);
@@ -125,6 +131,7 @@ static void unpin(const char *username)
 		free(s->username);
 		s->username = TOMBSTONE;
 		live--;
+		*changed = true;
 	}
 }
 
@@ -135,10 +142,14 @@ static const char *pinned(const char *username)
 	return (s->username && s->username != TOMBSTONE) ? s->thumbprint : NULL;
 }
 
+/* 1 to 255 printable ASCII characters, no quote or backslash: safe to echo in the JSON answer. */
 static bool valid_name(const char *s)
 {
 	size_t n = strlen(s);
-	return n > 0 && n < MAX_NAME && !strpbrk(s, "\"\\");
+	for(const char *c = s; *c; c++){
+		if(!isgraph((unsigned char)*c) || *c == '"' || *c == '\\') return false;
+	}
+	return n > 0 && n < MAX_NAME;
 }
 
 static bool valid_thumbprint(const char *s)
@@ -184,7 +195,8 @@ static void load(void)
 		if(!strcmp(line, "mark\n")){
 			marked = true;
 		}else if(sscanf(line, "pin %255s %65s", username, thumbprint) == 2 && valid_thumbprint(thumbprint)){
-			pin(username, thumbprint);
+			bool ignored = false;
+			pin(username, thumbprint, &ignored);
 		}
 	}
 	fclose(f);
@@ -197,11 +209,21 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	(void)event;
 	(void)userdata;
 	struct mosquitto_evt_acl_check *ed = event_data;
-	const char *expected = pinned(mosquitto_client_username(ed->client));
-	if(!expected) return MOSQ_ERR_PLUGIN_DEFER;
+	const char *username = mosquitto_client_username(ed->client);
 	X509 *cert = mosquitto_client_certificate(ed->client);
 	/* Pins hold certificate clients only (a device's listener); others are not this plugin's. */
 	if(!cert) return MOSQ_ERR_PLUGIN_DEFER;
+	const char *expected = pinned(username);
+	if(!expected){
+		X509_free(cert);
+		/* A service named by its whole subject ("CN=tacho,O=..."), which no device id can be, is
+		 * not pinned; a device certificate without a pin may do nothing (fail closed: a pins file
+		 * lost while the rights survived does not let any certificate of the CA act as a device). */
+		if(username && strchr(username, '=')) return MOSQ_ERR_PLUGIN_DEFER;
+		mosquitto_log_printf(MOSQ_LOG_NOTICE, "tacho_pins: refused %s: no certificate registered for it",
+				username ? username : "(no user name)");
+		return MOSQ_ERR_ACL_DENIED;
+	}
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int len = 0;
 	char hex[HEX_LEN + 1] = {0};
@@ -250,20 +272,20 @@ static int on_control(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_SUCCESS;
 	}
 	char *out = NULL, entry[MAX_NAME * 2 + 128];
-	size_t len = 0, cap = 0;
+	size_t len = 0, cap = 0, count = 0;
 	bool changed = false, ok = append(&out, &len, &cap, "{\"responses\":[");
-	for(char *line = strtok_r(NULL, "\n", &save_ptr); ok && line; line = strtok_r(NULL, "\n", &save_ptr)){
+	for(char *line = strtok_r(NULL, "\n", &save_ptr); ok && line && count < MAX_COMMANDS;
+			line = strtok_r(NULL, "\n", &save_ptr), count++){
 		char command[16] = "", username[MAX_NAME] = "", thumbprint[HEX_LEN + 2] = "";
 		const char *error = NULL;
 		int fields = sscanf(line, "%15s %255s %65s", command, username, thumbprint);
 		if(!strcmp(command, "pin") && fields == 3 && valid_name(username) && valid_thumbprint(thumbprint)){
-			if(pin(username, thumbprint)) changed = true; else error = "Out of memory";
+			if(!pin(username, thumbprint, &changed)) error = "Out of memory";
 		}else if(!strcmp(command, "unpin") && fields == 2 && valid_name(username)){
-			unpin(username);
-			changed = true;
+			unpin(username, &changed);
 		}else if(!strcmp(command, "mark") && fields == 1){
+			changed = changed || !marked;
 			marked = true;
-			changed = true;
 		}else if(!strcmp(command, "marked") && fields == 1){
 			if(!marked) error = "Not marked";
 		}else{
@@ -271,7 +293,7 @@ static int on_control(int event, void *event_data, void *userdata)
 			strcpy(command, "invalid");
 		}
 		snprintf(entry, sizeof(entry), "%s{\"command\":\"%s\",\"correlationData\":\"%s\"%s%s%s}",
-				len > 14 ? "," : "", command, tag, error ? ",\"error\":\"" : "", error ? error : "", error ? "\"" : "");
+				count > 0 ? "," : "", command, tag, error ? ",\"error\":\"" : "", error ? error : "", error ? "\"" : "");
 		ok = append(&out, &len, &cap, entry);
 	}
 	if(changed && !save()){
@@ -325,5 +347,9 @@ int mosquitto_plugin_cleanup(void *userdata, struct mosquitto_opt *options, int 
 	}
 	free(slots);
 	free(pins_file);
+	slots = NULL;
+	pins_file = NULL;
+	capacity = used = live = 0;
+	marked = false;
 	return MOSQ_ERR_SUCCESS;
 }
