@@ -92,9 +92,11 @@ impl VehicleFact {
 fn names_location(name: &str) -> bool {
     const WORDS: [&str; 9] = ["lat", "lon", "lng", "gps", "gnss", "geo", "geolocation", "coordinates", "location"];
     const WITHIN: [&str; 3] = ["latitude", "longitude", "currentlocation"];
+    let contains = |segment: &str, word: &str| {
+        segment.as_bytes().windows(word.len()).any(|window| window.eq_ignore_ascii_case(word.as_bytes()))
+    };
     name.split(['.', '/', '_', '-', ':', ' ']).any(|segment| {
-        let segment = segment.to_ascii_lowercase();
-        WORDS.contains(&segment.as_str()) || WITHIN.iter().any(|w| segment.contains(w))
+        WORDS.iter().any(|w| segment.eq_ignore_ascii_case(w)) || WITHIN.iter().any(|w| contains(segment, w))
     })
 }
 

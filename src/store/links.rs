@@ -70,13 +70,14 @@ pub(super) async fn admit<'f>(
     Ok((admitted, ignored))
 }
 
-/// The links of `vins` (sorted), locked for the rest of the transaction. PostgreSQL: a transaction
-/// lock per VIN, taken in VIN order, so two instances deciding the same vehicles (a shared
-/// subscription) take turns, also on a vehicle not in the table yet, and never deadlock. SQLite's
-/// write lock is already held.
+/// The links of `vins`, locked for the rest of the transaction. PostgreSQL: a transaction lock per
+/// VIN, taken in the order of their lock keys (each key once: two VINs may share one), so two
+/// instances deciding the same vehicles (a shared subscription) take turns, also on a vehicle not
+/// in the table yet, and never deadlock. SQLite's write lock is already held.
 async fn load(conn: &mut Conn<'_>, vins: &[&str]) -> Result<HashMap<String, Link>, sqlx::Error> {
     if let Conn::Postgres(c) = conn {
-        let lock = "SELECT count(pg_advisory_xact_lock(hashtext('tacho-link:' || v))) FROM unnest($1::text[]) v";
+        let lock = "SELECT count(pg_advisory_xact_lock(k)) FROM \
+                    (SELECT DISTINCT hashtext('tacho-link:' || v) AS k FROM unnest($1::text[]) v ORDER BY k) keys";
         sqlx::query(lock).bind(vins).execute(&mut **c).await?;
     }
     let sql = format!(

@@ -122,11 +122,10 @@ pub async fn consents(db: &Db, vin: &str) -> Result<Vec<ConsentView>, QueryError
     Ok(Sql::new(sql).bind(vin).fetch_all(db).await?)
 }
 
-/// Whether a `location` consent is in force for `vin` at `now` (any subject).
+/// Whether a `location` consent is in force for `vin` at `now` (any subject), as admission decides it.
 pub async fn location_consented(db: &Db, vin: &str, now: DateTime<Utc>) -> Result<bool, QueryError> {
-    let sql = "SELECT EXISTS (SELECT 1 FROM rm_consents WHERE vin = $1 AND purpose = 'location' \
-               AND status = 'granted' AND (expires_at IS NULL OR expires_at > $2))";
-    Ok(Sql::new(sql).bind(vin).bind(now).scalar(db).await?)
+    let access = super::facts::access(db, &[vin.to_owned()], now).await?;
+    Ok(access.get(vin).is_some_and(|a| a.location.is_some()))
 }
 
 const COMMAND_COLUMNS: &str = "command_id, vin, name, params, status, requester, consent_version, timeout_s, \

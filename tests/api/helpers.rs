@@ -316,7 +316,6 @@ impl TestApp {
         panic!("{vin} never became connected={connected}");
     }
 
-    /// Polls command `id` until `done` holds for its status (at most 20 s); returns the command.
     /// Alice's command `body` to `vin`, accepted: its id.
     pub async fn request(&self, vin: &str, body: Value) -> String {
         let response = self.command(vin, "alice", body).await;
@@ -342,6 +341,7 @@ impl TestApp {
         assert_eq!(done["status"], "succeeded", "{done}");
     }
 
+    /// Polls command `id` until `done` holds for its status (at most 20 s); returns the command.
     pub async fn wait_command(&self, id: &str, owner: &str, vin: &str, done: impl Fn(&str) -> bool) -> Value {
         let token = self.owner(owner, &[vin]);
         let mut last = Value::Null;

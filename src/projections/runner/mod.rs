@@ -368,14 +368,10 @@ impl Subscriptions {
         lease: &Lease,
     ) -> Result<usize, ProjectionError> {
         lease.check()?;
-        let (from, batch) = {
-            let mut pooled = self.db.acquire().await?;
-            let mut conn = pooled.conn();
-            let from = checkpoints::load(&mut conn, name).await?;
-            let types = Some(process.aggregate_types()).filter(|t| !t.is_empty());
-            (from, log::read_after(&mut conn, from, types, self.batch_size).await?)
-        };
+        let from = checkpoints::load(&mut self.db.acquire().await?.conn(), name).await?;
         process.prepare(from, lease).await?;
+        let types = Some(process.aggregate_types()).filter(|t| !t.is_empty());
+        let batch = log::read_after(&mut self.db.acquire().await?.conn(), from, types, self.batch_size).await?;
         let to = batch.next_checkpoint(from, self.batch_size);
         let read = batch.events.len();
         let events = subscriber.takes(name, batch.events, &self.metrics);
