@@ -42,6 +42,9 @@ pub enum Subcommand_ {
         /// Vehicles publishing state.
         #[arg(long, default_value_t = 1000)]
         vehicles: u64,
+        /// Simulated vehicles connected at once (memory of the simulator and of tacho).
+        #[arg(long, default_value_t = 10_000)]
+        fleet: u64,
     },
     /// Audit the log.
     #[command(subcommand)]

@@ -8,6 +8,7 @@ use crate::domain::vehicle::{VehicleCommand, VehicleStatus};
 use crate::domain::vin::Vin;
 use crate::sim::{sim_vin, Behaviour, SimVehicle};
 use anyhow::Context;
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::fmt::Write;
 use std::time::Duration;
@@ -39,43 +40,19 @@ pub async fn start(running: &Running, count: u64) -> anyhow::Result<Demo> {
     let meta = HashMap::from([("actor".to_owned(), "tacho:demo".to_owned())]);
     let at = chrono::Utc::now();
     let vins: Vec<String> = (1..=count).map(sim_vin).collect();
-    for vin in &vins {
-        let vehicle = frameworks.stores.load::<crate::domain::vehicle::Vehicle>(vin).await?;
-        if vehicle.status == VehicleStatus::Unknown {
-            let register = VehicleCommand::Register {
-                vin: Vin::parse(vin)?,
-                model: "Demo".into(),
-                model_year: 2026,
-                market: "EU".into(),
-                options: vec!["remote_climate".into()],
-                data_collection: Default::default(),
-                at,
-            };
-            frameworks.execute(&frameworks.vehicles, vin, register, &meta).await?;
-            frameworks.execute(&frameworks.vehicles, vin, VehicleCommand::Activate { at }, &meta).await?;
-            for purpose in ["remote_commands", "telemetry", "location"] {
-                let grant = ConsentCommand::Grant {
-                    vin: vin.clone(),
-                    subject: DEV_SUBJECT.into(),
-                    purpose: Purpose::parse(purpose)?,
-                    legal_basis: "consent".into(),
-                    expires_at: None,
-                    granted_by: DEV_SUBJECT.into(),
-                    at,
-                };
-                frameworks.execute(&frameworks.consents, vin, grant, &meta).await?;
-            }
-        }
-    }
+    let registered: Vec<anyhow::Result<()>> = futures::stream::iter(&vins)
+        .map(|vin| register(frameworks, vin, &meta, at))
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    registered.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     // Vehicles are admitted by the registry and consent read models: let them catch up first.
     for vin in &vins {
         running.state.settle_admission(vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     let behaviour = Behaviour { state_every: Some(Duration::from_secs(5)), ..Behaviour::default() };
-    let mut vehicles = Vec::new();
-    for vin in &vins {
-        vehicles.push(SimVehicle::connect(broker, vin, behaviour.clone()).await?);
-    }
+    let fleet = vins.iter().map(|vin| (broker.clone(), vin.clone())).collect();
+    let vehicles = SimVehicle::connect_fleet(fleet, &behaviour).await?;
     // The first request should find them online: wait (a few seconds at most) for the registry.
     for vin in &vins {
         for _ in 0..100 {
@@ -87,6 +64,42 @@ pub async fn start(running: &Running, count: u64) -> anyhow::Result<Demo> {
         }
     }
     Ok(Demo { vins, vehicles })
+}
+
+/// Registers, activates and grants the consents of demo vehicle `vin`, unless a previous run did.
+async fn register(
+    frameworks: &crate::store::Frameworks,
+    vin: &str,
+    meta: &HashMap<String, String>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<()> {
+    let vehicle = frameworks.stores.load::<crate::domain::vehicle::Vehicle>(vin).await?;
+    if vehicle.status == VehicleStatus::Unknown {
+        let register = VehicleCommand::Register {
+            vin: Vin::parse(vin)?,
+            model: "Demo".into(),
+            model_year: 2026,
+            market: "EU".into(),
+            options: vec!["remote_climate".into()],
+            data_collection: Default::default(),
+            at,
+        };
+        frameworks.execute(&frameworks.vehicles, vin, register, meta).await?;
+        frameworks.execute(&frameworks.vehicles, vin, VehicleCommand::Activate { at }, meta).await?;
+        for purpose in ["remote_commands", "telemetry", "location"] {
+            let grant = ConsentCommand::Grant {
+                vin: vin.to_owned(),
+                subject: DEV_SUBJECT.into(),
+                purpose: Purpose::parse(purpose)?,
+                legal_basis: "consent".into(),
+                expires_at: None,
+                granted_by: DEV_SUBJECT.into(),
+                at,
+            };
+            frameworks.execute(&frameworks.consents, vin, grant, meta).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The start-up message: where tacho listens, where its data lives, a development token (embedded

@@ -59,9 +59,9 @@ async fn run() -> anyhow::Result<()> {
             init_tracing();
             sim(&config, args).await
         }
-        Subcommand_::Bench { seconds, rate, concurrency, vehicles } => {
+        Subcommand_::Bench { seconds, rate, concurrency, vehicles, fleet } => {
             tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).init();
-            tacho::bench::run(&config, tacho::bench::BenchOptions { seconds, rate, concurrency, vehicles }).await
+            tacho::bench::run(&config, tacho::bench::BenchOptions { seconds, rate, concurrency, vehicles, fleet }).await
         }
         Subcommand_::Audit(AuditCommand::Verify { aggregate_type, id, expect }) => {
             let clean =
@@ -143,7 +143,7 @@ async fn sim(config: &tacho::config::Config, args: tacho::config::SimArgs) -> an
         silence_rate: args.silence_rate,
         state_every: (args.state_every_ms > 0).then(|| std::time::Duration::from_millis(args.state_every_ms)),
     };
-    let mut vehicles = Vec::new();
+    let mut fleet = Vec::new();
     for vin in &vins {
         let broker = match &args.certs {
             None => broker.clone(),
@@ -154,9 +154,14 @@ async fn sim(config: &tacho::config::Config, args: tacho::config::SimArgs) -> an
                 broker.clone().with_tls(tls)
             }
         };
-        vehicles.push(SimVehicle::connect(&broker, vin, behaviour.clone()).await?);
-        println!("{vin} online at {broker}");
+        fleet.push((broker, vin.clone()));
     }
+    let started = std::time::Instant::now();
+    let vehicles = SimVehicle::connect_fleet(fleet, &behaviour).await?;
+    for vehicle in &vehicles {
+        println!("{} online", vehicle.vin());
+    }
+    eprintln!("{} vehicles online at {broker} in {:.1?}", vehicles.len(), started.elapsed());
     let drop_after = async {
         match args.drop_after_s {
             Some(s) => tokio::time::sleep(std::time::Duration::from_secs(s)).await,

@@ -38,6 +38,15 @@ impl Default for Behaviour {
     }
 }
 
+/// Publishes a simulated vehicle has in flight at most.
+const IN_FLIGHT: u16 = 16;
+
+/// Vehicles of a fleet connecting at the same time.
+const CONNECTING: usize = 100;
+
+/// Requests a simulated vehicle remembers (to tell a repeat from a new command): the latest ones.
+const REMEMBERED: usize = 256;
+
 /// A valid (European, no check digit) VIN for simulated vehicle `n`.
 pub fn sim_vin(n: u64) -> String {
     format!("WTCSXM0{:010}", n % 10_000_000_000)
@@ -82,12 +91,17 @@ impl SimVehicle {
     pub async fn connect(broker: &BrokerUrl, vin: &str, behaviour: Behaviour) -> anyhow::Result<Self> {
         let mut options = broker.options(&format!("sim-{vin}-{}", uuid::Uuid::new_v4().simple()));
         options.set_clean_start(true);
-        options.set_keep_alive(Duration::from_secs(5));
+        // A dropped connection ends at once; the keep-alive only finds half-open ones (10,000 vehicles
+        // pinging every 5 s would keep the broker busy).
+        options.set_keep_alive(Duration::from_secs(30));
         // The session's time: its `online` message and its Last Will carry the same `ts`, so tacho can
         // tell a Last Will of this session from one of an earlier session read late.
         let session = Utc::now();
         options.set_last_will(last_will(vin, session));
-        let (client, mut eventloop) = AsyncClient::new(options, 256);
+        // rumqttc preallocates a slot per publish allowed in flight, 65,535 by default (~13 MB per
+        // client): a vehicle has a few in flight at most.
+        options.set_outgoing_inflight_upper_limit(IN_FLIGHT);
+        let (client, mut eventloop) = AsyncClient::new(options, usize::from(IN_FLIGHT) * 2);
         let shared = Arc::new(Shared {
             vin: vin.to_owned(),
             client: client.clone(),
@@ -158,12 +172,24 @@ impl SimVehicle {
         Ok(Self { shared, poll, reporter })
     }
 
+    /// Connects every vehicle of `fleet` (its broker, its VIN), many at a time, in `fleet`'s order.
+    pub async fn connect_fleet(fleet: Vec<(BrokerUrl, String)>, behaviour: &Behaviour) -> anyhow::Result<Vec<Self>> {
+        use futures::StreamExt;
+        futures::stream::iter(fleet)
+            .map(|(broker, vin)| async move { Self::connect(&broker, &vin, behaviour.clone()).await })
+            .buffered(CONNECTING)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
     /// The VIN.
     pub fn vin(&self) -> &str {
         &self.shared.vin
     }
 
-    /// Requests received so far.
+    /// Requests received so far (the latest 256).
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.shared.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
@@ -266,6 +292,9 @@ impl Shared {
         let repeat = match self.requests.lock() {
             Ok(mut requests) => {
                 let repeat = requests.iter().any(|r| r.request.command_id == request.command_id);
+                if requests.len() >= REMEMBERED {
+                    requests.remove(0);
+                }
                 requests.push(ReceivedRequest { repeat, ..received });
                 repeat
             }

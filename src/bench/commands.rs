@@ -33,8 +33,13 @@ pub struct Commands {
 }
 
 impl Commands {
-    /// One command: POST, then long-poll until a terminal status; its round trip if it succeeded.
-    async fn round_trip(&self, n: usize) -> Option<Duration> {
+    /// One command: POST, then long-poll until a terminal status; its round trip if it succeeded,
+    /// else what it ended as.
+    async fn round_trip(&self, n: usize) -> Result<Duration, String> {
+        self.try_round_trip(n).await.unwrap_or_else(|| Err("no answer".into()))
+    }
+
+    async fn try_round_trip(&self, n: usize) -> Option<Result<Duration, String>> {
         let vin = &self.fleet[n % self.fleet.len()];
         let started = Instant::now();
         let created: Value = self
@@ -66,15 +71,15 @@ impl Commands {
                 .ok()?;
             status = read["status"].as_str()?.to_owned();
             if started.elapsed() > Duration::from_secs(30) {
-                return None;
+                return Some(Err(format!("still {status} after 30 s")));
             }
         }
-        (status == "succeeded").then(|| started.elapsed())
+        Some(if status == "succeeded" { Ok(started.elapsed()) } else { Err(status) })
     }
 
     /// Round trips started at `rate` per second for `seconds`: the samples of those that succeeded,
-    /// and how many did not.
-    pub async fn fixed_rate(&self, rate: u64, seconds: u64) -> (Vec<Duration>, usize) {
+    /// and what the others ended as.
+    pub async fn fixed_rate(&self, rate: u64, seconds: u64) -> (Vec<Duration>, Outcomes) {
         let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
         let mut tasks = Vec::new();
         for n in 0..(rate * seconds) as usize {
@@ -83,28 +88,29 @@ impl Commands {
             tasks.push(tokio::spawn(async move { this.round_trip(n).await }));
         }
         let mut samples = Vec::new();
-        let mut failed = 0;
+        let mut failed = Outcomes::default();
         for task in tasks {
-            match task.await.ok().flatten() {
-                Some(d) => samples.push(d),
-                None => failed += 1,
+            match task.await.unwrap_or_else(|e| Err(e.to_string())) {
+                Ok(d) => samples.push(d),
+                Err(outcome) => failed.add(outcome),
             }
         }
         (samples, failed)
     }
 
-    /// `concurrency` round trips in flight for `seconds`: completed per second, and how many did not.
-    pub async fn closed_loop(&self, concurrency: usize, seconds: u64) -> (f64, usize) {
+    /// `concurrency` round trips in flight for `seconds`: how many succeeded, per second, and what
+    /// the others ended as.
+    pub async fn closed_loop(&self, concurrency: usize, seconds: u64) -> (usize, f64, Outcomes) {
         let until = Instant::now() + Duration::from_secs(seconds);
         let started = Instant::now();
         let workers = (0..concurrency).map(|w| {
             let this = self.clone();
             tokio::spawn(async move {
-                let (mut done, mut failed, mut n) = (0usize, 0usize, w);
+                let (mut done, mut failed, mut n) = (0usize, Outcomes::default(), w);
                 while Instant::now() < until {
                     match this.round_trip(n).await {
-                        Some(_) => done += 1,
-                        None => failed += 1,
+                        Ok(_) => done += 1,
+                        Err(outcome) => failed.add(outcome),
                     }
                     n += concurrency;
                 }
@@ -112,7 +118,35 @@ impl Commands {
             })
         });
         let results = futures::future::join_all(workers).await;
-        let (done, failed) = results.into_iter().flatten().fold((0, 0), |(d, f), (a, b)| (d + a, f + b));
-        (done as f64 / started.elapsed().as_secs_f64(), failed)
+        let (mut done, mut failed) = (0, Outcomes::default());
+        for (d, f) in results.into_iter().flatten() {
+            done += d;
+            for (outcome, n) in f.0 {
+                *failed.0.entry(outcome).or_default() += n;
+            }
+        }
+        (done, done as f64 / started.elapsed().as_secs_f64(), failed)
+    }
+}
+
+/// What commands that did not succeed ended as, and how many.
+#[derive(Debug, Default, Clone)]
+pub struct Outcomes(pub std::collections::BTreeMap<String, usize>);
+
+impl Outcomes {
+    fn add(&mut self, outcome: String) {
+        *self.0.entry(outcome).or_default() += 1;
+    }
+
+    /// How many in all.
+    pub fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+}
+
+impl std::fmt::Display for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let listed: Vec<String> = self.0.iter().map(|(outcome, n)| format!("{n} {outcome}")).collect();
+        write!(f, "{}", listed.join(", "))
     }
 }

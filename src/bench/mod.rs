@@ -7,6 +7,8 @@
 //! The floors ([`floors`]): a raw MQTT round trip, raw PostgreSQL inserts and reads.
 
 mod commands;
+mod cost;
+mod fleet;
 mod floors;
 mod ingestion;
 mod replay;
@@ -40,6 +42,8 @@ pub struct BenchOptions {
     pub concurrency: usize,
     /// Vehicles publishing state.
     pub vehicles: u64,
+    /// Vehicles of the simulated fleet (memory).
+    pub fleet: u64,
 }
 
 /// The `p`-quantile of `samples` (sorted in place).
@@ -51,6 +55,9 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples[index.min(samples.len() - 1)]
 }
+
+/// Seconds the idle cost is measured over.
+const IDLE_SECONDS: u64 = 10;
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
@@ -88,18 +95,28 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
 
     let clock = Instant::now();
     eprintln!("(a) command round trips ...");
-    let fleet: Vec<String> = (1..=20).map(|n| sim_vin(9_000_000_000 + n)).collect();
-    setup(&running.state.frameworks, &fleet, false).await?;
+    let commanded: Vec<String> = (1..=20).map(|n| sim_vin(9_000_000_000 + n)).collect();
+    setup(&running.state.frameworks, &commanded, false).await?;
     let mut sims = Vec::new();
-    for vin in &fleet {
+    for vin in &commanded {
         sims.push(SimVehicle::connect(&broker, vin, Behaviour::default()).await?);
     }
-    wait_connected(&pool, &fleet).await?;
-    let token = keys.mint("bench", vec![Role::Owner], Some(fleet.clone()), chrono::Utc::now().timestamp(), 3600);
-    let client = Commands { http: http.clone(), base: base.clone(), token, fleet: fleet.clone() };
+    wait_connected(&pool, &commanded).await?;
+    let token = keys.mint("bench", vec![Role::Owner], Some(commanded.clone()), chrono::Utc::now().timestamp(), 3600);
+    eprintln!("    idle: {} s without load ...", IDLE_SECONDS + cost::SETTLE.as_secs());
+    tokio::time::sleep(cost::SETTLE).await;
+    let quiet = cost::read(&pool).await?;
+    tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
+    let idle = cost::read(&pool).await?.since(&quiet);
+    let client = Commands { http: http.clone(), base: base.clone(), token, fleet: commanded.clone() };
     let (mut fixed, fixed_failed) = client.fixed_rate(options.rate, options.seconds).await;
     let (p50, p99) = (percentile(&mut fixed, 0.50), percentile(&mut fixed, 0.99));
-    let (sustained, sustained_failed) = client.closed_loop(options.concurrency, options.seconds).await;
+    tokio::time::sleep(cost::SETTLE).await;
+    let before = cost::read(&pool).await?;
+    let (done, sustained, sustained_failed) = client.closed_loop(options.concurrency, options.seconds).await;
+    tokio::time::sleep(cost::SETTLE).await;
+    let spent = cost::read(&pool).await?.since(&before);
+    let per_command = spent.less_idle(&idle, cost::SETTLE.as_secs_f64()).per(done as f64);
     drop(sims);
 
     eprintln!("    done in {:.0?}", clock.elapsed());
@@ -112,11 +129,25 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
         running.state.settle_admission(vin).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     eprintln!("    {} vehicles registered in {:.0?}", vehicles.len(), clock.elapsed());
+    tokio::time::sleep(cost::SETTLE).await;
+    let before = cost::read(&pool).await?;
     let ingestion = ingest(&broker, &pool, &vehicles, options.seconds).await?;
+    tokio::time::sleep(cost::SETTLE).await;
+    let spent = cost::read(&pool).await?.since(&before);
+    // Idle costs of the time around the load (the settling, the drain) are not the reports'.
+    let per_report = spent.less_idle(&idle, cost::SETTLE.as_secs_f64()).per(ingestion.appended as f64);
     eprintln!("    done in {:.0?}", clock.elapsed());
 
     eprintln!("(c) replay: audit verify and rebuilds of the whole log ...");
     let replay = replay::measure(&running.state, &pool).await?;
+    eprintln!("    done in {:.0?}", clock.elapsed());
+
+    eprintln!("(d) a fleet of {} simulated vehicles in a process of their own ...", options.fleet);
+    let first = 7_000_000_000;
+    let fleet_vins: Vec<String> = (first..first + options.fleet).map(sim_vin).collect();
+    setup(&running.state.frameworks, &fleet_vins, true).await?;
+    eprintln!("    {} vehicles registered in {:.0?}", fleet_vins.len(), clock.elapsed());
+    let fleet = fleet::measure(&broker, &pool, first, &fleet_vins).await?;
     eprintln!("    done in {:.0?}", clock.elapsed());
 
     running.shutdown.cancel();
@@ -148,17 +179,37 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
         ratio(p99.as_secs_f64(), mqtt_p99.as_secs_f64())
     );
     println!(
-        "| commands not completed at {}/s | {} of {} | | |",
+        "| commands not completed at {}/s | {} of {} {} | | |",
         options.rate,
-        fixed_failed,
-        fixed.len() + fixed_failed
+        fixed_failed.total(),
+        fixed.len() + fixed_failed.total(),
+        if fixed_failed.total() > 0 { format!("({fixed_failed})") } else { String::new() }
     );
     println!(
-        "| sustained commands/s ({} in flight) | {:.0}/s ({} not completed) | 1 / MQTT p50 = {:.0}/s per flow | |",
+        "| sustained commands/s ({} in flight) | {:.0}/s ({} not completed{}) | 1 / MQTT p50 = {:.0}/s per flow | |",
         options.concurrency,
         sustained,
-        sustained_failed,
+        sustained_failed.total(),
+        if sustained_failed.total() > 0 { format!(": {sustained_failed}") } else { String::new() },
         1.0 / mqtt_p50.as_secs_f64()
+    );
+    println!(
+        "| PostgreSQL transactions per command, requested → succeeded (sustained phase, all included) | {:.1} | 1 | {:.1}x |",
+        per_command.transactions, per_command.transactions
+    );
+    println!(
+        "| PostgreSQL rows read / written per command | {:.0} / {:.0} | | |",
+        per_command.rows_read, per_command.rows_written
+    );
+    println!(
+        "| CPU seconds per 1,000 commands: bench process (tacho, vehicles, HTTP client) / PostgreSQL | {:.2} / {:.2} | | |",
+        per_command.cpu_self * 1000.0,
+        per_command.cpu_db * 1000.0
+    );
+    println!(
+        "| PostgreSQL transactions per second while idle ({} vehicles online) | {:.1}/s | | |",
+        commanded.len(),
+        idle.transactions / idle.seconds.max(1.0)
     );
     println!(
         "| state reports/s appended ({} vehicles) | {:.0}/s | PostgreSQL insert {:.0} rows/s | {} |",
@@ -176,6 +227,10 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     println!(
         "| state reports acknowledged by the broker / appended (offered at most {OFFERED:.0}/s) | {} / {} | | |",
         ingestion.published, ingestion.appended
+    );
+    println!(
+        "| PostgreSQL transactions / rows read / rows written per state report | {:.3} / {:.1} / {:.1} | | |",
+        per_report.transactions, per_report.rows_read, per_report.rows_written
     );
     println!("| read model lag at the end of the load | {} | | |", ms(ingestion.drain));
     println!("| largest read model backlog during the load | {} events | | |", ingestion.max_backlog);
@@ -197,6 +252,20 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
         replay.commands.events,
         replay.commands.rate()
     );
+    let mb = |bytes: u64| format!("{:.0} MB", bytes as f64 / 1_000_000.0);
+    println!(
+        "| simulated vehicles online (registry shows them connected) | {} of {} in {:.1} s | | |",
+        fleet.connected,
+        fleet.vehicles,
+        fleet.online_after.as_secs_f64()
+    );
+    println!(
+        "| memory of the simulator with {} vehicles online, state every {} s | {} | | |",
+        fleet.vehicles,
+        fleet::REPORT_EVERY_S,
+        mb(fleet.sim_rss)
+    );
+    println!("| memory of tacho with {} vehicles online | {} | | |", fleet.vehicles, mb(fleet.tacho_rss));
     println!();
     println!(
         "Targets on a 2-core machine: round trip p50 ≤ 5 ms and p99 ≤ 25 ms at 100/s; ≥ 1,000 commands/s; \

@@ -24,6 +24,19 @@ pub async fn load(conn: &mut Conn<'_>, name: &str) -> Result<Checkpoint, sqlx::E
     Ok(row.map(|(tx_id, position)| Checkpoint { tx_id, position }).unwrap_or_default())
 }
 
+/// The stored checkpoints of subscribers `names` (those without one are absent).
+pub async fn load_many(
+    conn: &mut Conn<'_>,
+    names: &[&str],
+) -> Result<std::collections::HashMap<String, Checkpoint>, sqlx::Error> {
+    let sql = format!(
+        "SELECT name, tx_id, position FROM subscription_checkpoints WHERE {}",
+        conn.dialect().in_json_list("name", "$1")
+    );
+    let rows: Vec<(String, i64, i64)> = Sql::new(&sql).bind(serde_json::json!(names)).fetch_all(conn).await?;
+    Ok(rows.into_iter().map(|(name, tx_id, position)| (name, Checkpoint { tx_id, position })).collect())
+}
+
 /// Moves subscriber `name`'s checkpoint forward to `to`; false when it did not move: it already
 /// stood there or beyond, or `lease` (a process's, PostgreSQL) is no longer the current one. A
 /// checkpoint never moves backwards, and only its lease's holder moves a process's.
@@ -88,6 +101,19 @@ pub async fn take_turn(conn: &mut Conn<'_>, name: &str, wait: bool) -> Result<bo
         false => format!("SELECT pg_try_advisory_xact_lock({LOCK_KEY})"),
     };
     sqlx::query_scalar(&sql).bind(name).fetch_one(&mut **c).await
+}
+
+/// Takes the turns of subscribers `names` for the rest of the transaction `conn` is in, without
+/// waiting: false when another instance holds any of them (those taken are given back with the
+/// transaction, which the caller then ends). See [`take_turn`].
+pub async fn take_turns(conn: &mut Conn<'_>, names: &[&str]) -> Result<bool, sqlx::Error> {
+    let Conn::Postgres(c) = conn else { return Ok(true) };
+    let sql = format!(
+        "SELECT coalesce(bool_and(taken), true) FROM \
+           (SELECT pg_try_advisory_xact_lock({}) AS taken FROM unnest($1::text[]) AS n ORDER BY n) t",
+        LOCK_KEY.replace("$1", "n")
+    );
+    sqlx::query_scalar(&sql).bind(names).fetch_one(&mut **c).await
 }
 
 /// Holds off read model `name`'s other rebuilds until `conn` closes (PostgreSQL).

@@ -170,6 +170,9 @@ pub struct Batch {
     /// The last event of any type readable in the same snapshot: when `events` is not full, a
     /// reader may move its checkpoint there, so it never rescans events of types it skips.
     pub frontier: Option<Checkpoint>,
+    /// Writers of the log were running when it was read (PostgreSQL): events they commit may soon be
+    /// readable without a notification of their own (a writer that appended nothing notifies no one).
+    pub held_back: bool,
 }
 
 impl Batch {
@@ -192,11 +195,11 @@ pub async fn read_after(
     limit: i64,
 ) -> Result<Batch, sqlx::Error> {
     let types: Option<Vec<String>> = aggregate_types.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
-    let rows = match conn {
+    let (rows, held_back) = match conn {
         Conn::Postgres(c) => postgres::log::read_after(c, after, types, limit).await?,
-        Conn::Sqlite(c) => sqlite::log::read_after(c, after, types, limit).await?,
+        Conn::Sqlite(c) => (sqlite::log::read_after(c, after, types, limit).await?, false),
     };
-    Ok(batch(rows))
+    Ok(Batch { held_back, ..batch(rows) })
 }
 
 /// A batch row: an event (all `None` when the batch is empty) and the frontier.

@@ -1,23 +1,38 @@
-//! The subscription runner: one task per subscriber, each reading the log in commit order from its
-//! checkpoint. A projection writes its read model and the new checkpoint in one transaction; a
-//! process acts outside any transaction, then moves its checkpoint (at-least-once).
-//! Woken by `tacho_events` (PostgreSQL: LISTEN/NOTIFY; SQLite: in-process signals), with polling
-//! as a fallback.
+//! The subscription runner. One reader of the log per instance, the [`tail`], reads each new event
+//! once and keeps the latest in memory; the subscribers take their batches from it.
+//!
+//! - **Read models** move together: one task applies a batch to every read model in step and moves
+//!   their checkpoints in **one transaction** (what each has not applied yet: they may stand at
+//!   different places). A read model that fails (a bug, a panic) leaves the group and runs alone,
+//!   batch by batch in transactions of its own, until it has caught up again, so it never stops
+//!   the others.
+//! - **Processes** act outside any transaction under their lease, then move their checkpoint
+//!   (at-least-once). While it holds the lease a process keeps its place in memory; it writes it
+//!   after a batch it acted on, and past events of no interest to it at most every
+//!   [`LAZY_CHECKPOINT`] (reading a few again after a restart costs nothing: its effects are
+//!   idempotent).
+//!
+//! The tail is woken by `tacho_events` (PostgreSQL: LISTEN/NOTIFY, which also reaches the other
+//! instances; SQLite: in-process signals). It polls only while writers of the log are running
+//! (their events may become readable without a notification of their own) and otherwise every
+//! [`idle_poll`] as a fallback.
 
 mod fill;
 mod subscriber;
+mod tail;
 
 use subscriber::{Kind, Subscriber};
+use tail::Tail;
 
 use crate::metrics::Metrics;
 use crate::store::leases::{self, Lease, LeaseLost, Leases};
 use crate::store::log::{self, Checkpoint, StoredEvent, Undecodable, EVENTS_CHANNEL};
 use crate::store::{checkpoints, Conn, Db};
 use futures::FutureExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -103,12 +118,32 @@ pub trait Process: Send + Sync + 'static {
     }
 }
 
+/// How often the tail reads the log without being woken, when no writer of the log is running:
+/// on PostgreSQL a trigger notifies every append, whoever wrote it; on SQLite only tacho's own
+/// writers signal, and a read costs no round trip.
+pub fn idle_poll(db: &Db) -> Duration {
+    match db {
+        Db::Postgres(_) => Duration::from_secs(10),
+        Db::Sqlite(_) => Duration::from_secs(1),
+    }
+}
+
+/// How often the tail reads the log again while writers of the log run.
+const BUSY_POLL: Duration = Duration::from_millis(20);
+
+/// How often a process writes its place in the log when it only passed events of no interest.
+pub const LAZY_CHECKPOINT: Duration = Duration::from_secs(5);
+
 /// All subscribers of one tacho instance.
 pub struct Subscriptions {
     db: Db,
     /// Read models new in this version, still to fill.
-    unfilled: std::sync::Mutex<std::collections::HashSet<&'static str>>,
+    unfilled: Mutex<HashSet<&'static str>>,
     subscribers: HashMap<&'static str, Subscriber>,
+    /// The one reader of the log.
+    tail: Tail,
+    /// Read models out of the group: they failed in it, and run alone until they caught up.
+    solo: Mutex<HashSet<&'static str>>,
     wake: watch::Sender<u64>,
     batch_size: i64,
     poll_interval: Duration,
@@ -128,6 +163,8 @@ impl Subscriptions {
             db: db.clone(),
             unfilled: Default::default(),
             subscribers: HashMap::new(),
+            tail: Tail::new(500),
+            solo: Mutex::default(),
             wake,
             batch_size: 500,
             poll_interval: Duration::from_millis(500),
@@ -169,6 +206,7 @@ impl Subscriptions {
     /// Sets how many events one batch holds at most.
     pub fn with_batch_size(mut self, batch_size: i64) -> Self {
         self.batch_size = batch_size.max(1);
+        self.tail = Tail::new(self.batch_size);
         self
     }
 
@@ -179,11 +217,18 @@ impl Subscriptions {
         names
     }
 
-    /// Starts the wake-up listener and one task per subscriber; they stop when `shutdown` is canceled.
+    /// Starts the wake-up listener, the tail, the read models' task and one task per process; they
+    /// stop when `shutdown` is canceled.
     pub fn start(self: &Arc<Self>, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = vec![tokio::spawn(Arc::clone(self).listen(shutdown.clone()))];
-        for name in self.subscribers.keys().copied() {
-            tasks.push(tokio::spawn(Arc::clone(self).run(name, shutdown.clone())));
+        let mut tasks = vec![
+            tokio::spawn(Arc::clone(self).listen(shutdown.clone())),
+            tokio::spawn(Arc::clone(self).follow_tail(shutdown.clone())),
+            tokio::spawn(Arc::clone(self).run_projections(shutdown.clone())),
+        ];
+        for (name, subscriber) in &self.subscribers {
+            if matches!(subscriber.kind, Kind::Process(_)) {
+                tasks.push(tokio::spawn(Arc::clone(self).run(name, shutdown.clone())));
+            }
         }
         tasks
     }
@@ -193,49 +238,244 @@ impl Subscriptions {
         self.db.listen(EVENTS_CHANNEL, wake, shutdown).await;
     }
 
-    async fn run(self: Arc<Self>, name: &'static str, shutdown: CancellationToken) {
-        let is_process = self.subscribers.get(name).is_some_and(|s| matches!(s.kind, Kind::Process(_)));
-        while let Err(e) = self.fill_if_new(name).await {
-            tracing::error!(subscriber = name, error = %e, "filling a new read model failed; retrying");
+    /// Reads the log into the tail whenever woken, until `shutdown`.
+    async fn follow_tail(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut wake = self.wake.subscribe();
+        let mut failures = 0u32;
+        loop {
+            let read = async {
+                if !self.tail.started() {
+                    // Where the subscribers stand furthest: those behind read the log themselves
+                    // until they reach the window.
+                    let names = self.names();
+                    let stored = checkpoints::load_many(&mut self.db.acquire().await?.conn(), &names).await?;
+                    self.tail.start_at(stored.values().copied().max().unwrap_or_default());
+                }
+                self.tail.read(&self.db).await
+            };
+            let next = match read.await {
+                Ok(held_back) => {
+                    failures = 0;
+                    if held_back {
+                        BUSY_POLL
+                    } else {
+                        idle_poll(&self.db)
+                    }
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::warn!(error = %e, failures, "reading the log failed; retrying");
+                    self.poll_interval * failures.clamp(1, 20)
+                }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.poll_interval * 4) => {}
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(next) => {}
             }
         }
+    }
+
+    /// Fills the read models new in this version, then keeps every read model following the log,
+    /// until `shutdown`.
+    async fn run_projections(self: Arc<Self>, shutdown: CancellationToken) {
+        let names = self.projection_names();
+        for name in &names {
+            while let Err(e) = self.fill_if_new(name).await {
+                tracing::error!(subscriber = name, error = %e, "filling a new read model failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.poll_interval * 4) => {}
+                }
+            }
+        }
+        let mut head = self.tail.subscribe();
+        let mut failures = 0u32;
+        loop {
+            let mut again = false;
+            match caught(self.step_projections()).await {
+                Ok(read) => {
+                    failures = 0;
+                    again = read as i64 >= self.batch_size;
+                }
+                // Passed over from now on: go again at once.
+                Err(Failed { error: ProjectionError::Undecodable(_), .. }) => again = true,
+                Err(Failed { member, error }) => {
+                    match member {
+                        // One read model failing: it runs alone, the others go on.
+                        Some(name) if !matches!(error, ProjectionError::Database(_)) => {
+                            tracing::error!(subscriber = name, error = %error, "read model failed; running it alone until it caught up");
+                            self.set_solo(&[name]);
+                            again = true;
+                        }
+                        // Which one is not known (a panic): each runs alone until it caught up.
+                        None if matches!(error, ProjectionError::Effect(_)) => {
+                            tracing::error!(error = %error, "a read model failed; running each alone until it caught up");
+                            self.set_solo(&names);
+                            again = true;
+                        }
+                        _ => {
+                            failures = failures.saturating_add(1);
+                            tracing::error!(error = %error, failures, "read models failed; retrying from their checkpoints");
+                        }
+                    }
+                }
+            }
+            again |= self.step_solo().await;
+            if again && failures == 0 {
+                continue;
+            }
+            let backoff = if failures > 0 { self.poll_interval * failures.clamp(1, 20) } else { idle_poll(&self.db) };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = head.changed() => {}
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    /// The names of the read models, sorted.
+    fn projection_names(&self) -> Vec<&'static str> {
+        self.names().into_iter().filter(|n| self.subscribers.get(n).is_some_and(|s| !s.kind.is_process())).collect()
+    }
+
+    fn set_solo(&self, names: &[&'static str]) {
+        if let Ok(mut solo) = self.solo.lock() {
+            solo.extend(names.iter().copied());
+        }
+    }
+
+    /// One batch for each read model out of the group; a read model that has caught up rejoins it.
+    /// Whether any has more to do.
+    async fn step_solo(&self) -> bool {
+        let solo: Vec<&'static str> = self.solo.lock().map(|s| s.iter().copied().collect()).unwrap_or_default();
+        let mut again = false;
+        for name in solo {
+            match caught(self.step_batch(name, false, None)).await {
+                Ok(0) => {
+                    if let Ok(mut solo) = self.solo.lock() {
+                        solo.remove(name);
+                    }
+                    tracing::info!(subscriber = name, "read model caught up; back in the group");
+                }
+                Ok(_) | Err(ProjectionError::Undecodable(_)) => again = true,
+                Err(e) => {
+                    tracing::error!(subscriber = name, error = %e, "read model failed; retrying from its checkpoint")
+                }
+            }
+        }
+        again
+    }
+
+    /// One batch for every read model in the group, in one transaction; how many events were read.
+    async fn step_projections(&self) -> Result<usize, Failed> {
+        let solo = self.solo.lock().map(|s| s.clone()).unwrap_or_default();
+        // Each read model's turn within this instance (a rebuild or a step by hand may hold one).
+        let mut members = Vec::new();
+        let mut _turns = Vec::new();
+        for name in self.projection_names() {
+            let Some(subscriber) = self.subscribers.get(name).filter(|_| !solo.contains(name)) else { continue };
+            let Kind::Projection(projection) = &subscriber.kind else { continue };
+            if let Ok(turn) = subscriber.turn.try_lock() {
+                members.push((name, subscriber, projection));
+                _turns.push(turn);
+            }
+        }
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let names: Vec<&'static str> = members.iter().map(|m| m.0).collect();
+        let mut tx = self.db.begin().await.map_err(Failed::all)?;
+        let mut conn = tx.conn();
+        // Another instance applying them now: nothing to do here.
+        if !checkpoints::take_turns(&mut conn, &names).await.map_err(Failed::all)? {
+            return Ok(0);
+        }
+        let stored = checkpoints::load_many(&mut conn, &names).await.map_err(Failed::all)?;
+        let at = |name: &str| stored.get(name).copied().unwrap_or_default();
+        // Read models behind the window (filled or rebuilt long ago, a long outage) catch up alone:
+        // the others do not wait for them.
+        let behind: Vec<&'static str> =
+            names.iter().copied().filter(|n| self.tail.started() && !self.tail.covers(at(n))).collect();
+        if !behind.is_empty() && behind.len() < names.len() {
+            self.set_solo(&behind);
+            members.retain(|m| !behind.contains(&m.0));
+        }
+        let from = members.iter().map(|m| at(m.0)).min().unwrap_or_default();
+        let batch = match self.tail.after(from, None, self.batch_size) {
+            Some(batch) => batch,
+            None => log::read_after(&mut conn, from, None, self.batch_size).await.map_err(Failed::all)?,
+        };
+        let to = batch.next_checkpoint(from, self.batch_size);
+        let read = batch.events.len();
+        let mut signals = Vec::new();
+        for (name, subscriber, projection) in &members {
+            let mine = at(name);
+            let types = subscriber.kind.types();
+            let events: Vec<StoredEvent> = batch
+                .events
+                .iter()
+                .filter(|e| e.checkpoint() > mine && types.is_none_or(|t| t.contains(&e.aggregate_type.as_str())))
+                .cloned()
+                .collect();
+            let events = subscriber.takes(name, events, &self.metrics);
+            if !events.is_empty() {
+                if let Err(e) = projection.apply_batch(&mut conn, &events).await {
+                    // The transaction rolls back; the retry passes over what does not decode.
+                    if let ProjectionError::Undecodable(undecodable) = &e {
+                        subscriber.pass_over(name, undecodable, &self.metrics);
+                    }
+                    return Err(Failed { member: Some(name), error: e });
+                }
+            }
+            if to > mine {
+                checkpoints::advance(&mut conn, name, to, None).await.map_err(Failed::all)?;
+            }
+            if let Some(channel) = projection.channel() {
+                let changed = Self::changed_streams(projection.as_ref(), &events);
+                conn.announce(channel, &changed).await.map_err(Failed::all)?;
+                signals.push((channel, changed));
+            }
+        }
+        tx.commit().await.map_err(Failed::all)?;
+        for (channel, changed) in signals {
+            for id in changed {
+                self.db.signal(channel, id);
+            }
+        }
+        for (name, subscriber, _) in &members {
+            let now = to.max(at(name));
+            subscriber.progress.send_if_modified(|p| std::mem::replace(p, now) != now);
+        }
+        Ok(read)
+    }
+
+    async fn run(self: Arc<Self>, name: &'static str, shutdown: CancellationToken) {
         loop {
             // A process acts only while this instance holds its lease.
-            let lease = match is_process {
-                true => match self.take_lease(name, &shutdown).await {
-                    Some(lease) => Some(lease),
-                    None => return,
-                },
-                false => None,
-            };
-            let stopped = self.follow(name, lease.as_ref(), &shutdown).await;
-            if let Some(lease) = &lease {
-                self.leases.release(lease).await;
-            }
+            let Some(lease) = self.take_lease(name, &shutdown).await else { return };
+            let stopped = self.follow(name, &lease, &shutdown).await;
+            self.leases.release(&lease).await;
             if stopped {
                 return;
             }
         }
     }
 
-    /// Handles batch after batch for subscriber `name` (under `lease`, for a process) until
-    /// `shutdown` (true) or the lease is lost (false).
-    async fn follow(&self, name: &'static str, lease: Option<&Lease>, shutdown: &CancellationToken) -> bool {
-        let mut wake = self.wake.subscribe();
+    /// Handles batch after batch for process `name` under `lease` until `shutdown` (true) or the
+    /// lease is lost (false).
+    async fn follow(&self, name: &'static str, lease: &Lease, shutdown: &CancellationToken) -> bool {
+        let mut head = self.tail.subscribe();
         let mut failures = 0u32;
+        // Where it stands while it holds the lease: read once, then kept here.
+        let mut place: Option<Place> = None;
         loop {
-            // A panic in a subscriber is a bug; it must not end the subscriber for good.
-            let stepped =
-                AssertUnwindSafe(self.step_batch(name, false, lease)).catch_unwind().await.unwrap_or_else(|panic| {
-                    let what = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned());
-                    Err(ProjectionError::Effect(format!("panicked: {}", what.unwrap_or_default())))
-                });
+            let stepped = match self.subscribers.get(name).map(|s| &s.kind) {
+                Some(Kind::Process(process)) => {
+                    caught(self.step_process(name, process.as_ref(), lease, &mut place)).await
+                }
+                _ => Err(unknown(name)),
+            };
             match stepped {
                 Ok(applied) if applied as i64 >= self.batch_size => {
                     failures = 0;
@@ -250,13 +490,17 @@ impl Subscriptions {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    // Read it again: the batch is retried from the stored checkpoint.
+                    place = None;
                     tracing::error!(subscriber = name, error = %e, failures, "subscriber failed; retrying from its checkpoint");
                 }
             }
+            // A process also runs `prepare` when nothing is new: it checks what lives elsewhere
+            // (the broker's rights) at its own pace, so it is woken at least every poll interval.
             let backoff = self.poll_interval * failures.clamp(1, 20);
             tokio::select! {
                 _ = shutdown.cancelled() => return true,
-                _ = wake.changed() => {}
+                _ = head.changed() => {}
                 _ = tokio::time::sleep(backoff) => {}
             }
         }
@@ -291,11 +535,11 @@ impl Subscriptions {
             Kind::Projection(projection) => projection,
             Kind::Process(process) => {
                 return match lease {
-                    Some(lease) => self.step_process(name, process.as_ref(), subscriber, lease).await,
+                    Some(lease) => self.step_process(name, process.as_ref(), lease, &mut None).await,
                     // Stepped by hand (tests, catch-up): only with the lease, given back after.
                     None => match self.leases.try_take(name).await? {
                         Some(lease) => {
-                            let stepped = self.step_process(name, process.as_ref(), subscriber, &lease).await;
+                            let stepped = self.step_process(name, process.as_ref(), &lease, &mut None).await;
                             self.leases.release(&lease).await;
                             stepped
                         }
@@ -358,20 +602,32 @@ impl Subscriptions {
         ids
     }
 
-    /// One batch of a process under `lease`: read after the checkpoint, act outside any transaction
-    /// (so no lock is held while it publishes), then move the checkpoint while the lease holds.
+    /// One batch of a process under `lease`: read after its place (`place`, else the stored
+    /// checkpoint), act outside any transaction (so no lock is held while it publishes), then move
+    /// the checkpoint while the lease holds: at once after acting, lazily past events of no interest.
     async fn step_process(
         &self,
         name: &str,
         process: &dyn Process,
-        subscriber: &Subscriber,
         lease: &Lease,
+        place: &mut Option<Place>,
     ) -> Result<usize, ProjectionError> {
+        let subscriber = self.subscribers.get(name).ok_or_else(|| unknown(name))?;
         lease.check()?;
-        let from = checkpoints::load(&mut self.db.acquire().await?.conn(), name).await?;
+        let current = match place {
+            Some(place) => *place,
+            None => {
+                let stored = checkpoints::load(&mut self.db.acquire().await?.conn(), name).await?;
+                *place.insert(Place { at: stored, stored, written: Instant::now() })
+            }
+        };
+        let from = current.at;
         process.prepare(from, lease).await?;
         let types = Some(process.aggregate_types()).filter(|t| !t.is_empty());
-        let batch = log::read_after(&mut self.db.acquire().await?.conn(), from, types, self.batch_size).await?;
+        let batch = match self.tail.after(from, types, self.batch_size) {
+            Some(batch) => batch,
+            None => log::read_after(&mut self.db.acquire().await?.conn(), from, types, self.batch_size).await?,
+        };
         let to = batch.next_checkpoint(from, self.batch_size);
         let read = batch.events.len();
         let events = subscriber.takes(name, batch.events, &self.metrics);
@@ -384,8 +640,21 @@ impl Subscriptions {
             }
         }
         lease.check()?;
-        if to != from && !checkpoints::advance(&mut self.db.acquire().await?.conn(), name, to, Some(lease)).await? {
-            return Err(LeaseLost(name.to_owned()).into());
+        let write = to > current.stored && (read > 0 || current.written.elapsed() >= LAZY_CHECKPOINT);
+        if write && !checkpoints::advance(&mut self.db.acquire().await?.conn(), name, to, Some(lease)).await? {
+            // Stored beyond already (a step by hand) or the lease is gone: read the place again.
+            *place = None;
+            lease.check()?;
+            if checkpoints::load(&mut self.db.acquire().await?.conn(), name).await? < to {
+                return Err(LeaseLost(name.to_owned()).into());
+            }
+        }
+        if let Some(place) = place {
+            place.at = to;
+            if write {
+                place.stored = to;
+                place.written = Instant::now();
+            }
         }
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
         Ok(read)
@@ -429,4 +698,42 @@ impl Subscriptions {
         let mut conn = self.db.acquire().await.ok()?;
         checkpoints::load(&mut conn.conn(), name).await.ok()
     }
+}
+
+/// Where a process stands while it holds its lease: its place in the log, what is stored of it, and
+/// when that was written.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    at: Checkpoint,
+    stored: Checkpoint,
+    written: Instant,
+}
+
+/// A failed batch of the read models' group: which read model failed, when it is known.
+#[derive(Debug)]
+struct Failed {
+    member: Option<&'static str>,
+    error: ProjectionError,
+}
+
+impl Failed {
+    /// A failure of the whole batch (the database), no read model's in particular.
+    fn all(e: impl Into<ProjectionError>) -> Self {
+        Self { member: None, error: e.into() }
+    }
+}
+
+impl From<ProjectionError> for Failed {
+    fn from(error: ProjectionError) -> Self {
+        Self { member: None, error }
+    }
+}
+
+/// Runs `step`, turning a panic (a bug) into an error: it must not end a subscriber for good.
+async fn caught<T, E: From<ProjectionError>>(step: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+    AssertUnwindSafe(step).catch_unwind().await.unwrap_or_else(|panic| {
+        let what =
+            panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned());
+        Err(ProjectionError::Effect(format!("panicked: {}", what.unwrap_or_default())).into())
+    })
 }

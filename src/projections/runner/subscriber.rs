@@ -14,6 +14,11 @@ pub(super) enum Kind {
 }
 
 impl Kind {
+    /// Whether it is a process (else a read model).
+    pub(super) fn is_process(&self) -> bool {
+        matches!(self, Self::Process(_))
+    }
+
     /// The aggregate types it reads; `None` for all (an empty list).
     pub(super) fn types(&self) -> Option<&'static [&'static str]> {
         let types = match self {

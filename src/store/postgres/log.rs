@@ -55,13 +55,14 @@ pub(in crate::store) async fn lock_log(c: &mut PgConnection) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Up to `limit` events after `after` below the writers' horizon, and the frontier.
+/// Up to `limit` events after `after` below the writers' horizon, and the frontier; and whether
+/// writers of the log were running.
 pub(in crate::store) async fn read_after(
     c: &mut PgConnection,
     after: Checkpoint,
     types: Option<Vec<String>>,
     limit: i64,
-) -> Result<Vec<BatchRow>, sqlx::Error> {
+) -> Result<(Vec<BatchRow>, bool), sqlx::Error> {
     let (next, writers): (i64, Vec<i64>) = sqlx::query_as(WRITERS).fetch_one(&mut *c).await?;
     // One statement, one snapshot: the frontier cannot pass an event the batch did not see.
     let columns = columns(TX_ID, AS_TEXT);
@@ -77,7 +78,8 @@ pub(in crate::store) async fn read_after(
          ORDER BY batch.tx_id, batch.global_position",
         horizon("$5", "$6")
     );
-    sqlx::query_as(&sql)
+    let held_back = !writers.is_empty();
+    let rows = sqlx::query_as(&sql)
         .bind(after.tx_id)
         .bind(after.position)
         .bind(types)
@@ -85,7 +87,8 @@ pub(in crate::store) async fn read_after(
         .bind(writers)
         .bind(next)
         .fetch_all(c)
-        .await
+        .await?;
+    Ok((rows, held_back))
 }
 
 /// Appends `event`; its position.

@@ -11,15 +11,19 @@ pub async fn listen(pool: PgPool, channel: &'static str, on_payload: impl Fn(&st
     loop {
         match PgListener::connect_with(&pool).await {
             Ok(mut listener) => match listener.listen(channel).await {
-                Ok(()) => loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        received = listener.recv() => match received {
-                            Ok(notification) => on_payload(notification.payload()),
-                            Err(e) => { tracing::warn!(channel, error = %e, "LISTEN connection lost"); break; }
+                Ok(()) => {
+                    // Whatever was notified while not listening is lost: the listener reads once now.
+                    on_payload("");
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            received = listener.recv() => match received {
+                                Ok(notification) => on_payload(notification.payload()),
+                                Err(e) => { tracing::warn!(channel, error = %e, "LISTEN connection lost"); break; }
+                            }
                         }
                     }
-                },
+                }
                 Err(e) => tracing::warn!(channel, error = %e, "LISTEN failed"),
             },
             Err(e) => tracing::warn!(channel, error = %e, "LISTEN connection failed; polling meanwhile"),
