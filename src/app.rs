@@ -198,6 +198,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         dispatcher,
         retention,
         leases.clone(),
+        subscriptions.log_head(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(leases.keep(shutdown.clone())));

@@ -83,6 +83,9 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     bench_config.auth_secret = Some(SecretString::from(uuid::Uuid::new_v4().to_string()));
     bench_config.instance = Some(format!("tacho-bench-{}", std::process::id()));
     bench_config.mqtt_session_expiry_s = 60;
+    // One owner keeps `concurrency` long polls open at once.
+    bench_config.http_max_streams_per_caller = bench_config.http_max_streams_per_caller.max(options.concurrency * 2);
+    bench_config.http_max_streams = bench_config.http_max_streams.max(options.concurrency * 4);
     eprintln!("floors: raw MQTT round trips and a raw PostgreSQL insert ...");
     let (mqtt_p50, mqtt_p99) = floors::mqtt_round_trip(&broker, 2000).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

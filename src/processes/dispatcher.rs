@@ -4,12 +4,12 @@
 
 use super::{acting, effect, ignore_refusal, CommandLink, Outgoing, SendError, Sent};
 use crate::domain::command::CommandServices;
-use crate::domain::command::{Command, CommandCommand, CommandStatus, Undelivered};
+use crate::domain::command::{Command, CommandCommand, CommandEvent, CommandStatus, Undelivered};
 use crate::domain::consent::Consent;
 use crate::domain::streams;
 use crate::domain::vehicle::Vehicle;
 use crate::projections::{Process, ProjectionError};
-use crate::store::aggregates::{send_rules, Known, TogetherError};
+use crate::store::aggregates::{send_rules, Known, Stored, TogetherError};
 use crate::store::leases::Lease;
 use crate::store::log::StoredEvent;
 use crate::store::{pending, Db, Frameworks};
@@ -78,30 +78,10 @@ impl Dispatcher {
     /// queued (store-and-forward) or failed fast. Just before publishing, the command is checked
     /// once more and released (no longer cancelable); what the broker answers is recorded on the
     /// command alone. An error (the broker or the store unavailable) means: retry later. Safe to
-    /// call again for the same command.
-    pub async fn dispatch(&self, id: &str, lease: &Lease) -> Result<(), ProjectionError> {
-        let Some(command) = self.load(id).await? else { return Ok(()) };
-        if !matches!(command.status, CommandStatus::Requested | CommandStatus::Queued) {
-            return Ok(());
-        }
-        let fw = &self.frameworks;
-        // A released command may already be at the broker: it is sent again whatever the registry
-        // shows, and the broker's answer decides.
-        if !command.is_released() && !pending::is_connected(&self.db, &command.vin).await? {
-            let now = Utc::now();
-            let next = match (command.status, command.store_and_forward) {
-                (CommandStatus::Requested, true) => CommandCommand::Queue { at: now },
-                (CommandStatus::Requested, false) => CommandCommand::FailOffline { at: now },
-                // Queued: it waits for the vehicle to come online, or for its TTL.
-                _ => return Ok(()),
-            };
-            lease.check()?;
-            return ignore_refusal(fw.execute(&fw.commands, id, next, &acting(ACTOR)).await);
-        }
-        lease.check()?;
-        self.release(id, &command.vin).await?;
-        // Expired, timed out or rejected instead, or moved on meanwhile: nothing to send.
-        let Some(command) = self.load(id).await?.filter(Command::is_released) else { return Ok(()) };
+    /// call again for the same command. `vin` is the command's vehicle. Costs two transactions: the
+    /// release, and the broker's answer.
+    pub async fn dispatch(&self, id: &str, vin: &str, lease: &Lease) -> Result<(), ProjectionError> {
+        let Some(command) = self.release(id, vin, lease).await? else { return Ok(()) };
         let outgoing = Outgoing {
             command_id: uuid::Uuid::parse_str(id).map_err(effect)?,
             vin: command.vin.clone(),
@@ -134,27 +114,70 @@ impl Dispatcher {
             }
             Err(e @ SendError::Unavailable(_)) => return Err(effect(format!("sending command {id}: {e}"))),
         };
+        let fw = &self.frameworks;
         ignore_refusal(fw.execute(&fw.commands, id, outcome, &acting(ACTOR)).await)
     }
 
-    /// Releases command `id` (or expires, times out or rejects it) holding `vin`'s send rules: a
+    /// In one transaction, holding vehicle `vin`'s send rules (taken first: no transaction waits for
+    /// a turn): command `id` as it is, and, if it still waits to be sent, either queued or failed
+    /// fast (its vehicle offline), or released (or expired, timed out or rejected instead): a
     /// revocation or a suspension commits either before, and the release sees it, or after the
-    /// release committed, never in between.
-    async fn release(&self, id: &str, vin: &str) -> Result<(), ProjectionError> {
+    /// release committed, never in between. The command to send, if it is released.
+    async fn release(&self, id: &str, vin: &str, lease: &Lease) -> Result<Option<Command>, ProjectionError> {
         let fw = &self.frameworks;
         for _ in 0..20 {
             let mut together = fw.together();
             together.lock(&send_rules(vin)).await?;
-            // The vehicle and its consents as they are while the lock is held.
-            let vehicle = together.load::<Vehicle>(vin).await.map_err(effect)?.0;
-            let consent = together.load::<Consent>(vin).await.map_err(effect)?.0;
-            let known: CommandServices = Arc::new(Known { vehicle, consent });
-            let release = vec![CommandCommand::Release { at: Utc::now() }];
-            if let Err(e) = together.decide::<Command>(id, release, &known).await {
-                return ignore_refusal(Err(e));
+            let command = match together.load::<Command>(id).await {
+                Ok((command, _)) => command,
+                Err(AggregateError::DeserializationError(e)) => {
+                    tracing::error!(command = id, error = %e, "the command's stream does not load; it is not sent");
+                    return Ok(None);
+                }
+                Err(e) => return Err(effect(e)),
+            };
+            if !matches!(command.status, CommandStatus::Requested | CommandStatus::Queued) {
+                return Ok(None);
             }
+            if command.vin != vin {
+                tracing::error!(
+                    command = id,
+                    vin,
+                    "the command is for another vehicle than its request said; not sent"
+                );
+                return Ok(None);
+            }
+            // A released command may already be at the broker: it is sent again whatever the registry
+            // shows, and the broker's answer decides.
+            let connected = match together.conn() {
+                Some(mut conn) => pending::is_connected(&mut conn, vin).await?,
+                None => pending::is_connected(&self.db, vin).await?,
+            };
+            let next = if command.is_released() || connected {
+                // The vehicle and its consents as they are while the lock is held.
+                let vehicle = together.load::<Vehicle>(vin).await.map_err(effect)?.0;
+                let consent = together.load::<Consent>(vin).await.map_err(effect)?.0;
+                let known: CommandServices = Arc::new(Known { vehicle, consent });
+                (vec![CommandCommand::Release { at: Utc::now() }], known)
+            } else {
+                let now = Utc::now();
+                let next = match (command.status, command.store_and_forward) {
+                    (CommandStatus::Requested, true) => CommandCommand::Queue { at: now },
+                    (CommandStatus::Requested, false) => CommandCommand::FailOffline { at: now },
+                    // Queued: it waits for the vehicle to come online, or for its TTL.
+                    _ => return Ok(None),
+                };
+                (vec![next], <Command as Stored>::services(fw))
+            };
+            lease.check()?;
+            let decided = match together.decide::<Command>(id, next.0, &next.1).await {
+                Ok(decided) => decided,
+                // Already released (sent before a crash): it goes again with the same id.
+                Err(AggregateError::UserError(_)) if command.is_released() => return Ok(Some(command)),
+                Err(e) => return ignore_refusal(Err(e)).map(|()| None),
+            };
             match together.commit(&acting(ACTOR)).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Some(decided).filter(Command::is_released)),
                 Err(TogetherError::Conflict) => continue,
                 Err(TogetherError::Database(e)) => return Err(e.into()),
             }
@@ -162,22 +185,10 @@ impl Dispatcher {
         Err(effect(format!("command {id}: too many concurrent changes to release it")))
     }
 
-    /// Command `id`, `None` when its stream does not load (it can never be sent; the others can).
-    async fn load(&self, id: &str) -> Result<Option<Command>, ProjectionError> {
-        match self.frameworks.stores.load::<Command>(id).await {
-            Ok(command) => Ok(Some(command)),
-            Err(AggregateError::DeserializationError(e)) => {
-                tracing::error!(command = id, error = %e, "the command's stream does not load; it is not sent");
-                Ok(None)
-            }
-            Err(e) => Err(effect(e)),
-        }
-    }
-
     /// Sends the queued commands of `vin` (it came online).
     pub async fn send_queued(&self, vin: &str, lease: &Lease) -> Result<(), ProjectionError> {
         for id in pending::queued(&self.db, vin).await? {
-            self.dispatch(&id.to_string(), lease).await?;
+            self.dispatch(&id.to_string(), vin, lease).await?;
         }
         Ok(())
     }
@@ -195,12 +206,22 @@ impl Process for Dispatcher {
 
     async fn handle(&self, events: &[StoredEvent], lease: &Lease) -> Result<(), ProjectionError> {
         // Owned ids: borrowing closures here trip the `Send` check of async-trait futures.
-        let requested: Vec<String> =
-            events.iter().filter(|e| e.event_type == "CommandRequested").map(|e| e.aggregate_id.clone()).collect();
+        let requested: Vec<(String, String)> = events
+            .iter()
+            .filter(|e| e.event_type == "CommandRequested")
+            .filter_map(|e| match e.decode::<CommandEvent>() {
+                Ok(CommandEvent::CommandRequested { vin, .. }) => Some((e.aggregate_id.clone(), vin)),
+                // Its stream does not load either: it can never be sent, the others can.
+                _ => {
+                    tracing::error!(command = %e.aggregate_id, "a command request does not decode; it is not sent");
+                    None
+                }
+            })
+            .collect();
         // Every dispatch runs to its end before the first error is returned: dropping one between
         // its PUBACK and its record would publish it twice on the retry.
         let outcomes: Vec<Result<(), ProjectionError>> = futures::stream::iter(requested)
-            .map(|id| async move { self.dispatch(&id, lease).await })
+            .map(|(id, vin)| async move { self.dispatch(&id, &vin, lease).await })
             .buffer_unordered(64)
             .collect()
             .await;

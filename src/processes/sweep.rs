@@ -16,21 +16,30 @@ use tokio_util::sync::CancellationToken;
 /// The clock's lease name: one instance sweeps at a time.
 pub const NAME: &str = "clock";
 
-/// Every second, on the instance holding the clock's lease: time out commands past their deadline,
-/// expire queued commands past their TTL, send queued commands whose vehicle is online (covers races
-/// with the connection process), and every minute prune the state history and the inbound dedupe
-/// window.
+/// How long the clock sleeps at most while the log does not move and nothing falls due.
+const QUIET: Duration = Duration::from_secs(30);
+
+/// How often it prunes what is kept for a while.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// On the instance holding the clock's lease: time out commands past their deadline, expire queued
+/// commands past their TTL, send queued commands whose vehicle is online (covers races with the
+/// connection process), and every minute prune the state history and the inbound dedupe window.
+/// It sweeps within a second of the log moving (`log`: its head), at the next deadline or end of a
+/// time to live, and at least every [`QUIET`]; a quiet tacho costs the database almost nothing.
 pub async fn sweep(
     db: Db,
     frameworks: Arc<Frameworks>,
     dispatcher: Option<Arc<Dispatcher>>,
     retention: Retention,
     leases: Leases,
+    mut log: tokio::sync::watch::Receiver<crate::store::log::Checkpoint>,
     shutdown: CancellationToken,
 ) {
-    let mut ticks: u64 = 0;
+    let mut pruned: Option<std::time::Instant> = None;
     let mut lease: Option<Lease> = None;
     loop {
+        let mut next = crate::store::leases::RENEW_EVERY;
         if lease.as_ref().is_some_and(|l| l.check().is_err()) {
             if let Some(lost) = lease.take() {
                 tracing::warn!("the clock's lease was lost; standing by");
@@ -44,19 +53,34 @@ pub async fn sweep(
             });
         }
         if let Some(lease) = &lease {
-            if let Err(e) = sweep_once(&db, &frameworks, dispatcher.as_deref(), lease).await {
-                tracing::warn!(error = %e, "deadline sweep failed; retrying");
-            }
-            if ticks.is_multiple_of(60) {
-                if let Err(e) = prune(&db, retention).await {
-                    tracing::warn!(error = %e, "pruning failed; retrying");
+            log.mark_unchanged();
+            next = match sweep_once(&db, &frameworks, dispatcher.as_deref(), lease).await {
+                Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default().clamp(Duration::from_secs(1), QUIET),
+                Ok(None) => QUIET,
+                Err(e) => {
+                    tracing::warn!(error = %e, "deadline sweep failed; retrying");
+                    Duration::from_secs(1)
+                }
+            };
+            if pruned.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                match prune(&db, retention).await {
+                    Ok(_) => pruned = Some(std::time::Instant::now()),
+                    Err(e) => tracing::warn!(error = %e, "pruning failed; retrying"),
                 }
             }
-            ticks += 1;
+            next = next.min(PRUNE_EVERY);
         }
+        let moved = async {
+            // A new command may fall due sooner than `next`: sweep within a second, as before.
+            if log.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(next) => {}
+            _ = moved, if lease.is_some() => {}
         }
     }
     if let Some(lease) = lease {
@@ -64,35 +88,36 @@ pub async fn sweep(
     }
 }
 
-/// One sweep under `lease` (also run by tests).
+/// One sweep under `lease` (also run by tests); when the next command falls due, if any does.
 pub async fn sweep_once(
     db: &Db,
     frameworks: &Frameworks,
     dispatcher: Option<&Dispatcher>,
     lease: &Lease,
-) -> Result<(), ProjectionError> {
+) -> Result<Option<chrono::DateTime<Utc>>, ProjectionError> {
     let now = Utc::now();
-    for id in pending::overdue(db, now).await? {
+    let due = pending::due(db, now).await?;
+    for id in due.overdue {
         lease.check()?;
         // The read model may lag a re-dispatch that moved the deadline: the aggregate decides.
         let _ = frameworks
             .execute(&frameworks.commands, &id.to_string(), CommandCommand::TimeOut { at: now }, &acting("tacho:clock"))
             .await;
     }
-    for id in pending::expired(db, now).await? {
+    for id in due.expired {
         lease.check()?;
         let _ = frameworks
             .execute(&frameworks.commands, &id.to_string(), CommandCommand::Expire { at: now }, &acting("tacho:clock"))
             .await;
     }
     if let Some(dispatcher) = dispatcher {
-        for id in pending::ready(db).await? {
-            if let Err(e) = dispatcher.dispatch(&id.to_string(), lease).await {
+        for (id, vin) in due.ready {
+            if let Err(e) = dispatcher.dispatch(&id.to_string(), &vin, lease).await {
                 tracing::warn!(command = %id, error = %e, "sending a queued command failed; retrying");
             }
         }
     }
-    Ok(())
+    Ok(due.next)
 }
 
 /// How long vehicle message ids are remembered to drop repeats.

@@ -11,7 +11,6 @@ use super::{Projection, ProjectionError};
 use crate::store::log::StoredEvent;
 use crate::store::seal::{self, chain_hash, stream_hash, GENESIS};
 use crate::store::Conn;
-use std::collections::HashMap;
 
 /// Keeps `event_seals`.
 pub struct SealProjection;
@@ -51,19 +50,22 @@ impl Projection for SealProjection {
 
     async fn apply_batch(&self, conn: &mut Conn<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         let (mut seal_no, mut chain) = seal::last(conn).await?.unwrap_or((0, GENESIS.to_owned()));
-        let mut heads: HashMap<(String, String), String> = HashMap::new();
+        let mut keys: Vec<(String, String)> =
+            events.iter().map(|e| (e.aggregate_type.clone(), e.aggregate_id.clone())).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut heads = seal::stream_heads(conn, &keys).await?;
+        let mut seals = Vec::with_capacity(events.len());
         for event in events {
             let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-            let previous = match heads.get(&key) {
-                Some(hash) => hash.clone(),
-                None => seal::stream_head(conn, &key.0, &key.1).await?.unwrap_or_else(|| GENESIS.to_owned()),
-            };
-            let hash = stream_hash(&previous, event);
+            let previous = heads.get(&key).map(String::as_str).unwrap_or(GENESIS);
+            let hash = stream_hash(previous, event);
             seal_no += 1;
             chain = chain_hash(&chain, event.position, &hash);
-            seal::insert(conn, seal_no, event, &hash, &chain).await?;
+            seals.push(seal::NewSeal { seal_no, event, stream_hash: hash.clone(), chain_hash: chain.clone() });
             heads.insert(key, hash);
         }
+        seal::insert_many(conn, &seals).await?;
         Ok(())
     }
 }

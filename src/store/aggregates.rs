@@ -181,8 +181,34 @@ pub struct Frameworks {
     pub commands: Framework<Command>,
     /// Direct loads of aggregates.
     pub stores: EventStores,
+    /// What the Command aggregate checks, read from the log when it asks.
+    preconditions: CommandServices,
     stripes: Arc<Stripes>,
     db: Db,
+}
+
+/// An aggregate tacho stores, with the services its commands are handled with.
+pub trait Stored: Aggregate {
+    /// The services of `frameworks` for this aggregate.
+    fn services(frameworks: &Frameworks) -> Self::Services;
+}
+
+impl Stored for Vehicle {
+    fn services(_: &Frameworks) -> Self::Services {}
+}
+
+impl Stored for Device {
+    fn services(_: &Frameworks) -> Self::Services {}
+}
+
+impl Stored for Consent {
+    fn services(_: &Frameworks) -> Self::Services {}
+}
+
+impl Stored for Command {
+    fn services(frameworks: &Frameworks) -> Self::Services {
+        Arc::clone(&frameworks.preconditions)
+    }
 }
 
 impl Frameworks {
@@ -194,8 +220,9 @@ impl Frameworks {
             vehicles: framework(db, ()),
             devices: framework(db, ()),
             consents: framework(db, ()),
-            commands: framework(db, preconditions),
+            commands: framework(db, Arc::clone(&preconditions)),
             stores,
+            preconditions,
             stripes: Arc::new(Stripes::new()),
             db: db.clone(),
         }
@@ -224,8 +251,9 @@ impl Stripes {
 }
 
 impl Frameworks {
-    /// Runs `command` on aggregate `id` of `framework`, retrying with a short jittered backoff when a
-    /// writer of another instance took the next sequence.
+    /// Runs `command` on aggregate `id` (of `framework`'s type): its stream read and its events
+    /// appended in one transaction; retried with a short jittered backoff when a writer of another
+    /// instance took the next sequence meanwhile.
     pub async fn execute<A>(
         &self,
         framework: &Framework<A>,
@@ -234,26 +262,82 @@ impl Frameworks {
         metadata: &HashMap<String, String>,
     ) -> Result<(), AggregateError<A::Error>>
     where
-        A: Aggregate,
+        A: Stored,
         A::Command: Clone,
     {
+        let _ = framework;
         let _turn = self.stripes.of(A::TYPE, id).lock().await;
+        let services = A::services(self);
         let mut attempts = 0;
         loop {
-            match framework.execute_with_metadata(id, command.clone(), metadata.clone()).await {
-                Err(AggregateError::AggregateConflict) if attempts < 50 => {
+            let mut together = self.together();
+            together.begin().await.map_err(database)?;
+            together.decide::<A>(id, vec![command.clone()], &services).await?;
+            match together.commit(metadata).await {
+                Ok(()) => return Ok(()),
+                Err(TogetherError::Conflict) if attempts < 50 => {
                     attempts += 1;
                     let jitter = u64::from(rand::random::<u8>() % 5);
                     tokio::time::sleep(std::time::Duration::from_millis(attempts.min(10) + jitter)).await;
                 }
-                other => {
-                    if other.is_ok() {
-                        self.db.signal(EVENTS_CHANNEL, String::new());
-                    }
-                    return other;
-                }
+                Err(TogetherError::Conflict) => return Err(AggregateError::AggregateConflict),
+                Err(TogetherError::Database(e)) => return Err(database(e)),
             }
         }
+    }
+}
+
+impl Frameworks {
+    /// Runs `command` on command `id` with its vehicle `vin`'s status and consents read in the same
+    /// transaction (a request costs one); returns the command as it is after.
+    pub async fn execute_command(
+        &self,
+        id: &str,
+        vin: &str,
+        command: crate::domain::command::CommandCommand,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Command, AggregateError<crate::domain::command::CommandError>> {
+        let _turn = self.stripes.of(Command::TYPE, id).lock().await;
+        let mut attempts = 0;
+        loop {
+            let mut together = self.together();
+            together.begin().await.map_err(database)?;
+            let vehicle = together.load::<Vehicle>(vin).await.map_err(retyped)?.0;
+            let consent = together.load::<Consent>(vin).await.map_err(retyped)?.0;
+            let known: CommandServices = Arc::new(Known { vehicle, consent });
+            let decided = together.decide::<Command>(id, vec![command.clone()], &known).await?;
+            match together.commit(metadata).await {
+                Ok(()) => return Ok(decided),
+                Err(TogetherError::Conflict) if attempts < 50 => {
+                    attempts += 1;
+                    let jitter = u64::from(rand::random::<u8>() % 5);
+                    tokio::time::sleep(std::time::Duration::from_millis(attempts.min(10) + jitter)).await;
+                }
+                Err(TogetherError::Conflict) => return Err(AggregateError::AggregateConflict),
+                Err(TogetherError::Database(e)) => return Err(database(e)),
+            }
+        }
+    }
+}
+
+/// A failure to load another aggregate, as the failure of this one's command.
+fn retyped<E: std::error::Error + Send + Sync + 'static, F: std::error::Error>(
+    e: AggregateError<E>,
+) -> AggregateError<F> {
+    match e {
+        AggregateError::UserError(e) => AggregateError::UnexpectedError(Box::new(e)),
+        AggregateError::AggregateConflict => AggregateError::AggregateConflict,
+        AggregateError::DatabaseConnectionError(e) => AggregateError::DatabaseConnectionError(e),
+        AggregateError::DeserializationError(e) => AggregateError::DeserializationError(e),
+        AggregateError::UnexpectedError(e) => AggregateError::UnexpectedError(e),
+    }
+}
+
+/// A database failure as cqrs-es says it: a connection error when it may pass by itself.
+pub fn database<E: std::error::Error>(e: sqlx::Error) -> AggregateError<E> {
+    match super::is_transient(&e) {
+        true => AggregateError::DatabaseConnectionError(Box::new(e)),
+        false => AggregateError::UnexpectedError(Box::new(e)),
     }
 }
 
@@ -345,6 +429,50 @@ impl Together {
             aggregate.handle(command, services, &sink).await.map_err(AggregateError::UserError)?;
             decided.extend(sink.collect().await);
         }
+        self.keep::<A>(id, after, decided)?;
+        Ok(aggregate)
+    }
+
+    /// Runs each of `commands` in order on aggregate `id` of `A`, each on the state the ones before
+    /// it left; one refused adds nothing and the next goes on. Each command's outcome.
+    pub async fn decide_each<A: Aggregate + Clone>(
+        &mut self,
+        id: &str,
+        commands: Vec<A::Command>,
+        services: &A::Services,
+    ) -> Result<Vec<Result<(), A::Error>>, AggregateError<A::Error>> {
+        if self.changes.iter().any(|c| c.aggregate_type == A::TYPE && c.id == id) {
+            return Err(AggregateError::UnexpectedError(
+                "one aggregate decided twice in one set: pass all its commands at once".into(),
+            ));
+        }
+        let (mut aggregate, after) = self.load::<A>(id).await?;
+        let (mut decided, mut outcomes) = (Vec::new(), Vec::new());
+        for command in commands {
+            let before = aggregate.clone();
+            let sink = cqrs_es::event_sink::EventSink::default();
+            match aggregate.handle(command, services, &sink).await {
+                Ok(()) => {
+                    decided.extend(sink.collect().await);
+                    outcomes.push(Ok(()));
+                }
+                Err(refused) => {
+                    aggregate = before;
+                    outcomes.push(Err(refused));
+                }
+            }
+        }
+        self.keep::<A>(id, after, decided)?;
+        Ok(outcomes)
+    }
+
+    /// Keeps the events `decided` on aggregate `id` of `A` (after its sequence `after`) for the commit.
+    fn keep<A: Aggregate>(
+        &mut self,
+        id: &str,
+        after: usize,
+        decided: Vec<A::Event>,
+    ) -> Result<(), AggregateError<A::Error>> {
         let events = decided
             .into_iter()
             .map(|event| {
@@ -353,7 +481,7 @@ impl Together {
             })
             .collect::<Result<Vec<_>, AggregateError<A::Error>>>()?;
         self.changes.push(Change { aggregate_type: A::TYPE, id: id.to_owned(), after, events });
-        Ok(aggregate)
+        Ok(())
     }
 
     /// Aggregate `id` of `A` as it is now, and its last sequence: read on this set's transaction
@@ -374,6 +502,22 @@ impl Together {
             sequence = event.sequence as usize;
         }
         Ok((aggregate, sequence))
+    }
+
+    /// PostgreSQL: opens this set's transaction now: the aggregates are then loaded on it, and their
+    /// reads and appends cost one transaction. SQLite: nothing; its one writer lock is taken at the
+    /// commit, after every turn of this instance the set takes ([`Together::lock`]): a write
+    /// transaction opened earlier would hold it while waiting for a turn whose holder waits for it.
+    pub async fn begin(&mut self) -> Result<(), sqlx::Error> {
+        if let (None, Db::Postgres(pool)) = (&self.tx, &self.db) {
+            self.tx = Some(super::Tx::Postgres(pool.begin().await?));
+        }
+        Ok(())
+    }
+
+    /// The connection of this set's transaction, once it has one.
+    pub fn conn(&mut self) -> Option<super::Conn<'_>> {
+        self.tx.as_mut().map(|tx| tx.conn())
     }
 
     /// Holds `key` until the commit: whoever else takes it (another set deciding together, a

@@ -262,8 +262,12 @@ impl Conn<'_> {
     /// signals after the commit ([`Db::signal`]).
     pub async fn announce(&mut self, channel: &str, payloads: &[String]) -> Result<(), sqlx::Error> {
         if let Self::Postgres(c) = self {
-            for payload in payloads {
-                sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(&mut **c).await?;
+            if !payloads.is_empty() {
+                sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+                    .bind(channel)
+                    .bind(payloads)
+                    .execute(&mut **c)
+                    .await?;
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 //!
 //! The read models lag the log: whoever acts on these ids loads the aggregate, which decides.
 
+use super::sql::On;
 use super::{Db, Sql};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -11,9 +12,9 @@ use uuid::Uuid;
 const SWEEP_LIMIT: i64 = 500;
 
 /// Whether the registry shows `vin` connected (false for an unknown vehicle).
-pub async fn is_connected(db: &Db, vin: &str) -> Result<bool, sqlx::Error> {
+pub async fn is_connected<'a>(on: impl Into<On<'a>>, vin: &str) -> Result<bool, sqlx::Error> {
     let sql = "SELECT connected FROM rm_vehicles WHERE vin = $1";
-    let online: Option<bool> = Sql::new(sql).bind(vin).scalar_optional(db).await?;
+    let online: Option<bool> = Sql::new(sql).bind(vin).scalar_optional(on).await?;
     Ok(online.unwrap_or(false))
 }
 
@@ -37,26 +38,48 @@ pub async fn in_flight(db: &Db, vin: &str) -> Result<Vec<Uuid>, sqlx::Error> {
     Sql::new(sql).bind(vin).scalars(db).await
 }
 
-/// Commands not finished whose deadline is at or before `now`, earliest first.
-pub async fn overdue(db: &Db, now: DateTime<Utc>) -> Result<Vec<Uuid>, sqlx::Error> {
-    let sql =
-        "SELECT command_id FROM rm_commands WHERE status IN ('requested', 'dispatched', 'accepted', 'in_progress') \
-         AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2";
-    Sql::new(sql).bind(now).bind(SWEEP_LIMIT).scalars(db).await
+/// What the clock has to do now, and when it next has to.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Commands not finished whose deadline passed, earliest first.
+    pub overdue: Vec<Uuid>,
+    /// Queued commands whose time to live ended.
+    pub expired: Vec<Uuid>,
+    /// Queued commands whose vehicle the registry shows connected, with their VIN.
+    pub ready: Vec<(Uuid, String)>,
+    /// The earliest deadline or end of a time to live still ahead.
+    pub next: Option<DateTime<Utc>>,
 }
 
-/// Queued commands whose time to live ended at or before `now`, earliest first.
-pub async fn expired(db: &Db, now: DateTime<Utc>) -> Result<Vec<Uuid>, sqlx::Error> {
-    let sql = "SELECT command_id FROM rm_commands WHERE status = 'queued' AND expires_at <= $1 \
-         ORDER BY expires_at LIMIT $2";
-    Sql::new(sql).bind(now).bind(SWEEP_LIMIT).scalars(db).await
-}
+/// A row of [`due`]: what kind, command id, VIN, time.
+type DueRow = (String, Option<Uuid>, Option<String>, Option<DateTime<Utc>>);
 
-/// Queued commands whose vehicle the registry shows connected, oldest first.
-pub async fn ready(db: &Db) -> Result<Vec<Uuid>, sqlx::Error> {
-    let sql = "SELECT c.command_id FROM rm_commands c JOIN rm_vehicles v ON v.vin = c.vin \
-         WHERE c.status = 'queued' AND v.connected ORDER BY c.requested_at LIMIT $1";
-    Sql::new(sql).bind(SWEEP_LIMIT).scalars(db).await
+/// What is due at `now`, and the next time something falls due, in one statement.
+pub async fn due(db: &Db, now: DateTime<Utc>) -> Result<Due, sqlx::Error> {
+    let sql = "SELECT 'overdue' AS kind, command_id, CAST(NULL AS text) AS vin, CAST(NULL AS timestamptz) AS at FROM \
+           (SELECT command_id FROM rm_commands WHERE status IN ('requested', 'dispatched', 'accepted', 'in_progress') \
+            AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2) o \
+         UNION ALL SELECT 'expired', command_id, NULL, NULL FROM \
+           (SELECT command_id FROM rm_commands WHERE status = 'queued' AND expires_at <= $1 \
+            ORDER BY expires_at LIMIT $2) e \
+         UNION ALL SELECT 'ready', command_id, vin, NULL FROM \
+           (SELECT c.command_id, c.vin FROM rm_commands c JOIN rm_vehicles v ON v.vin = c.vin \
+            WHERE c.status = 'queued' AND v.connected ORDER BY c.requested_at LIMIT $2) r \
+         UNION ALL SELECT 'next', NULL, NULL, min(at) FROM \
+           (SELECT min(deadline_at) AS at FROM rm_commands \
+              WHERE status IN ('requested', 'dispatched', 'accepted', 'in_progress') AND deadline_at > $1 \
+            UNION ALL SELECT min(expires_at) FROM rm_commands WHERE status = 'queued' AND expires_at > $1) n";
+    let rows: Vec<DueRow> = Sql::new(sql).bind(now).bind(SWEEP_LIMIT).fetch_all(db).await?;
+    let mut due = Due::default();
+    for (kind, id, vin, at) in rows {
+        match (kind.as_str(), id) {
+            ("overdue", Some(id)) => due.overdue.push(id),
+            ("expired", Some(id)) => due.expired.push(id),
+            ("ready", Some(id)) => due.ready.push((id, vin.unwrap_or_default())),
+            _ => due.next = at,
+        }
+    }
+    Ok(due)
 }
 
 /// What to prune: everything of each kind received or created before its time.

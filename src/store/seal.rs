@@ -183,6 +183,82 @@ pub async fn stream_head(
     Sql::new(sql).bind(aggregate_type).bind(aggregate_id).scalar_optional(&mut *conn).await
 }
 
+/// The stream hashes of the last sealed events of streams `keys` (type, id); streams without a seal
+/// are absent. One statement on PostgreSQL.
+pub async fn stream_heads(
+    conn: &mut Conn<'_>,
+    keys: &[(String, String)],
+) -> Result<std::collections::HashMap<(String, String), String>, sqlx::Error> {
+    let mut heads = std::collections::HashMap::new();
+    match conn {
+        Conn::Postgres(c) => {
+            let (types, ids): (Vec<&str>, Vec<&str>) = keys.iter().map(|(t, i)| (t.as_str(), i.as_str())).unzip();
+            let rows: Vec<(String, String, String)> = sqlx::query_as(
+                "SELECT k.t, k.i, h.stream_hash FROM unnest($1::text[], $2::text[]) AS k(t, i) \
+                 CROSS JOIN LATERAL (SELECT stream_hash FROM event_seals \
+                   WHERE aggregate_type = k.t AND aggregate_id = k.i ORDER BY sequence DESC LIMIT 1) h",
+            )
+            .bind(&types)
+            .bind(&ids)
+            .fetch_all(&mut **c)
+            .await?;
+            heads.extend(rows.into_iter().map(|(t, i, hash)| ((t, i), hash)));
+        }
+        Conn::Sqlite(_) => {
+            for (t, i) in keys {
+                if let Some(hash) = stream_head(conn, t, i).await? {
+                    heads.insert((t.clone(), i.clone()), hash);
+                }
+            }
+        }
+    }
+    Ok(heads)
+}
+
+/// A seal to store: its number, the event it seals, its stream and chain hashes.
+pub struct NewSeal<'e> {
+    /// Seal number.
+    pub seal_no: i64,
+    /// The event.
+    pub event: &'e StoredEvent,
+    /// Stream hash.
+    pub stream_hash: String,
+    /// Chain hash.
+    pub chain_hash: String,
+}
+
+/// Stores `seals`: one statement on PostgreSQL.
+pub async fn insert_many(conn: &mut Conn<'_>, seals: &[NewSeal<'_>]) -> Result<(), sqlx::Error> {
+    match conn {
+        Conn::Postgres(c) => {
+            let column = |f: &dyn Fn(&NewSeal) -> String| seals.iter().map(f).collect::<Vec<String>>();
+            let numbers: Vec<i64> = seals.iter().map(|s| s.seal_no).collect();
+            let positions: Vec<i64> = seals.iter().map(|s| s.event.position).collect();
+            let sequences: Vec<i64> = seals.iter().map(|s| s.event.sequence).collect();
+            sqlx::query(
+                "INSERT INTO event_seals (seal_no, global_position, aggregate_type, aggregate_id, sequence, \
+                   stream_hash, chain_hash) \
+                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[])",
+            )
+            .bind(&numbers)
+            .bind(&positions)
+            .bind(column(&|s| s.event.aggregate_type.clone()))
+            .bind(column(&|s| s.event.aggregate_id.clone()))
+            .bind(&sequences)
+            .bind(column(&|s| s.stream_hash.clone()))
+            .bind(column(&|s| s.chain_hash.clone()))
+            .execute(&mut **c)
+            .await?;
+        }
+        Conn::Sqlite(_) => {
+            for seal in seals {
+                insert(conn, seal.seal_no, seal.event, &seal.stream_hash, &seal.chain_hash).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Stores seal `seal_no` of `event`.
 pub async fn insert(
     conn: &mut Conn<'_>,

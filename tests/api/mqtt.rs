@@ -445,11 +445,14 @@ async fn a_command_whose_publish_is_not_acknowledged_stays_requested_and_is_sent
         Dispatcher::new(app.db().clone(), Arc::clone(frameworks), Arc::new(link))
     };
     let broken = dispatcher(&BrokerUrl::parse("mqtt://127.0.0.1:9").unwrap(), "broken");
-    assert!(broken.dispatch(&id.to_string(), &Lease::exclusive("dispatcher")).await.is_err(), "no PUBACK, no success");
+    assert!(
+        broken.dispatch(&id.to_string(), &vin, &Lease::exclusive("dispatcher")).await.is_err(),
+        "no PUBACK, no success"
+    );
     let command = frameworks.stores.load::<Command>(&id.to_string()).await.unwrap();
     assert_eq!(command.status, CommandStatus::Requested, "an unpublished command is never marked dispatched");
 
-    dispatcher(&broker, "working").dispatch(&id.to_string(), &Lease::exclusive("dispatcher")).await.unwrap();
+    dispatcher(&broker, "working").dispatch(&id.to_string(), &vin, &Lease::exclusive("dispatcher")).await.unwrap();
     let command = frameworks.stores.load::<Command>(&id.to_string()).await.unwrap();
     assert_eq!(command.status, CommandStatus::Dispatched);
     for _ in 0..100 {

@@ -126,18 +126,20 @@ async fn request(
         at: Utc::now(),
     });
     let stream = id.to_string();
-    match state.frameworks.execute(&state.frameworks.commands, &stream, command, &principal.metadata()).await {
-        Ok(()) => {}
+    let recorded = match state.frameworks.execute_command(&stream, &vin, command, &principal.metadata()).await {
+        Ok(recorded) => recorded,
         // With a key, the id is the key's: another request with the same key recorded it first.
-        Err(AggregateError::UserError(CommandError::AlreadyRequested)) if key.is_some() => replay = true,
+        Err(AggregateError::UserError(CommandError::AlreadyRequested)) if key.is_some() => {
+            replay = true;
+            state.frameworks.stores.load::<Command>(&stream).await?
+        }
         Err(e) => {
             if let (true, Some(key)) = (claimed, key.as_deref()) {
                 idempotency::release(&state.db, principal.sub(), key).await?;
             }
             return Err(e.into());
         }
-    }
-    let recorded = state.frameworks.stores.load::<Command>(&stream).await?;
+    };
     let view = match state.settle(CommandsProjection::NAME, streams::COMMAND, &stream).await? {
         true => command_view(&state, &principal, id).await?,
         false => provisional_view(id, &recorded),

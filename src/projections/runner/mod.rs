@@ -210,6 +210,11 @@ impl Subscriptions {
         self
     }
 
+    /// Hears each move of the log's head as this instance reads it.
+    pub fn log_head(&self) -> watch::Receiver<Checkpoint> {
+        self.tail.subscribe()
+    }
+
     /// Names of the subscribers.
     pub fn names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self.subscribers.keys().copied().collect();
@@ -352,10 +357,15 @@ impl Subscriptions {
         let mut again = false;
         for name in solo {
             match caught(self.step_batch(name, false, None)).await {
-                Ok(0) => {
+                // Applied a batch: back in the group once it stands in the window (or at the head).
+                Ok(read)
+                    if read == 0
+                        || self.subscribers.get(name).is_some_and(|s| self.tail.covers(*s.progress.borrow())) =>
+                {
                     if let Ok(mut solo) = self.solo.lock() {
                         solo.remove(name);
                     }
+                    again |= read > 0;
                     tracing::info!(subscriber = name, "read model caught up; back in the group");
                 }
                 Ok(_) | Err(ProjectionError::Undecodable(_)) => again = true,

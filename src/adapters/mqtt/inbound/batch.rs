@@ -7,14 +7,14 @@ use crate::adapters::mqtt::codec::{
     self, CommandResponse, ConnectionReport, ConnectionState, StateReport, VehicleEventReport,
 };
 use crate::adapters::mqtt::topics::{self, Inbound};
-use crate::domain::command::{CommandCommand, CommandError, VehicleAnswer};
+use crate::domain::command::{Command, CommandCommand, CommandError, VehicleAnswer};
 use crate::domain::consent::{Consent, Purpose};
 use crate::domain::observation::{redact_location, without_location, VehicleFact};
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
+use crate::store::aggregates::{Stored, TogetherError};
 use crate::store::facts::{self, DeadLetter, Observed};
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
-use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 
 /// Dead-letter reason of a message no consent lets in: counted, its payload not kept.
@@ -161,57 +161,73 @@ impl Handler {
         Ok(())
     }
 
-    /// Vehicle answers, each command's in order, commands concurrently; returns the VIN and receipt
-    /// time of each answer a command took.
+    /// Vehicle answers, each command's in order, all of the batch in one transaction; returns the
+    /// VIN and receipt time of each answer a command took. Another writer of one of the commands
+    /// meanwhile (the dispatcher recording the broker's answer) makes them all decide again.
     async fn record_answers(
         &self,
         batch: &[Received],
         answers: BTreeMap<uuid::Uuid, Vec<(usize, String, VehicleAnswer)>>,
         dead: &mut Vec<DeadLetter>,
     ) -> Result<Vec<(String, DateTime<Utc>)>, BatchError> {
-        let outcomes = futures::stream::iter(answers)
-            .map(|(id, answers)| async move {
-                let (mut refused, mut taken) = (Vec::new(), Vec::new());
-                for (i, topic, answer) in answers {
-                    let heard = (answer.topic_vin.clone(), answer.at);
-                    let command = CommandCommand::RecordAnswer(answer);
-                    let metadata = HashMap::from([
-                        ("actor".to_owned(), "vehicle".to_owned()),
-                        ("source".to_owned(), "mqtt".to_owned()),
-                    ]);
-                    match self.frameworks.execute(&self.frameworks.commands, &id.to_string(), command, &metadata).await
-                    {
-                        Ok(()) => taken.push(heard),
-                        Err(AggregateError::UserError(CommandError::NotFound)) => {
-                            refused.push((i, topic, "unknown_command", format!("no command {id}")));
+        if answers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let metadata =
+            HashMap::from([("actor".to_owned(), "vehicle".to_owned()), ("source".to_owned(), "mqtt".to_owned())]);
+        let services = <Command as Stored>::services(&self.frameworks);
+        let mut attempts = 0;
+        loop {
+            let mut together = self.frameworks.together();
+            together.begin().await?;
+            let (mut refused, mut taken) = (Vec::new(), Vec::new());
+            for (id, answers) in &answers {
+                let commands = answers.iter().map(|(_, _, a)| CommandCommand::RecordAnswer(a.clone())).collect();
+                let outcomes = match together.decide_each::<Command>(&id.to_string(), commands, &services).await {
+                    Ok(outcomes) => outcomes,
+                    // Transient: the batch is retried, unacknowledged.
+                    Err(e) if transient(&e) => return Err(BatchError::Answer { command: *id, error: e.to_string() }),
+                    // Anything else would fail every retry and stall every vehicle's traffic.
+                    Err(e) => {
+                        let why = e.to_string();
+                        refused.extend(
+                            answers.iter().map(|(i, topic, _)| (*i, topic.clone(), "unprocessable", why.clone())),
+                        );
+                        continue;
+                    }
+                };
+                for ((i, topic, answer), outcome) in answers.iter().zip(outcomes) {
+                    match outcome {
+                        Ok(()) => taken.push((answer.topic_vin.clone(), answer.at)),
+                        Err(CommandError::NotFound) => {
+                            refused.push((*i, topic.clone(), "unknown_command", format!("no command {id}")));
                         }
-                        Err(AggregateError::UserError(e @ CommandError::WrongVehicle { .. })) => {
-                            self.metrics.inc("tacho_answers_wrong_vehicle_total", &[]);
-                            refused.push((i, topic, "wrong_vehicle", e.to_string()));
+                        Err(e @ CommandError::WrongVehicle { .. }) => {
+                            refused.push((*i, topic.clone(), "wrong_vehicle", e.to_string()));
                         }
-                        Err(AggregateError::UserError(e)) => refused.push((i, topic, "refused", e.to_string())),
-                        // Transient: the batch is retried, unacknowledged.
-                        Err(e) if transient(&e) => {
-                            return Err(BatchError::Answer { command: id, error: e.to_string() });
-                        }
-                        // Anything else would fail every retry and stall every vehicle's traffic.
-                        Err(e) => refused.push((i, topic, "unprocessable", e.to_string())),
+                        Err(e) => refused.push((*i, topic.clone(), "refused", e.to_string())),
                     }
                 }
-                Ok((refused, taken))
-            })
-            .buffer_unordered(32)
-            .collect::<Vec<_>>()
-            .await;
-        let mut heard = Vec::new();
-        for outcome in outcomes {
-            let (refused, taken) = outcome?;
-            for (i, topic, reason, detail) in refused {
-                dead.push(DeadLetter { topic, payload: batch[i].publish.payload.to_vec(), reason, detail });
             }
-            heard.extend(taken);
+            match together.commit(&metadata).await {
+                Ok(()) => {
+                    for (i, topic, reason, detail) in refused {
+                        if reason == "wrong_vehicle" {
+                            self.metrics.inc("tacho_answers_wrong_vehicle_total", &[]);
+                        }
+                        dead.push(DeadLetter { topic, payload: batch[i].publish.payload.to_vec(), reason, detail });
+                    }
+                    return Ok(taken);
+                }
+                Err(TogetherError::Conflict) if attempts < 20 => attempts += 1,
+                Err(TogetherError::Conflict) => {
+                    let command = answers.keys().next().copied().unwrap_or_default();
+                    let error = "other writers kept changing the commands answered".to_owned();
+                    return Err(BatchError::Answer { command, error });
+                }
+                Err(TogetherError::Database(e)) => return Err(e.into()),
+            }
         }
-        Ok(heard)
     }
 
     /// The read models may lag the log: a vehicle they would refuse something (unregistered,
