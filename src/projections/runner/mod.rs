@@ -123,13 +123,16 @@ pub trait Process: Send + Sync + 'static {
 /// writers signal, and a read costs no round trip.
 pub fn idle_poll(db: &Db) -> Duration {
     match db {
-        Db::Postgres(_) => Duration::from_secs(10),
+        Db::Postgres(_) => Duration::from_secs(30),
         Db::Sqlite(_) => Duration::from_secs(1),
     }
 }
 
 /// How often the tail reads the log again while writers of the log run.
 const BUSY_POLL: Duration = Duration::from_millis(20);
+
+/// The read models' group takes this many times a subscriber's batch at once.
+const GROUP_BATCHES: i64 = 4;
 
 /// How often a process writes its place in the log when it only passed events of no interest.
 pub const LAZY_CHECKPOINT: Duration = Duration::from_secs(5);
@@ -163,7 +166,7 @@ impl Subscriptions {
             db: db.clone(),
             unfilled: Default::default(),
             subscribers: HashMap::new(),
-            tail: Tail::new(500),
+            tail: Tail::new(500 * GROUP_BATCHES),
             solo: Mutex::default(),
             wake,
             batch_size: 500,
@@ -206,13 +209,19 @@ impl Subscriptions {
     /// Sets how many events one batch holds at most.
     pub fn with_batch_size(mut self, batch_size: i64) -> Self {
         self.batch_size = batch_size.max(1);
-        self.tail = Tail::new(self.batch_size);
+        self.tail = Tail::new(self.group_batch());
         self
     }
 
     /// Hears each move of the log's head as this instance reads it.
     pub fn log_head(&self) -> watch::Receiver<Checkpoint> {
         self.tail.subscribe()
+    }
+
+    /// How many events the read models' group (and the tail) take at most at once: the read models
+    /// write set-based, so a larger batch costs little more than a small one.
+    fn group_batch(&self) -> i64 {
+        self.batch_size * GROUP_BATCHES
     }
 
     /// Names of the subscribers.
@@ -301,7 +310,7 @@ impl Subscriptions {
             match caught(self.step_projections()).await {
                 Ok(read) => {
                     failures = 0;
-                    again = read as i64 >= self.batch_size;
+                    again = read as i64 >= self.group_batch();
                 }
                 // Passed over from now on: go again at once.
                 Err(Failed { error: ProjectionError::Undecodable(_), .. }) => again = true,
@@ -330,7 +339,9 @@ impl Subscriptions {
             if again && failures == 0 {
                 continue;
             }
-            let backoff = if failures > 0 { self.poll_interval * failures.clamp(1, 20) } else { idle_poll(&self.db) };
+            // Woken when the tail moves; the read models have nothing else to apply.
+            let backoff =
+                if failures > 0 { self.poll_interval * failures.clamp(1, 20) } else { idle_poll(&self.db) * 2 };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = head.changed() => {}
@@ -412,23 +423,29 @@ impl Subscriptions {
             members.retain(|m| !behind.contains(&m.0));
         }
         let from = members.iter().map(|m| at(m.0)).min().unwrap_or_default();
-        let batch = match self.tail.after(from, None, self.batch_size) {
+        let limit = self.group_batch();
+        let batch = match self.tail.after(from, None, limit) {
             Some(batch) => batch,
-            None => log::read_after(&mut conn, from, None, self.batch_size).await.map_err(Failed::all)?,
+            None => log::read_after(&mut conn, from, None, limit).await.map_err(Failed::all)?,
         };
-        let to = batch.next_checkpoint(from, self.batch_size);
+        let to = batch.next_checkpoint(from, limit);
         let read = batch.events.len();
         let mut signals = Vec::new();
         for (name, subscriber, projection) in &members {
             let mine = at(name);
             let types = subscriber.kind.types();
-            let events: Vec<StoredEvent> = batch
-                .events
-                .iter()
-                .filter(|e| e.checkpoint() > mine && types.is_none_or(|t| t.contains(&e.aggregate_type.as_str())))
-                .cloned()
-                .collect();
-            let events = subscriber.takes(name, events, &self.metrics);
+            let wanted =
+                |e: &StoredEvent| e.checkpoint() > mine && types.is_none_or(|t| t.contains(&e.aggregate_type.as_str()));
+            // The whole batch, as it is, when it takes every event of it (the seals; the vehicle
+            // data under a load of reports): no copy.
+            let events: std::borrow::Cow<[StoredEvent]> =
+                match batch.events.iter().all(|e| wanted(e) && subscriber.takes_as_is(e)) {
+                    true => std::borrow::Cow::Borrowed(&batch.events),
+                    false => {
+                        let some = batch.events.iter().filter(|e| wanted(e)).cloned().collect();
+                        std::borrow::Cow::Owned(subscriber.takes(name, some, &self.metrics))
+                    }
+                };
             if !events.is_empty() {
                 if let Err(e) = projection.apply_batch(&mut conn, &events).await {
                     // The transaction rolls back; the retry passes over what does not decode.

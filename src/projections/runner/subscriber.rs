@@ -58,6 +58,14 @@ impl Subscriber {
             .collect()
     }
 
+    /// Whether it takes `event` as it is (not passed over, readable or taken unreadable): a batch of
+    /// only such events is handed over without copying.
+    pub(super) fn takes_as_is(&self, event: &StoredEvent) -> bool {
+        let takes_unreadable = matches!(&self.kind, Kind::Projection(p) if p.takes_unreadable());
+        (event.unreadable.is_none() || takes_unreadable)
+            && self.passed_over.lock().is_ok_and(|p| !p.contains(&event.position))
+    }
+
     /// Passes over the event `undecodable` names from now on.
     pub(super) fn pass_over(&self, name: &str, undecodable: &Undecodable, metrics: &Metrics) {
         if let Ok(mut passed_over) = self.passed_over.lock() {

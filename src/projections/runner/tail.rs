@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 
 /// The events the window keeps at most (older ones are read from the log by whoever needs them).
-pub(super) const WINDOW: usize = 8192;
+pub(super) const WINDOW: usize = 16_384;
 
 /// The latest events of the log, read once for every subscriber of this instance.
 pub(super) struct Tail {

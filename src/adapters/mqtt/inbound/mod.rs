@@ -197,6 +197,10 @@ async fn handle(
         queued_qos0.fetch_sub(qos0, Ordering::Relaxed);
         let mut failures = 0;
         while let Err(e) = handler.handle_batch(&batch).await {
+            if shutdown.is_cancelled() {
+                // Unacknowledged: the broker redelivers them to the session after a restart.
+                return;
+            }
             failures += 1;
             tracing::error!(error = %e, messages = batch.len(), failures, "inbound batch not stored; retrying");
             tokio::select! {
@@ -205,10 +209,12 @@ async fn handle(
                 _ = tokio::time::sleep(backoff(failures)) => {}
             }
         }
-        // In order of receipt, as MQTT requires for QoS 1.
+        // In order of receipt, as MQTT requires for QoS 1. A connection gone (a shutdown, the broker
+        // restarting) takes them all: the broker delivers them again; said once per batch.
         for message in &batch {
             if let Err(e) = client.ack(&message.publish).await {
-                tracing::warn!(error = %e, "cannot acknowledge an inbound message");
+                tracing::warn!(error = %e, messages = batch.len(), "cannot acknowledge a stored batch; the broker delivers it again");
+                break;
             }
         }
     }
