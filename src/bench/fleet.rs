@@ -17,8 +17,8 @@ pub struct Fleet {
     pub online_after: Duration,
     /// Resident memory of the simulator, bytes.
     pub sim_rss: u64,
-    /// Resident memory of this process (tacho), bytes.
-    pub tacho_rss: u64,
+    /// Resident memory of this process (tacho), bytes, before the fleet connected and with it.
+    pub tacho_rss: (u64, u64),
 }
 
 /// Seconds between two state reports of a vehicle of the fleet.
@@ -27,6 +27,7 @@ pub const REPORT_EVERY_S: u64 = 10;
 /// Starts `tacho sim` for `vins` (generated from number `first`, registered) against `broker` and
 /// waits until tacho's registry shows them all connected (2 minutes at most).
 pub async fn measure(broker: &BrokerUrl, pool: &sqlx::PgPool, first: u64, vins: &[String]) -> anyhow::Result<Fleet> {
+    let rss_before = cost::rss_bytes(std::process::id()).unwrap_or(0);
     let started = Instant::now();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["sim", "--first", &first.to_string(), "--vehicles", &vins.len().to_string()])
@@ -56,7 +57,7 @@ pub async fn measure(broker: &BrokerUrl, pool: &sqlx::PgPool, first: u64, vins: 
     // A round of state reports, then the memory of both.
     tokio::time::sleep(Duration::from_secs(REPORT_EVERY_S)).await;
     let sim_rss = child.id().and_then(cost::rss_bytes).unwrap_or(0);
-    let tacho_rss = cost::rss_bytes(std::process::id()).unwrap_or(0);
+    let tacho_rss = (rss_before, cost::rss_bytes(std::process::id()).unwrap_or(0));
     let _ = child.kill().await;
     Ok(Fleet { vehicles: vins.len(), connected, online_after, sim_rss, tacho_rss })
 }

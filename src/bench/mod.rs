@@ -90,6 +90,7 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     let (mqtt_p50, mqtt_p99) = floors::mqtt_round_trip(&broker, 2000).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = crate::app::start(&bench_config, listener).await?;
+    let rss_at_start = cost::rss_bytes(std::process::id()).unwrap_or(0);
     let Db::Postgres(pool) = running.state.db.clone() else { anyhow::bail!("tacho bench needs PostgreSQL") };
     let pg_rate = floors::postgres_insert(&pool, 200_000).await?;
     let keys = AuthKeys::new(bench_config.auth_secret.as_ref().context("secret set above")?);
@@ -268,7 +269,13 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
         fleet::REPORT_EVERY_S,
         mb(fleet.sim_rss)
     );
-    println!("| memory of tacho with {} vehicles online | {} | | |", fleet.vehicles, mb(fleet.tacho_rss));
+    println!(
+        "| memory of tacho (the bench process: tacho, its HTTP client, the earlier phases' leftovers) with {} vehicles online | {} ({} before they connected; {} at the start) | | |",
+        fleet.vehicles,
+        mb(fleet.tacho_rss.1),
+        mb(fleet.tacho_rss.0),
+        mb(rss_at_start)
+    );
     println!();
     println!(
         "Targets on a 2-core machine: round trip p50 ≤ 5 ms and p99 ≤ 25 ms at 100/s; ≥ 1,000 commands/s; \

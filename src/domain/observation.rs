@@ -102,7 +102,7 @@ fn names_location(name: &str) -> bool {
 
 /// Whether `value` holds, at any depth, a key that names a location (bounded: values are at most
 /// 32 levels deep once admitted).
-fn holds_location(value: &Value) -> bool {
+pub fn holds_location(value: &Value) -> bool {
     match value {
         Value::Object(map) => map.iter().any(|(key, v)| names_location(key) || holds_location(v)),
         Value::Array(items) => items.iter().any(holds_location),

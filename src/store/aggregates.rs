@@ -542,6 +542,23 @@ impl Together {
         Ok(())
     }
 
+    /// The transaction the decided events will be appended in, for the caller to write more in it
+    /// first: opened now if need be (SQLite: its writer lock, so only once every turn is taken), and
+    /// already a writer of the log (PostgreSQL: see [`super::postgres::log::lock_log`]).
+    pub async fn writing(&mut self) -> Result<super::Conn<'_>, sqlx::Error> {
+        if self.tx.is_none() {
+            self.tx = Some(self.db.begin().await?);
+        }
+        let tx = match &mut self.tx {
+            Some(tx) => tx,
+            None => return Err(sqlx::Error::PoolClosed),
+        };
+        if let super::Conn::Postgres(c) = tx.conn() {
+            super::postgres::log::lock_log(c).await?;
+        }
+        Ok(tx.conn())
+    }
+
     /// Appends every decided event, with `metadata`, in one transaction.
     pub async fn commit(mut self, metadata: &HashMap<String, String>) -> Result<(), TogetherError> {
         let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);

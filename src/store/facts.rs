@@ -131,7 +131,7 @@ pub async fn store(
 ) -> Result<Stored, sqlx::Error> {
     // A dead letter's text comes from whoever sent it: it must store whatever it holds (PostgreSQL
     // refuses NUL in text), or one refused message would stop the whole consumer.
-    let dead: Vec<DeadLetter> = dead.iter().map(DeadLetter::storable).collect();
+    let dead = storable(dead);
     let dead = dead.as_slice();
     let mut attempt = 0;
     loop {
@@ -160,14 +160,32 @@ async fn store_once(
     if let Conn::Postgres(c) = tx.conn() {
         postgres::log::lock_log(c).await?;
     }
-    let (admitted, ignored) = links::admit(&mut tx.conn(), facts, heard).await?;
+    let stored = write(&mut tx.conn(), facts, heard, dead).await?;
+    tx.commit().await?;
+    Ok(stored)
+}
+
+/// What [`store`] writes, inside the caller's transaction, which already is a writer of the log
+/// (PostgreSQL: [`postgres::log::lock_log`] before anything else is written). `dead` must be
+/// storable; a unique violation means another instance appended to the same stream: retry.
+pub(crate) async fn write(
+    conn: &mut Conn<'_>,
+    facts: &[Observed],
+    heard: &[(String, DateTime<Utc>)],
+    dead: &[DeadLetter],
+) -> Result<Stored, sqlx::Error> {
+    let (admitted, ignored) = links::admit(conn, facts, heard).await?;
     let admitted: Vec<&Observed> = admitted.iter().map(|o| o.as_ref()).collect();
-    let appended = match tx.conn() {
+    let appended = match conn {
         Conn::Postgres(c) => postgres::facts::store(c, &admitted, dead).await?,
         Conn::Sqlite(c) => sqlite::facts::store(c, &admitted, dead).await?,
     };
-    tx.commit().await?;
     Ok(Stored { appended, ignored })
+}
+
+/// `dead` as it can be stored (see [`DeadLetter`]).
+pub(crate) fn storable(dead: &[DeadLetter]) -> Vec<DeadLetter> {
+    dead.iter().map(DeadLetter::storable).collect()
 }
 
 /// `facts` without the repeats of a message id inside the batch.

@@ -140,13 +140,17 @@ async fn request(
             return Err(e.into());
         }
     };
-    let view = match state.settle(CommandsProjection::NAME, streams::COMMAND, &stream).await? {
-        true => command_view(&state, &principal, id).await?,
-        false => provisional_view(id, &recorded),
-    };
+    // Read-your-writes: once this answers, the command is readable (GET, lists).
+    let settled = state.settle(CommandsProjection::NAME, streams::COMMAND, &stream).await?;
     if replay {
+        let view = match settled {
+            true => command_view(&state, &principal, id).await?,
+            false => provisional_view(id, &recorded),
+        };
         return Ok((StatusCode::OK, Json(view)).into_response());
     }
+    // Just requested: the read model's row is what the command decided, no need to read it.
+    let view = provisional_view(id, &recorded);
     let refused = match recorded.rejection {
         Some(Rejection::ConsentMissing) => {
             Some((ErrorCode::ConsentMissing, "no remote_commands consent of the requester is in force"))
@@ -202,7 +206,8 @@ async fn claim(state: &AppState, principal: &Principal, keyed: Option<(&str, Val
     }
 }
 
-/// The view of a command straight from its stream, for when the read model lags behind the write.
+/// The view of a command straight from its stream: what was just decided, or for when the read
+/// model lags behind the write.
 fn provisional_view(id: Uuid, command: &Command) -> CommandView {
     let at = command.requested_at.unwrap_or_else(Utc::now);
     let mut transitions = vec![Transition { status: "requested".into(), at }];

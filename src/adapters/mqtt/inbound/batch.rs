@@ -9,7 +9,7 @@ use crate::adapters::mqtt::codec::{
 use crate::adapters::mqtt::topics::{self, Inbound};
 use crate::domain::command::{Command, CommandCommand, CommandError, VehicleAnswer};
 use crate::domain::consent::{Consent, Purpose};
-use crate::domain::observation::{redact_location, without_location, VehicleFact};
+use crate::domain::observation::{holds_location, is_location, redact_location, without_location, VehicleFact};
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
 use crate::store::aggregates::{Stored, TogetherError};
 use crate::store::facts::{self, DeadLetter, Observed};
@@ -146,14 +146,11 @@ impl Handler {
             }
         }
 
-        // An answer its command took is a message from its (registered) vehicle too: evidence that it
-        // is connected.
-        let heard = self.record_answers(batch, answers, &mut dead).await?;
         let observed = self.check(batch, pending, &mut dead).await?;
+        let stored = self.record(batch, &answers, &observed, &mut dead).await?;
         for letter in &dead {
             self.metrics.inc("tacho_dead_letters_total", &[("reason", letter.reason)]);
         }
-        let stored = facts::store(&self.db, &observed, &heard, &dead).await?;
         self.metrics.add("tacho_facts_appended_total", &[], stored.appended as u64);
         for reason in stored.ignored {
             self.metrics.inc("tacho_connection_messages_ignored_total", &[("reason", reason)]);
@@ -161,27 +158,28 @@ impl Handler {
         Ok(())
     }
 
-    /// Vehicle answers, each command's in order, all of the batch in one transaction; returns the
-    /// VIN and receipt time of each answer a command took. Another writer of one of the commands
-    /// meanwhile (the dispatcher recording the broker's answer) makes them all decide again.
-    async fn record_answers(
+    /// Records a batch in one transaction: the vehicle answers on their commands (each command's in
+    /// order; an answer a command refuses becomes a dead letter), the facts, and the dead letters.
+    /// An answer its command took is a message from its (registered) vehicle too: evidence that it
+    /// is connected. Another writer of one of the commands or vehicle streams meanwhile (the
+    /// dispatcher recording the broker's answer, another instance) makes it all decide again.
+    async fn record(
         &self,
         batch: &[Received],
-        answers: BTreeMap<uuid::Uuid, Vec<(usize, String, VehicleAnswer)>>,
+        answers: &BTreeMap<uuid::Uuid, Vec<(usize, String, VehicleAnswer)>>,
+        observed: &[Observed],
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<Vec<(String, DateTime<Utc>)>, BatchError> {
-        if answers.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<facts::Stored, BatchError> {
         let metadata =
             HashMap::from([("actor".to_owned(), "vehicle".to_owned()), ("source".to_owned(), "mqtt".to_owned())]);
         let services = <Command as Stored>::services(&self.frameworks);
         let mut attempts = 0;
         loop {
+            attempts += 1;
             let mut together = self.frameworks.together();
             together.begin().await?;
-            let (mut refused, mut taken) = (Vec::new(), Vec::new());
-            for (id, answers) in &answers {
+            let (mut refused, mut heard) = (Vec::new(), Vec::new());
+            for (id, answers) in answers {
                 let commands = answers.iter().map(|(_, _, a)| CommandCommand::RecordAnswer(a.clone())).collect();
                 let outcomes = match together.decide_each::<Command>(&id.to_string(), commands, &services).await {
                     Ok(outcomes) => outcomes,
@@ -198,7 +196,7 @@ impl Handler {
                 };
                 for ((i, topic, answer), outcome) in answers.iter().zip(outcomes) {
                     match outcome {
-                        Ok(()) => taken.push((answer.topic_vin.clone(), answer.at)),
+                        Ok(()) => heard.push((answer.topic_vin.clone(), answer.at)),
                         Err(CommandError::NotFound) => {
                             refused.push((*i, topic.clone(), "unknown_command", format!("no command {id}")));
                         }
@@ -209,17 +207,36 @@ impl Handler {
                     }
                 }
             }
+            let refused: Vec<DeadLetter> = refused
+                .into_iter()
+                .map(|(i, topic, reason, detail)| DeadLetter {
+                    topic,
+                    payload: batch[i].publish.payload.to_vec(),
+                    reason,
+                    detail,
+                })
+                .collect();
+            let letters = facts::storable(&[dead.as_slice(), refused.as_slice()].concat());
+            let written = match together.writing().await {
+                Ok(mut conn) => facts::write(&mut conn, observed, &heard, &letters).await,
+                Err(e) => Err(e),
+            };
+            let stored = match written {
+                Ok(stored) => stored,
+                Err(e) if attempts < 20 && crate::store::is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
             match together.commit(&metadata).await {
                 Ok(()) => {
-                    for (i, topic, reason, detail) in refused {
-                        if reason == "wrong_vehicle" {
-                            self.metrics.inc("tacho_answers_wrong_vehicle_total", &[]);
-                        }
-                        dead.push(DeadLetter { topic, payload: batch[i].publish.payload.to_vec(), reason, detail });
+                    if stored.appended > 0 {
+                        self.db.signal(crate::store::log::EVENTS_CHANNEL, String::new());
                     }
-                    return Ok(taken);
+                    let wrong = refused.iter().filter(|r| r.reason == "wrong_vehicle").count();
+                    self.metrics.add("tacho_answers_wrong_vehicle_total", &[], wrong as u64);
+                    dead.extend(refused);
+                    return Ok(stored);
                 }
-                Err(TogetherError::Conflict) if attempts < 20 => attempts += 1,
+                Err(TogetherError::Conflict) if attempts < 20 => {}
                 Err(TogetherError::Conflict) => {
                     let command = answers.keys().next().copied().unwrap_or_default();
                     let error = "other writers kept changing the commands answered".to_owned();
@@ -234,18 +251,23 @@ impl Handler {
     /// decommissioned, a consent missing) and whose registry or consent streams hold events they
     /// have not applied is decided from its aggregates instead, so no message is refused (and
     /// acknowledged, so lost) because a read model was late.
+    /// `locating`: the vehicles whose messages of the batch tell where they are (only they need a
+    /// location consent).
     async fn recheck_from_log(
         &self,
         vins: &[String],
+        locating: &std::collections::HashSet<&str>,
         access: &mut HashMap<String, facts::Access>,
         at: DateTime<Utc>,
     ) -> Result<(), BatchError> {
         let doubtful: Vec<String> = vins
             .iter()
             .filter(|vin| {
-                access
-                    .get(*vin)
-                    .is_none_or(|a| a.status == "decommissioned" || a.telemetry.is_none() || a.location.is_none())
+                access.get(*vin).is_none_or(|a| {
+                    a.status == "decommissioned"
+                        || a.telemetry.is_none()
+                        || (a.location.is_none() && locating.contains(vin.as_str()))
+                })
             })
             .cloned()
             .collect();
@@ -288,7 +310,16 @@ impl Handler {
         let mut access = facts::access(&self.db, &vins, now).await?;
         // Consents are taken as they were when the batch's first message came in.
         let received = pending.iter().map(|p| p.3).min().unwrap_or(now);
-        self.recheck_from_log(&vins, &mut access, received).await?;
+        let locating = pending
+            .iter()
+            .filter(|(_, _, message, _)| match message {
+                Pending::State(report) => report.signals.iter().any(|(name, value)| is_location(name, value)),
+                Pending::Event(_, report) => holds_location(&report.data),
+                Pending::Connection(_) => false,
+            })
+            .map(|(_, vin, _, _)| vin.as_str())
+            .collect();
+        self.recheck_from_log(&vins, &locating, &mut access, received).await?;
         // Signals are counted only for vehicles that report state in this batch: one query, or none.
         let reporting: Vec<String> = pending
             .iter()
