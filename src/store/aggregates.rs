@@ -1,7 +1,7 @@
 //! The cqrs-es frameworks on postgres-es or sqlite-es (plain event store: no snapshots, no
 //! in-process queries), and the strongly consistent precondition lookups the Command aggregate needs.
 
-use super::log::{self, EVENTS_CHANNEL};
+use super::log::{self, Checkpoint, EVENTS_CHANNEL};
 use super::Db;
 use crate::domain::command::{Command, CommandPreconditions, CommandServices, PreconditionError};
 use crate::domain::consent::Consent;
@@ -289,14 +289,15 @@ impl Frameworks {
 
 impl Frameworks {
     /// Runs `command` on command `id` with its vehicle `vin`'s status and consents read in the same
-    /// transaction (a request costs one); returns the command as it is after.
+    /// transaction (a request costs one); returns the command as it is after, and where its events
+    /// sit in commit order.
     pub async fn execute_command(
         &self,
         id: &str,
         vin: &str,
         command: crate::domain::command::CommandCommand,
         metadata: &HashMap<String, String>,
-    ) -> Result<Command, AggregateError<crate::domain::command::CommandError>> {
+    ) -> Result<(Command, Option<Checkpoint>), AggregateError<crate::domain::command::CommandError>> {
         let _turn = self.stripes.of(Command::TYPE, id).lock().await;
         let mut attempts = 0;
         loop {
@@ -306,8 +307,8 @@ impl Frameworks {
             let consent = together.load::<Consent>(vin).await.map_err(retyped)?.0;
             let known: CommandServices = Arc::new(Known { vehicle, consent });
             let decided = together.decide::<Command>(id, vec![command.clone()], &known).await?;
-            match together.commit(metadata).await {
-                Ok(()) => return Ok(decided),
+            match together.commit_at(metadata).await {
+                Ok(at) => return Ok((decided, at)),
                 Err(TogetherError::Conflict) if attempts < 50 => {
                     attempts += 1;
                     let jitter = u64::from(rand::random::<u8>() % 5);
@@ -560,13 +561,19 @@ impl Together {
     }
 
     /// Appends every decided event, with `metadata`, in one transaction.
-    pub async fn commit(mut self, metadata: &HashMap<String, String>) -> Result<(), TogetherError> {
+    pub async fn commit(self, metadata: &HashMap<String, String>) -> Result<(), TogetherError> {
+        self.commit_at(metadata).await.map(|_| ())
+    }
+
+    /// [`Together::commit`]; where the last event appended sits in commit order (what a reader must
+    /// pass to have seen them all), `None` when nothing was appended.
+    pub async fn commit_at(mut self, metadata: &HashMap<String, String>) -> Result<Option<Checkpoint>, TogetherError> {
         let metadata = serde_json::to_value(metadata).unwrap_or(Value::Null);
         let mut tx = match self.tx.take() {
             Some(tx) => tx,
             None => self.db.begin().await?,
         };
-        let mut appended = false;
+        let mut appended = None;
         for change in &self.changes {
             for (n, (event_type, event_version, payload)) in change.events.iter().enumerate() {
                 let event = log::NewEvent {
@@ -578,18 +585,17 @@ impl Together {
                     payload,
                     metadata: &metadata,
                 };
-                match log::append_event(&mut tx.conn(), &event).await {
+                appended = match log::append_event(&mut tx.conn(), &event).await {
                     Err(e) if super::is_unique_violation(&e) => return Err(TogetherError::Conflict),
-                    other => other?,
+                    other => Some(other?),
                 };
-                appended = true;
             }
         }
         tx.commit().await?;
-        if appended {
+        if appended.is_some() {
             self.db.signal(EVENTS_CHANNEL, String::new());
         }
-        Ok(())
+        Ok(appended)
     }
 }
 

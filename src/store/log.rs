@@ -322,11 +322,11 @@ pub async fn append(
     metadata: &Value,
 ) -> Result<i64, sqlx::Error> {
     let event = NewEvent { aggregate_type, aggregate_id, sequence, event_type, event_version: "1", payload, metadata };
-    append_event(conn, &event).await
+    Ok(append_event(conn, &event).await?.position)
 }
 
-/// Appends `event`; fails with a unique violation when its sequence is taken. Returns its position.
-pub(super) async fn append_event(conn: &mut Conn<'_>, event: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
+/// Appends `event`; fails with a unique violation when its sequence is taken. Returns its place.
+pub(super) async fn append_event(conn: &mut Conn<'_>, event: &NewEvent<'_>) -> Result<Checkpoint, sqlx::Error> {
     match conn {
         Conn::Postgres(c) => postgres::log::append(c, event).await,
         Conn::Sqlite(c) => sqlite::log::append(c, event).await,

@@ -126,12 +126,12 @@ async fn request(
         at: Utc::now(),
     });
     let stream = id.to_string();
-    let recorded = match state.frameworks.execute_command(&stream, &vin, command, &principal.metadata()).await {
+    let (recorded, at) = match state.frameworks.execute_command(&stream, &vin, command, &principal.metadata()).await {
         Ok(recorded) => recorded,
         // With a key, the id is the key's: another request with the same key recorded it first.
         Err(AggregateError::UserError(CommandError::AlreadyRequested)) if key.is_some() => {
             replay = true;
-            state.frameworks.stores.load::<Command>(&stream).await?
+            (state.frameworks.stores.load::<Command>(&stream).await?, None)
         }
         Err(e) => {
             if let (true, Some(key)) = (claimed, key.as_deref()) {
@@ -141,7 +141,10 @@ async fn request(
         }
     };
     // Read-your-writes: once this answers, the command is readable (GET, lists).
-    let settled = state.settle(CommandsProjection::NAME, streams::COMMAND, &stream).await?;
+    let settled = match at {
+        Some(at) => state.settle_at(CommandsProjection::NAME, at).await,
+        None => state.settle(CommandsProjection::NAME, streams::COMMAND, &stream).await?,
+    };
     if replay {
         let view = match settled {
             true => command_view(&state, &principal, id).await?,

@@ -61,11 +61,17 @@ impl AppState {
         let head = log::stream_head(&mut pooled.conn(), aggregate_type, id).await?;
         drop(pooled);
         let Some(head) = head else { return Ok(true) };
-        let settled = self.subscriptions.wait_for(projection, head, Duration::from_secs(2)).await;
+        Ok(self.settle_at(projection, head).await)
+    }
+
+    /// Waits until read model `projection` has applied the log up to `at` (what a write just
+    /// committed); false when it lags more than 2 s.
+    pub async fn settle_at(&self, projection: &str, at: log::Checkpoint) -> bool {
+        let settled = self.subscriptions.wait_for(projection, at, Duration::from_secs(2)).await;
         if !settled {
-            tracing::warn!(projection, aggregate_type, id, "read model lags more than 2 s behind the log");
+            tracing::warn!(projection, position = at.position, "read model lags more than 2 s behind the log");
         }
-        Ok(settled)
+        settled
     }
 
     /// Waits until the registry and consent read models have `vin`'s last changes: they are what

@@ -8,9 +8,9 @@
 //!   the others.
 //! - **Processes** act outside any transaction under their lease, then move their checkpoint
 //!   (at-least-once). While it holds the lease a process keeps its place in memory; it writes it
-//!   after a batch it acted on, and past events of no interest to it at most every
-//!   [`LAZY_CHECKPOINT`] (reading a few again after a restart costs nothing: its effects are
-//!   idempotent).
+//!   at most every [`ACTED_CHECKPOINT`] after acting, every [`LAZY_CHECKPOINT`] past events of no
+//!   interest to it, and when it stops cleanly (handling a few again after a crash costs little:
+//!   its effects are idempotent).
 //!
 //! The tail is woken by `tacho_events` (PostgreSQL: LISTEN/NOTIFY, which also reaches the other
 //! instances; SQLite: in-process signals). It polls only while writers of the log are running
@@ -136,6 +136,10 @@ const GROUP_BATCHES: i64 = 4;
 
 /// How often a process writes its place in the log when it only passed events of no interest.
 pub const LAZY_CHECKPOINT: Duration = Duration::from_secs(5);
+
+/// How often a process writes its place in the log after acting: a crash hands at most this much
+/// of the log to be handled again (its effects are idempotent); a clean stop writes it.
+pub const ACTED_CHECKPOINT: Duration = Duration::from_secs(1);
 
 /// All subscribers of one tacho instance.
 pub struct Subscriptions {
@@ -526,7 +530,16 @@ impl Subscriptions {
             // (the broker's rights) at its own pace, so it is woken at least every poll interval.
             let backoff = self.poll_interval * failures.clamp(1, 20);
             tokio::select! {
-                _ = shutdown.cancelled() => return true,
+                _ = shutdown.cancelled() => {
+                    // A clean stop leaves nothing to handle again.
+                    if let Some(place) = place.filter(|p| p.at > p.stored) {
+                        let mut pooled = self.db.acquire().await.ok();
+                        if let Some(pooled) = pooled.as_mut() {
+                            let _ = checkpoints::advance(&mut pooled.conn(), name, place.at, Some(lease)).await;
+                        }
+                    }
+                    return true;
+                }
                 _ = head.changed() => {}
                 _ = tokio::time::sleep(backoff) => {}
             }
@@ -667,7 +680,8 @@ impl Subscriptions {
             }
         }
         lease.check()?;
-        let write = to > current.stored && (read > 0 || current.written.elapsed() >= LAZY_CHECKPOINT);
+        let every = if read > 0 { ACTED_CHECKPOINT } else { LAZY_CHECKPOINT };
+        let write = to > current.stored && current.written.elapsed() >= every;
         if write && !checkpoints::advance(&mut self.db.acquire().await?.conn(), name, to, Some(lease)).await? {
             // Stored beyond already (a step by hand) or the lease is gone: read the place again.
             *place = None;

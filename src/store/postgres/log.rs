@@ -91,11 +91,11 @@ pub(in crate::store) async fn read_after(
     Ok((rows, held_back))
 }
 
-/// Appends `event`; its position.
-pub(in crate::store) async fn append(c: &mut PgConnection, event: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+/// Appends `event`; its place in commit order.
+pub(in crate::store) async fn append(c: &mut PgConnection, event: &NewEvent<'_>) -> Result<Checkpoint, sqlx::Error> {
+    let (position, tx_id): (i64, i64) = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ($1, $2, $3, $4, $7, $5::jsonb::json, $6::jsonb::json) RETURNING global_position",
+         VALUES ($1, $2, $3, $4, $7, $5::jsonb::json, $6::jsonb::json) RETURNING global_position, tx_id::text::bigint",
     )
     .bind(event.aggregate_type)
     .bind(event.aggregate_id)
@@ -105,5 +105,6 @@ pub(in crate::store) async fn append(c: &mut PgConnection, event: &NewEvent<'_>)
     .bind(event.metadata)
     .bind(event.event_version)
     .fetch_one(c)
-    .await
+    .await?;
+    Ok(Checkpoint { tx_id, position })
 }

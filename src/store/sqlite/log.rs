@@ -30,8 +30,11 @@ pub(in crate::store) async fn read_after(
     sqlx::query_as(&sql).bind(after.position).bind(types.map(|t| serde_json::json!(t))).bind(limit).fetch_all(c).await
 }
 
-/// Appends `event`; its position.
-pub(in crate::store) async fn append(c: &mut SqliteConnection, event: &NewEvent<'_>) -> Result<i64, sqlx::Error> {
+/// Appends `event`; its place in commit order.
+pub(in crate::store) async fn append(
+    c: &mut SqliteConnection,
+    event: &NewEvent<'_>,
+) -> Result<Checkpoint, sqlx::Error> {
     let rowid: i64 = sqlx::query_scalar(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
          VALUES ($1, $2, $3, $4, $7, $5, $6) RETURNING rowid",
@@ -46,5 +49,7 @@ pub(in crate::store) async fn append(c: &mut SqliteConnection, event: &NewEvent<
     .fetch_one(&mut *c)
     .await?;
     // The position is set by a trigger after the insert.
-    sqlx::query_scalar("SELECT global_position FROM events WHERE rowid = $1").bind(rowid).fetch_one(c).await
+    let position =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE rowid = $1").bind(rowid).fetch_one(c).await?;
+    Ok(Checkpoint { tx_id: 0, position })
 }
