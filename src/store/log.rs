@@ -215,8 +215,8 @@ pub(super) struct BatchRow {
     payload: Option<String>,
     metadata: Option<String>,
     recorded_at: Option<chrono::DateTime<chrono::Utc>>,
-    f_tx: i64,
-    f_pos: i64,
+    f_tx: Option<i64>,
+    f_pos: Option<i64>,
 }
 
 impl BatchRow {
@@ -239,7 +239,9 @@ impl BatchRow {
 fn batch(rows: Vec<BatchRow>) -> Batch {
     let mut batch = Batch::default();
     for row in rows {
-        batch.frontier.get_or_insert(Checkpoint { tx_id: row.f_tx, position: row.f_pos });
+        if let (None, Some(tx_id), Some(position)) = (batch.frontier, row.f_tx, row.f_pos) {
+            batch.frontier = Some(Checkpoint { tx_id, position });
+        }
         batch.events.extend(row.event());
     }
     batch
