@@ -198,7 +198,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         dispatcher,
         retention,
         leases.clone(),
-        subscriptions.log_head(),
+        subscriptions.progress(CommandsProjection::NAME).context("the commands read model is one of tacho's")?,
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(leases.keep(shutdown.clone())));

@@ -29,6 +29,10 @@ DECLARE
     next_xid bigint;
     writers  bigint[];
 BEGIN
+    -- Both statements on one snapshot would pass a writer that committed between them unseen.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'tacho reads the log in READ COMMITTED only, not %', current_setting('transaction_isolation');
+    END IF;
     -- The transactions holding a write lock on `events` (low 32 bits, as pg_locks shows them), and
     -- the next transaction id to be handed out.
     SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint,

@@ -57,7 +57,7 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 /// Seconds the idle cost is measured over.
-const IDLE_SECONDS: u64 = 10;
+const IDLE_SECONDS: u64 = 20;
 
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
@@ -107,8 +107,10 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     }
     wait_connected(&pool, &commanded).await?;
     let token = keys.mint("bench", vec![Role::Owner], Some(commanded.clone()), chrono::Utc::now().timestamp(), 3600);
-    eprintln!("    idle: {} s without load ...", IDLE_SECONDS + cost::SETTLE.as_secs());
-    tokio::time::sleep(cost::SETTLE).await;
+    eprintln!("    idle: {} s without load ...", IDLE_SECONDS + 2 * cost::SETTLE.as_secs());
+    // Twice the settling time: the set-up's last counters (idle backends report within 10 s) must
+    // not fall into the idle window.
+    tokio::time::sleep(2 * cost::SETTLE).await;
     let quiet = cost::read(&pool).await?;
     tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
     let idle = cost::read(&pool).await?.since(&quiet);

@@ -25,8 +25,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// On the instance holding the clock's lease: time out commands past their deadline, expire queued
 /// commands past their TTL, send queued commands whose vehicle is online (covers races with the
 /// connection process), and every minute prune the state history and the inbound dedupe window.
-/// It sweeps within a second of the log moving (`log`: its head), at the next deadline or end of a
-/// time to live, and at least every [`QUIET`]; a quiet tacho costs the database almost nothing.
+/// It sweeps within a second of the commands read model moving (`log`: its progress; what it
+/// sweeps is read there), at the next deadline or end of a time to live, and at least every
+/// [`QUIET`]; a quiet tacho costs the database almost nothing.
 pub async fn sweep(
     db: Db,
     frameworks: Arc<Frameworks>,
@@ -71,7 +72,8 @@ pub async fn sweep(
             next = next.min(PRUNE_EVERY);
         }
         let moved = async {
-            // A new command may fall due sooner than `next`: sweep within a second, as before.
+            // A new command may fall due sooner than `next`: sweep within a second once the read
+            // model has it, as before.
             if log.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }

@@ -370,3 +370,38 @@ async fn lagging_read_models_neither_fail_writes_nor_refuse_vehicle_messages() {
         .await;
     assert_eq!(facts, 2, "the connection and the state report");
 }
+
+/// PostgreSQL only: a read model that fails for good (here a constraint it breaks on every try)
+/// runs alone; the others keep following the log, and it catches up once it can.
+#[tokio::test]
+async fn a_read_model_that_keeps_failing_does_not_stop_the_others() {
+    let Some(url) = fresh_database().await else { return };
+    let app = start(config(&url)).await;
+    let Db::Postgres(pool) = app.db().clone() else { unreachable!("a PostgreSQL store") };
+    assert_eq!(app.register(VIN).await.status(), StatusCode::CREATED);
+    sqlx::query("ALTER TABLE rm_devices ADD CONSTRAINT broken CHECK (false) NOT VALID").execute(&pool).await.unwrap();
+
+    let device = json!({"device_id": "tcu-broken", "kind": "tcu", "certificate_thumbprint": THUMB});
+    let registered = app.post(&format!("/v1/vehicles/{VIN}/devices"), &app.factory(), device).await;
+    assert_eq!(registered.status(), StatusCode::CREATED, "the write committed");
+    // Another vehicle, after the device: the registry still follows the log.
+    assert_eq!(app.register(VIN2).await.status(), StatusCode::CREATED);
+    let shown = |vin: &'static str| {
+        let app = &app;
+        async move { app.get(&format!("/v1/vehicles/{vin}"), &app.dealer()).await.status() }
+    };
+    assert_eq!(shown(VIN2).await, StatusCode::OK, "the vehicles read model went on without the devices one");
+    let devices = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM rm_devices").fetch_one(&pool).await.unwrap()
+    };
+    assert_eq!(devices(pool.clone()).await, 0, "the devices read model cannot apply the device");
+
+    sqlx::query("ALTER TABLE rm_devices DROP CONSTRAINT broken").execute(&pool).await.unwrap();
+    for _ in 0..200 {
+        if devices(pool.clone()).await == 1 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the devices read model did not catch up once it could");
+}

@@ -61,6 +61,9 @@ pub enum ProjectionError {
     /// A process's lease is no longer this instance's: it stops acting and stands by.
     #[error(transparent)]
     LeaseLost(#[from] LeaseLost),
+    /// Another instance holds some of the read models' turns: try again shortly.
+    #[error("another instance is applying the read models")]
+    Busy,
 }
 
 /// A read model fed by the log. Implementations MUST write only through `conn` (the transaction
@@ -217,9 +220,9 @@ impl Subscriptions {
         self
     }
 
-    /// Hears each move of the log's head as this instance reads it.
-    pub fn log_head(&self) -> watch::Receiver<Checkpoint> {
-        self.tail.subscribe()
+    /// Hears each move of subscriber `name` (on this instance); `None` for an unknown name.
+    pub fn progress(&self, name: &str) -> Option<watch::Receiver<Checkpoint>> {
+        self.subscribers.get(name).map(|s| s.progress.subscribe())
     }
 
     /// How many events the read models' group (and the tail) take at most at once: the read models
@@ -282,6 +285,9 @@ impl Subscriptions {
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
+                    // The database may have come back as another (a failover, a restore) that lost
+                    // what the window holds: read it again from where the subscribers stand.
+                    self.tail.reset();
                     tracing::warn!(error = %e, failures, "reading the log failed; retrying");
                     self.poll_interval * failures.clamp(1, 20)
                 }
@@ -308,7 +314,7 @@ impl Subscriptions {
             }
         }
         let mut head = self.tail.subscribe();
-        let mut failures = 0u32;
+        let (mut failures, mut solo_failures) = (0u32, 0u32);
         loop {
             let mut again = false;
             match caught(self.step_projections()).await {
@@ -318,10 +324,23 @@ impl Subscriptions {
                 }
                 // Passed over from now on: go again at once.
                 Err(Failed { error: ProjectionError::Undecodable(_), .. }) => again = true,
+                // Another instance holds some of their turns: try again after a short random pause
+                // (two instances that each took some give up together, and would wait for the next
+                // append otherwise).
+                Err(Failed { error: ProjectionError::Busy, .. }) => {
+                    let pause = Duration::from_millis(20 + u64::from(rand::random::<u8>() % 80));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    again = true;
+                }
                 Err(Failed { member, error }) => {
                     match member {
-                        // One read model failing: it runs alone, the others go on.
-                        Some(name) if !matches!(error, ProjectionError::Database(_)) => {
+                        // One read model failing (a bug, a constraint it breaks: anything but the
+                        // database being unavailable): it runs alone, the others go on.
+                        Some(name) if !matches!(&error, ProjectionError::Database(e) if crate::store::is_transient(e)) =>
+                        {
                             tracing::error!(subscriber = name, error = %error, "read model failed; running it alone until it caught up");
                             self.set_solo(&[name]);
                             again = true;
@@ -339,13 +358,16 @@ impl Subscriptions {
                     }
                 }
             }
-            again |= self.step_solo().await;
-            if again && failures == 0 {
+            let (more, solo_failed) = self.step_solo().await;
+            again |= more;
+            solo_failures = if solo_failed { solo_failures.saturating_add(1) } else { 0 };
+            if again && failures == 0 && solo_failures == 0 {
                 continue;
             }
-            // Woken when the tail moves; the read models have nothing else to apply.
-            let backoff =
-                if failures > 0 { self.poll_interval * failures.clamp(1, 20) } else { idle_poll(&self.db) * 2 };
+            // Woken when the tail moves; the read models have nothing else to apply, but one failing
+            // alone is tried again after a while.
+            let failing = failures.max(solo_failures);
+            let backoff = if failing > 0 { self.poll_interval * failing.clamp(1, 20) } else { idle_poll(&self.db) * 2 };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = head.changed() => {}
@@ -366,10 +388,10 @@ impl Subscriptions {
     }
 
     /// One batch for each read model out of the group; a read model that has caught up rejoins it.
-    /// Whether any has more to do.
-    async fn step_solo(&self) -> bool {
+    /// Whether any has more to do, and whether any failed.
+    async fn step_solo(&self) -> (bool, bool) {
         let solo: Vec<&'static str> = self.solo.lock().map(|s| s.iter().copied().collect()).unwrap_or_default();
-        let mut again = false;
+        let (mut again, mut failed) = (false, false);
         for name in solo {
             match caught(self.step_batch(name, false, None)).await {
                 // Applied a batch: back in the group once it stands in the window (or at the head).
@@ -385,11 +407,12 @@ impl Subscriptions {
                 }
                 Ok(_) | Err(ProjectionError::Undecodable(_)) => again = true,
                 Err(e) => {
+                    failed = true;
                     tracing::error!(subscriber = name, error = %e, "read model failed; retrying from its checkpoint")
                 }
             }
         }
-        again
+        (again, failed)
     }
 
     /// One batch for every read model in the group, in one transaction; how many events were read.
@@ -412,9 +435,10 @@ impl Subscriptions {
         let names: Vec<&'static str> = members.iter().map(|m| m.0).collect();
         let mut tx = self.db.begin().await.map_err(Failed::all)?;
         let mut conn = tx.conn();
-        // Another instance applying them now: nothing to do here.
+        // Another instance applying them now, or trying to: nothing to do here unless it gave up
+        // too (both took some turns): the caller tries again shortly.
         if !checkpoints::take_turns(&mut conn, &names).await.map_err(Failed::all)? {
-            return Ok(0);
+            return Err(Failed { member: None, error: ProjectionError::Busy });
         }
         let stored = checkpoints::load_many(&mut conn, &names).await.map_err(Failed::all)?;
         let at = |name: &str| stored.get(name).copied().unwrap_or_default();
@@ -658,7 +682,7 @@ impl Subscriptions {
             Some(place) => *place,
             None => {
                 let stored = checkpoints::load(&mut self.db.acquire().await?.conn(), name).await?;
-                *place.insert(Place { at: stored, stored, written: Instant::now() })
+                *place.insert(Place { at: stored, stored, written: None, acted: false })
             }
         };
         let from = current.at;
@@ -680,8 +704,10 @@ impl Subscriptions {
             }
         }
         lease.check()?;
-        let every = if read > 0 { ACTED_CHECKPOINT } else { LAZY_CHECKPOINT };
-        let write = to > current.stored && current.written.elapsed() >= every;
+        let acted = current.acted || read > 0;
+        let every = if acted { ACTED_CHECKPOINT } else { LAZY_CHECKPOINT };
+        // A place just read (a step by hand, a lease just taken) is written at once.
+        let write = to > current.stored && current.written.is_none_or(|at| at.elapsed() >= every);
         if write && !checkpoints::advance(&mut self.db.acquire().await?.conn(), name, to, Some(lease)).await? {
             // Stored beyond already (a step by hand) or the lease is gone: read the place again.
             *place = None;
@@ -692,9 +718,10 @@ impl Subscriptions {
         }
         if let Some(place) = place {
             place.at = to;
+            place.acted = acted && !write;
             if write {
                 place.stored = to;
-                place.written = Instant::now();
+                place.written = Some(Instant::now());
             }
         }
         subscriber.progress.send_if_modified(|p| std::mem::replace(p, to) != to);
@@ -741,13 +768,14 @@ impl Subscriptions {
     }
 }
 
-/// Where a process stands while it holds its lease: its place in the log, what is stored of it, and
-/// when that was written.
+/// Where a process stands while it holds its lease: its place in the log, what is stored of it,
+/// when that was written (`None`: not by this holder yet), and whether it acted since.
 #[derive(Debug, Clone, Copy)]
 struct Place {
     at: Checkpoint,
     stored: Checkpoint,
-    written: Instant,
+    written: Option<Instant>,
+    acted: bool,
 }
 
 /// A failed batch of the read models' group: which read model failed, when it is known.

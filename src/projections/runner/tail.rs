@@ -54,6 +54,13 @@ impl Tail {
         }
     }
 
+    /// Forgets the window: the next read starts again from where the subscribers stand.
+    pub(super) fn reset(&self) {
+        if let Ok(mut window) = self.window.lock() {
+            *window = Window::default();
+        }
+    }
+
     /// Whether the window has a place to read from.
     pub(super) fn started(&self) -> bool {
         self.window.lock().is_ok_and(|w| w.started)
