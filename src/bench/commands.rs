@@ -1,17 +1,22 @@
 //! (a) Command round trips: HTTP request → terminal state readable over HTTP, with simulated
 //! vehicles answering at once; at a fixed rate, and sustained with many in flight.
 
+use crate::store::{Db, Sql};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// How many of `vins` the registry shows connected.
+pub async fn connected(db: &Db, vins: &[String]) -> anyhow::Result<usize> {
+    let sql =
+        format!("SELECT count(*) FROM rm_vehicles WHERE connected AND {}", db.dialect().in_json_list("vin", "$1"));
+    let count: i64 = Sql::new(&sql).bind(serde_json::json!(vins)).scalar(db).await?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
 /// Waits until the registry shows every one of `vins` connected.
-pub async fn wait_connected(pool: &sqlx::PgPool, vins: &[String]) -> anyhow::Result<()> {
+pub async fn wait_connected(db: &Db, vins: &[String]) -> anyhow::Result<()> {
     for _ in 0..200 {
-        let connected: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_vehicles WHERE connected AND vin = ANY($1)")
-            .bind(vins)
-            .fetch_one(pool)
-            .await?;
-        if connected as usize == vins.len() {
+        if connected(db, vins).await? == vins.len() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -5,7 +5,7 @@
 //! so a reading is taken only after [`SETTLE`] without load, and the idle rate measured first is
 //! taken off what a phase's readings include beyond the phase itself.
 
-use sqlx::PgPool;
+use crate::store::Db;
 use std::time::{Duration, Instant};
 
 /// How long counters take to reach `pg_stat_database` once the load stops.
@@ -15,6 +15,8 @@ pub const SETTLE: Duration = Duration::from_secs(11);
 #[derive(Debug, Clone, Copy)]
 pub struct Reading {
     at: Instant,
+    /// Whether the database counts transactions and rows (PostgreSQL; SQLite does not).
+    counted: bool,
     transactions: i64,
     rows_read: i64,
     rows_written: i64,
@@ -25,6 +27,8 @@ pub struct Reading {
 /// What happened between two readings.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cost {
+    /// Whether transactions and rows were counted (PostgreSQL).
+    pub counted: bool,
     /// Seconds between the readings.
     pub seconds: f64,
     /// Transactions committed or rolled back in tacho's database.
@@ -44,6 +48,7 @@ impl Cost {
     pub fn less_idle(self, idle: &Cost, seconds: f64) -> Cost {
         let per_s = |v: f64| if idle.seconds > 0.0 { v / idle.seconds * seconds } else { 0.0 };
         Cost {
+            counted: self.counted,
             seconds: self.seconds,
             transactions: (self.transactions - per_s(idle.transactions)).max(0.0),
             rows_read: (self.rows_read - per_s(idle.rows_read)).max(0.0),
@@ -57,6 +62,7 @@ impl Cost {
     pub fn per(self, n: f64) -> Cost {
         let n = n.max(1.0);
         Cost {
+            counted: self.counted,
             seconds: self.seconds,
             transactions: self.transactions / n,
             rows_read: self.rows_read / n,
@@ -71,6 +77,7 @@ impl Reading {
     /// What happened since `before`.
     pub fn since(&self, before: &Reading) -> Cost {
         Cost {
+            counted: self.counted && before.counted,
             seconds: (self.at - before.at).as_secs_f64(),
             transactions: (self.transactions - before.transactions) as f64,
             rows_read: (self.rows_read - before.rows_read) as f64,
@@ -81,24 +88,32 @@ impl Reading {
     }
 }
 
-/// Reads the counters of the database `pool` connects to.
-pub async fn read(pool: &PgPool) -> anyhow::Result<Reading> {
-    let mut conn = pool.acquire().await?;
-    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut *conn).await?;
-    let (transactions, rows_read, rows_written): (i64, i64, i64) = sqlx::query_as(
-        "SELECT (xact_commit + xact_rollback)::bigint, (tup_returned + tup_fetched)::bigint, \
-           (tup_inserted + tup_updated + tup_deleted)::bigint \
-         FROM pg_stat_database WHERE datname = current_database()",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+/// Reads the counters of `db` (PostgreSQL: `pg_stat_database` of its database; SQLite counts
+/// nothing) and of the processes.
+pub async fn read(db: &Db) -> anyhow::Result<Reading> {
+    let (counted, transactions, rows_read, rows_written) = match db {
+        Db::Postgres(pool) => {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut *conn).await?;
+            let (transactions, rows_read, rows_written): (i64, i64, i64) = sqlx::query_as(
+                "SELECT (xact_commit + xact_rollback)::bigint, (tup_returned + tup_fetched)::bigint, \
+                   (tup_inserted + tup_updated + tup_deleted)::bigint \
+                 FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            (true, transactions, rows_read, rows_written)
+        }
+        Db::Sqlite(_) => (false, 0, 0, 0),
+    };
     Ok(Reading {
         at: Instant::now(),
+        counted,
         transactions,
         rows_read,
         rows_written,
         cpu_self: cpu_seconds("self").unwrap_or(0.0),
-        cpu_db: postgres_cpu_seconds(),
+        cpu_db: if counted { postgres_cpu_seconds() } else { 0.0 },
     })
 }
 

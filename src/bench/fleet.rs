@@ -4,6 +4,7 @@
 
 use super::cost;
 use crate::adapters::mqtt::broker::BrokerUrl;
+use crate::store::Db;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ pub const REPORT_EVERY_S: u64 = 10;
 
 /// Starts `tacho sim` for `vins` (generated from number `first`, registered) against `broker` and
 /// waits until tacho's registry shows them all connected (2 minutes at most).
-pub async fn measure(broker: &BrokerUrl, pool: &sqlx::PgPool, first: u64, vins: &[String]) -> anyhow::Result<Fleet> {
+pub async fn measure(broker: &BrokerUrl, db: &Db, first: u64, vins: &[String]) -> anyhow::Result<Fleet> {
     let rss_before = cost::rss_bytes(std::process::id()).unwrap_or(0);
     let started = Instant::now();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
@@ -40,11 +41,7 @@ pub async fn measure(broker: &BrokerUrl, pool: &sqlx::PgPool, first: u64, vins: 
         .spawn()?;
     let mut connected = 0usize;
     while started.elapsed() < Duration::from_secs(120) {
-        let count: i64 = sqlx::query_scalar("SELECT count(*) FROM rm_vehicles WHERE connected AND vin = ANY($1)")
-            .bind(vins)
-            .fetch_one(pool)
-            .await?;
-        connected = count as usize;
+        connected = super::commands::connected(db, vins).await?;
         if connected == vins.len() {
             break;
         }

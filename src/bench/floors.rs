@@ -3,6 +3,7 @@
 
 use super::percentile;
 use crate::adapters::mqtt::broker::BrokerUrl;
+use crate::store::Db;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event};
@@ -69,21 +70,61 @@ pub async fn mqtt_round_trip(broker: &BrokerUrl, n: usize) -> anyhow::Result<(Du
     Ok((percentile(&mut samples, 0.50), percentile(&mut samples, 0.99)))
 }
 
-/// Rows per second of a plain batched insert (1,000 rows a statement) of `rows` state-report events
-/// into a copy of the events table.
-pub async fn postgres_insert(pool: &PgPool, rows: usize) -> anyhow::Result<f64> {
+/// Rows per second of a plain batched insert of `rows` state-report events into a copy of the events
+/// table: PostgreSQL 1,000 rows a statement, SQLite 1,000 rows a transaction.
+pub async fn insert(db: &Db, rows: usize) -> anyhow::Result<f64> {
+    match db {
+        Db::Postgres(pool) => postgres_insert(pool, rows).await,
+        Db::Sqlite(embedded) => sqlite_insert(&embedded.pool, rows).await,
+    }
+}
+
+/// [`insert`] into SQLite.
+async fn sqlite_insert(pool: &sqlx::SqlitePool, rows: usize) -> anyhow::Result<f64> {
+    sqlx::query(
+        "CREATE TABLE bench_events (aggregate_type TEXT NOT NULL, aggregate_id TEXT NOT NULL, sequence INTEGER NOT NULL, \
+         event_type TEXT NOT NULL, event_version TEXT NOT NULL, payload TEXT NOT NULL, metadata TEXT NOT NULL, \
+         PRIMARY KEY (aggregate_type, aggregate_id, sequence))",
+    )
+    .execute(pool)
+    .await?;
+    let started = Instant::now();
+    let mut written = 0;
+    while written < rows {
+        let n = (rows - written).min(1000);
+        let mut tx = pool.begin().await?;
+        for i in written..written + n {
+            sqlx::query("INSERT INTO bench_events VALUES ('VehicleState', $1, $2, 'StateReported', '1', $3, '{}')")
+                .bind(format!("WTCSXM0{:010}", i % 1000))
+                .bind((i / 1000) as i64 + 1)
+                .bind(state_report(i).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        written += n;
+    }
+    let rate = rows as f64 / started.elapsed().as_secs_f64();
+    sqlx::query("DROP TABLE bench_events").execute(pool).await?;
+    Ok(rate)
+}
+
+/// The payload of state report `i`, as the floors write it.
+fn state_report(i: usize) -> serde_json::Value {
+    json!({"StateReported": {"msg_id": format!("m{i}"), "signals": {"Vehicle.Speed": 0, "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": true},
+        "vehicle_ts": "2026-01-01T00:00:00Z", "received_at": "2026-01-01T00:00:00Z", "consent_version": 1}})
+}
+
+/// [`insert`] into PostgreSQL.
+async fn postgres_insert(pool: &PgPool, rows: usize) -> anyhow::Result<f64> {
     sqlx::query("CREATE TABLE bench_events (LIKE events INCLUDING DEFAULTS INCLUDING INDEXES)").execute(pool).await?;
-    let payload = |i: usize| {
-        json!({"StateReported": {"msg_id": format!("m{i}"), "signals": {"Vehicle.Speed": 0, "Vehicle.Cabin.Door.Row1.DriverSide.IsLocked": true},
-            "vehicle_ts": "2026-01-01T00:00:00Z", "received_at": "2026-01-01T00:00:00Z", "consent_version": 1}})
-    };
     let started = Instant::now();
     let mut written = 0;
     while written < rows {
         let n = (rows - written).min(1000);
         let ids: Vec<String> = (written..written + n).map(|i| format!("WTCSXM0{:010}", i % 1000)).collect();
         let sequences: Vec<i64> = (written..written + n).map(|i| (i / 1000) as i64 + 1).collect();
-        let payloads: Vec<_> = (written..written + n).map(payload).collect();
+        let payloads: Vec<_> = (written..written + n).map(state_report).collect();
         sqlx::query(
             "INSERT INTO bench_events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
              SELECT 'VehicleState', a, s, 'StateReported', '1', p::json, '{}'::json FROM UNNEST($1::text[], $2::bigint[], $3::jsonb[]) AS x(a, s, p)",
@@ -101,13 +142,24 @@ pub async fn postgres_insert(pool: &PgPool, rows: usize) -> anyhow::Result<f64> 
 }
 
 /// Rows per second of a plain read of the whole log (every column, streamed).
-pub async fn log_read(pool: &PgPool) -> anyhow::Result<(u64, f64)> {
+pub async fn log_read(db: &Db) -> anyhow::Result<(u64, f64)> {
     use futures::TryStreamExt;
+    let sql = "SELECT * FROM events ORDER BY aggregate_type, aggregate_id, sequence";
     let started = Instant::now();
-    let mut rows = sqlx::query("SELECT * FROM events ORDER BY aggregate_type, aggregate_id, sequence").fetch(pool);
     let mut n = 0u64;
-    while rows.try_next().await?.is_some() {
-        n += 1;
+    match db {
+        Db::Postgres(pool) => {
+            let mut rows = sqlx::query(sql).fetch(pool);
+            while rows.try_next().await?.is_some() {
+                n += 1;
+            }
+        }
+        Db::Sqlite(embedded) => {
+            let mut rows = sqlx::query(sql).fetch(&embedded.pool);
+            while rows.try_next().await?.is_some() {
+                n += 1;
+            }
+        }
     }
     Ok((n, n as f64 / started.elapsed().as_secs_f64()))
 }

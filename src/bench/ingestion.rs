@@ -3,6 +3,7 @@
 
 use crate::adapters::mqtt::broker::BrokerUrl;
 use crate::projections::state::StateProjection;
+use crate::store::{Db, Sql};
 use rumqttc::v5::mqttbytes::QoS;
 use serde_json::json;
 use std::sync::Arc;
@@ -29,12 +30,7 @@ pub struct Ingestion {
 
 /// Publishes state reports for `vins` from a few connections for `seconds`, then waits for the log
 /// and the read model to take them all.
-pub async fn ingest(
-    broker: &BrokerUrl,
-    pool: &sqlx::PgPool,
-    vins: &[String],
-    seconds: u64,
-) -> anyhow::Result<Ingestion> {
+pub async fn ingest(broker: &BrokerUrl, db: &Db, vins: &[String], seconds: u64) -> anyhow::Result<Ingestion> {
     let connections = 8;
     let published = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(seconds);
@@ -83,12 +79,12 @@ pub async fn ingest(
         }));
     }
     let backlog = || async {
-        sqlx::query_scalar::<_, i64>(
+        Sql::new(
             "SELECT coalesce((SELECT max(global_position) FROM events), 0) - \
              coalesce((SELECT position FROM subscription_checkpoints WHERE name = $1), 0)",
         )
         .bind(StateProjection::NAME)
-        .fetch_one(pool)
+        .scalar::<i64>(db)
         .await
     };
     let mut max_backlog = 0;
@@ -100,11 +96,9 @@ pub async fn ingest(
     let total = published.load(std::sync::atomic::Ordering::Relaxed);
     let load_ended = Instant::now();
     let count = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM events WHERE aggregate_type = 'VehicleState' AND event_type = 'StateReported'",
-        )
-        .fetch_one(pool)
-        .await
+        Sql::new("SELECT count(*) FROM events WHERE aggregate_type = 'VehicleState' AND event_type = 'StateReported'")
+            .scalar::<i64>(db)
+            .await
     };
     // Appended: wait until the count stops growing.
     let mut appended = count().await?;

@@ -4,7 +4,7 @@
 //! (a) [`commands`]: command round trips at a fixed rate (p50/p99), then sustained.
 //! (b) [`ingestion`]: state reports from 1,000 simulated vehicles; appended per second, read-model lag.
 //! (c) [`replay`]: audit verify of the whole log, rebuilds into fresh tables.
-//! The floors ([`floors`]): a raw MQTT round trip, raw PostgreSQL inserts and reads.
+//! The floors ([`floors`]): a raw MQTT round trip, raw inserts and reads of the same store.
 
 mod commands;
 mod cost;
@@ -23,7 +23,6 @@ use crate::domain::consent::{ConsentCommand, Purpose};
 use crate::domain::vehicle::VehicleCommand;
 use crate::domain::Vin;
 use crate::sim::{sim_vin, Behaviour, SimVehicle};
-use crate::store::Db;
 use crate::store::Frameworks;
 use anyhow::Context;
 use futures::StreamExt;
@@ -63,36 +62,77 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-/// Runs the benchmark against the PostgreSQL server and broker of `config`.
+/// Where a run keeps its data: a throw-away database on the PostgreSQL server of `config`, or a
+/// throw-away SQLite file; removed at the end.
+enum Scratch {
+    Postgres { server: String, database: String },
+    Sqlite { dir: std::path::PathBuf },
+}
+
+impl Scratch {
+    fn of(config: &Config) -> anyhow::Result<Self> {
+        let run = std::process::id();
+        Ok(match config.sqlite_path()? {
+            Some(_) => Scratch::Sqlite { dir: std::env::temp_dir().join(format!("tacho-bench-{run}")) },
+            None => {
+                let url = config.database_url.expose_secret();
+                let server = url.rsplit_once('/').map(|(s, _)| s.to_owned()).context("bad database URL")?;
+                Scratch::Postgres { server, database: format!("tacho_bench_{run}") }
+            }
+        })
+    }
+
+    fn url(&self) -> anyhow::Result<String> {
+        Ok(match self {
+            Scratch::Postgres { server, database } => format!("{server}/{database}"),
+            Scratch::Sqlite { dir } => {
+                std::fs::create_dir_all(dir)?;
+                format!("sqlite://{}", dir.join("tacho.db").display())
+            }
+        })
+    }
+
+    fn store(&self) -> &'static str {
+        match self {
+            Scratch::Postgres { .. } => "PostgreSQL",
+            Scratch::Sqlite { .. } => "SQLite",
+        }
+    }
+
+    async fn remove(&self) {
+        match self {
+            Scratch::Postgres { server, database } => drop_database(server, database).await,
+            Scratch::Sqlite { dir } => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
+
+/// Runs the benchmark on the store and broker of `config`: PostgreSQL (a throw-away database on its
+/// server) or SQLite (a throw-away file), an external broker or the embedded one (on a free port).
 pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
-    let Some(Mqtt::External(broker)) = Some(config.mqtt()?) else {
-        anyhow::bail!(
-            "tacho bench measures the production set-up: set TACHO_MQTT_URL=mqtt://host:port and \
-             TACHO_DATABASE_URL=postgres://..."
-        );
-    };
-    anyhow::ensure!(
-        config.sqlite_path()?.is_none(),
-        "tacho bench measures the production set-up: set TACHO_DATABASE_URL=postgres://..."
-    );
-    let server =
-        config.database_url.expose_secret().rsplit_once('/').map(|(s, _)| s.to_owned()).context("bad database URL")?;
-    let database = format!("tacho_bench_{}", std::process::id());
+    let scratch = Scratch::of(config)?;
     let mut bench_config = config.clone();
-    bench_config.database_url = SecretString::from(format!("{server}/{database}"));
+    bench_config.database_url = SecretString::from(scratch.url()?);
     bench_config.auth_secret = Some(SecretString::from(uuid::Uuid::new_v4().to_string()));
     bench_config.instance = Some(format!("tacho-bench-{}", std::process::id()));
     bench_config.mqtt_session_expiry_s = 60;
+    if let Mqtt::Embedded(_) = config.mqtt()? {
+        bench_config.embedded_mqtt_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    }
     // One owner keeps `concurrency` long polls open at once.
     bench_config.http_max_streams_per_caller = bench_config.http_max_streams_per_caller.max(options.concurrency * 2);
     bench_config.http_max_streams = bench_config.http_max_streams.max(options.concurrency * 4);
-    eprintln!("floors: raw MQTT round trips and a raw PostgreSQL insert ...");
-    let (mqtt_p50, mqtt_p99) = floors::mqtt_round_trip(&broker, 2000).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = crate::app::start(&bench_config, listener).await?;
     let rss_at_start = cost::rss_bytes(std::process::id()).unwrap_or(0);
-    let Db::Postgres(pool) = running.state.db.clone() else { anyhow::bail!("tacho bench needs PostgreSQL") };
-    let pg_rate = floors::postgres_insert(&pool, 200_000).await?;
+    let broker = running.broker.clone().context("tacho bench needs MQTT: TACHO_MQTT_URL must not be none")?;
+    let db = running.state.db.clone();
+    let store = scratch.store();
+    eprintln!("floors: raw MQTT round trips and a raw {store} insert ...");
+    let (mqtt_p50, mqtt_p99) = floors::mqtt_round_trip(&broker, 2000).await?;
+    let insert_rate = floors::insert(&db, 200_000).await?;
     let keys = AuthKeys::new(bench_config.auth_secret.as_ref().context("secret set above")?);
     let base = format!("http://{}", running.addr);
     let http = reqwest::Client::new();
@@ -105,23 +145,23 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     for vin in &commanded {
         sims.push(SimVehicle::connect(&broker, vin, Behaviour::default()).await?);
     }
-    wait_connected(&pool, &commanded).await?;
+    wait_connected(&db, &commanded).await?;
     let token = keys.mint("bench", vec![Role::Owner], Some(commanded.clone()), chrono::Utc::now().timestamp(), 3600);
     eprintln!("    idle: {} s without load ...", IDLE_SECONDS + 2 * cost::SETTLE.as_secs());
     // Twice the settling time: the set-up's last counters (idle backends report within 10 s) must
     // not fall into the idle window.
     tokio::time::sleep(2 * cost::SETTLE).await;
-    let quiet = cost::read(&pool).await?;
+    let quiet = cost::read(&db).await?;
     tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
-    let idle = cost::read(&pool).await?.since(&quiet);
+    let idle = cost::read(&db).await?.since(&quiet);
     let client = Commands { http: http.clone(), base: base.clone(), token, fleet: commanded.clone() };
     let (mut fixed, fixed_failed) = client.fixed_rate(options.rate, options.seconds).await;
     let (p50, p99) = (percentile(&mut fixed, 0.50), percentile(&mut fixed, 0.99));
     tokio::time::sleep(cost::SETTLE).await;
-    let before = cost::read(&pool).await?;
+    let before = cost::read(&db).await?;
     let (done, sustained, sustained_failed) = client.closed_loop(options.concurrency, options.seconds).await;
     tokio::time::sleep(cost::SETTLE).await;
-    let spent = cost::read(&pool).await?.since(&before);
+    let spent = cost::read(&db).await?.since(&before);
     let per_command = spent.less_idle(&idle, cost::SETTLE.as_secs_f64()).per(done as f64);
     drop(sims);
 
@@ -136,16 +176,16 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     }
     eprintln!("    {} vehicles registered in {:.0?}", vehicles.len(), clock.elapsed());
     tokio::time::sleep(cost::SETTLE).await;
-    let before = cost::read(&pool).await?;
-    let ingestion = ingest(&broker, &pool, &vehicles, options.seconds).await?;
+    let before = cost::read(&db).await?;
+    let ingestion = ingest(&broker, &db, &vehicles, options.seconds).await?;
     tokio::time::sleep(cost::SETTLE).await;
-    let spent = cost::read(&pool).await?.since(&before);
+    let spent = cost::read(&db).await?.since(&before);
     // Idle costs of the time around the load (the settling, the drain) are not the reports'.
     let per_report = spent.less_idle(&idle, cost::SETTLE.as_secs_f64()).per(ingestion.appended as f64);
     eprintln!("    done in {:.0?}", clock.elapsed());
 
     eprintln!("(c) replay: audit verify and rebuilds of the whole log ...");
-    let replay = replay::measure(&running.state, &pool).await?;
+    let replay = replay::measure(&running.state).await?;
     eprintln!("    done in {:.0?}", clock.elapsed());
 
     eprintln!("(d) a fleet of {} simulated vehicles in a process of their own ...", options.fleet);
@@ -153,19 +193,25 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     let fleet_vins: Vec<String> = (first..first + options.fleet).map(sim_vin).collect();
     setup(&running.state.frameworks, &fleet_vins, true).await?;
     eprintln!("    {} vehicles registered in {:.0?}", fleet_vins.len(), clock.elapsed());
-    let fleet = fleet::measure(&broker, &pool, first, &fleet_vins).await?;
+    let fleet = fleet::measure(&broker, &db, first, &fleet_vins).await?;
     eprintln!("    done in {:.0?}", clock.elapsed());
 
     running.shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), running.join()).await;
-    drop_database(&server, &database).await;
+    scratch.remove().await;
 
     println!();
     println!(
-        "tacho bench — {} cores, {} build",
+        "tacho bench — {} cores, {} build, {store}, MQTT {}",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) { "debug" } else { "release" },
+        match config.mqtt()? {
+            Mqtt::Embedded(_) => "embedded broker",
+            _ => "external broker",
+        }
     );
+    // SQLite counts no transactions: those rows say so.
+    let counted = |cost: &cost::Cost, figure: String| if cost.counted { figure } else { "n/a (SQLite)".to_owned() };
     println!();
     println!("| measure | tacho | floor | tacho / floor |");
     println!("|---|---|---|---|");
@@ -200,48 +246,52 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
         1.0 / mqtt_p50.as_secs_f64()
     );
     println!(
-        "| PostgreSQL transactions per command, requested → succeeded (sustained phase, all included) | {:.1} | 1 | {:.1}x |",
-        per_command.transactions, per_command.transactions
+        "| {store} transactions per command, requested → succeeded (sustained phase, all included) | {} | 1 | {} |",
+        counted(&per_command, format!("{:.1}", per_command.transactions)),
+        counted(&per_command, format!("{:.1}x", per_command.transactions))
     );
     println!(
-        "| PostgreSQL rows read / written per command | {:.0} / {:.0} | | |",
-        per_command.rows_read, per_command.rows_written
+        "| {store} rows read / written per command | {} | | |",
+        counted(&per_command, format!("{:.0} / {:.0}", per_command.rows_read, per_command.rows_written))
     );
     println!(
-        "| CPU seconds per 1,000 commands: bench process (tacho, vehicles, HTTP client) / PostgreSQL | {:.2} / {:.2} | | |",
+        "| CPU seconds per 1,000 commands: bench process (tacho, vehicles, HTTP client) / PostgreSQL | {:.2} / {} | | |",
         per_command.cpu_self * 1000.0,
-        per_command.cpu_db * 1000.0
+        counted(&per_command, format!("{:.2}", per_command.cpu_db * 1000.0))
     );
     println!(
-        "| PostgreSQL transactions per second while idle ({} vehicles online) | {:.1}/s | | |",
+        "| {store} transactions per second while idle ({} vehicles online) | {} | | |",
         commanded.len(),
-        idle.transactions / idle.seconds.max(1.0)
+        counted(&idle, format!("{:.1}/s", idle.transactions / idle.seconds.max(1.0)))
     );
     println!(
-        "| state reports/s appended ({} vehicles) | {:.0}/s | PostgreSQL insert {:.0} rows/s | {} |",
+        "| state reports/s appended ({} vehicles) | {:.0}/s | {store} insert {:.0} rows/s | {} |",
         options.vehicles,
         ingestion.appended_per_s,
-        pg_rate,
-        ratio(ingestion.appended_per_s, pg_rate)
+        insert_rate,
+        ratio(ingestion.appended_per_s, insert_rate)
     );
     println!(
-        "| state reports/s appended, generator stopped | {:.0}/s | PostgreSQL insert {:.0} rows/s | {} |",
+        "| state reports/s appended, generator stopped | {:.0}/s | {store} insert {:.0} rows/s | {} |",
         ingestion.draining_per_s,
-        pg_rate,
-        ratio(ingestion.draining_per_s, pg_rate)
+        insert_rate,
+        ratio(ingestion.draining_per_s, insert_rate)
     );
     println!(
         "| state reports acknowledged by the broker / appended (offered at most {OFFERED:.0}/s) | {} / {} | | |",
         ingestion.published, ingestion.appended
     );
     println!(
-        "| PostgreSQL transactions / rows read / rows written per state report | {:.3} / {:.1} / {:.1} | | |",
-        per_report.transactions, per_report.rows_read, per_report.rows_written
+        "| {store} transactions / rows read / rows written per state report | {} | | |",
+        counted(
+            &per_report,
+            format!("{:.3} / {:.1} / {:.1}", per_report.transactions, per_report.rows_read, per_report.rows_written)
+        )
     );
     println!("| read model lag at the end of the load | {} | | |", ms(ingestion.drain));
     println!("| largest read model backlog during the load | {} events | | |", ingestion.max_backlog);
     println!(
-        "| replay: audit verify of the whole log ({} events: read, seals, upcast, fold, compare) | {:.0} events/s | PostgreSQL read {:.0} rows/s ({} rows) | {} |",
+        "| replay: audit verify of the whole log ({} events: read, seals, upcast, fold, compare) | {:.0} events/s | {store} read {:.0} rows/s ({} rows) | {} |",
         replay.verified,
         replay.verify_rate,
         replay.log_read_rate,

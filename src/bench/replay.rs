@@ -26,10 +26,10 @@ pub struct Replay {
 }
 
 /// Verifies the whole log and rebuilds two read models of the running tacho `state`.
-pub async fn measure(state: &AppState, pool: &sqlx::PgPool) -> anyhow::Result<Replay> {
+pub async fn measure(state: &AppState) -> anyhow::Result<Replay> {
     let subscriptions = &state.subscriptions;
     subscriptions.catch_up(SealProjection::NAME).await?;
-    let (log_rows, log_read_rate) = floors::log_read(pool).await?;
+    let (log_rows, log_read_rate) = floors::log_read(&state.db).await?;
     let started = Instant::now();
     let verified = crate::audit::verify(&state.db, None, None, &|_| {}).await?;
     let verify_rate = verified.events as f64 / started.elapsed().as_secs_f64();

@@ -15,7 +15,8 @@ pub use super::broker::MAX_PACKET_BYTES;
 
 fn config(listen: SocketAddr) -> Config {
     let router = RouterConfig {
-        max_connections: 10_000,
+        // 10,000 vehicles (a `--demo` fleet, `tacho bench`) and tacho's own connections.
+        max_connections: 12_000,
         // rumqttd buffers at most 200 packets per connection however high this is set.
         max_outgoing_packet_count: 200,
         // In-memory log per subscription filter: 8 MiB x 6 segments, about a minute of state
