@@ -75,6 +75,35 @@ pub async fn advance(
     Ok(moved > 0)
 }
 
+/// Moves the checkpoints of read models `names` forward to `to` (as [`advance`] without a lease):
+/// one statement on PostgreSQL.
+pub async fn advance_all(conn: &mut Conn<'_>, names: &[&str], to: Checkpoint) -> Result<(), sqlx::Error> {
+    match conn {
+        Conn::Postgres(c) if !names.is_empty() => {
+            sqlx::query(
+                "INSERT INTO subscription_checkpoints (name, tx_id, position, updated_at) \
+                 SELECT n, $2, $3, $4 FROM unnest($1::text[]) AS n \
+                 ON CONFLICT (name) DO UPDATE SET tx_id = excluded.tx_id, position = excluded.position, \
+                 updated_at = excluded.updated_at \
+                 WHERE (subscription_checkpoints.tx_id, subscription_checkpoints.position) < (excluded.tx_id, excluded.position)",
+            )
+            .bind(names)
+            .bind(to.tx_id)
+            .bind(to.position)
+            .bind(chrono::Utc::now())
+            .execute(&mut **c)
+            .await?;
+        }
+        Conn::Postgres(_) => {}
+        Conn::Sqlite(_) => {
+            for name in names {
+                advance(conn, name, to, None).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Sets read model `name`'s checkpoint to `at`, wherever it stood: a rebuild's swap, whose fresh
 /// tables hold the log up to `at`.
 pub async fn reset(conn: &mut Conn<'_>, name: &str, at: Checkpoint) -> Result<(), sqlx::Error> {

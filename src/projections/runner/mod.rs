@@ -458,7 +458,7 @@ impl Subscriptions {
         };
         let to = batch.next_checkpoint(from, limit);
         let read = batch.events.len();
-        let mut signals = Vec::new();
+        let (mut signals, mut moved) = (Vec::new(), Vec::new());
         for (name, subscriber, projection) in &members {
             let mine = at(name);
             let types = subscriber.kind.types();
@@ -484,7 +484,7 @@ impl Subscriptions {
                 }
             }
             if to > mine {
-                checkpoints::advance(&mut conn, name, to, None).await.map_err(Failed::all)?;
+                moved.push(*name);
             }
             if let Some(channel) = projection.channel() {
                 let changed = Self::changed_streams(projection.as_ref(), &events);
@@ -492,6 +492,7 @@ impl Subscriptions {
                 signals.push((channel, changed));
             }
         }
+        checkpoints::advance_all(&mut conn, &moved, to).await.map_err(Failed::all)?;
         tx.commit().await.map_err(Failed::all)?;
         for (channel, changed) in signals {
             for id in changed {
