@@ -275,13 +275,7 @@ impl Frameworks {
             together.decide::<A>(id, vec![command.clone()], &services).await?;
             match together.commit(metadata).await {
                 Ok(()) => return Ok(()),
-                Err(TogetherError::Conflict) if attempts < 50 => {
-                    attempts += 1;
-                    let jitter = u64::from(rand::random::<u8>() % 5);
-                    tokio::time::sleep(std::time::Duration::from_millis(attempts.min(10) + jitter)).await;
-                }
-                Err(TogetherError::Conflict) => return Err(AggregateError::AggregateConflict),
-                Err(TogetherError::Database(e)) => return Err(database(e)),
+                Err(e) => again_after(e, &mut attempts).await?,
             }
         }
     }
@@ -309,15 +303,24 @@ impl Frameworks {
             let decided = together.decide::<Command>(id, vec![command.clone()], &known).await?;
             match together.commit_at(metadata).await {
                 Ok(at) => return Ok((decided, at)),
-                Err(TogetherError::Conflict) if attempts < 50 => {
-                    attempts += 1;
-                    let jitter = u64::from(rand::random::<u8>() % 5);
-                    tokio::time::sleep(std::time::Duration::from_millis(attempts.min(10) + jitter)).await;
-                }
-                Err(TogetherError::Conflict) => return Err(AggregateError::AggregateConflict),
-                Err(TogetherError::Database(e)) => return Err(database(e)),
+                Err(e) => again_after(e, &mut attempts).await?,
             }
         }
+    }
+}
+
+/// After a commit refused with `e`: waits a short jittered backoff when another writer took the
+/// next sequence (`attempts` of at most 50 so far), else says why the command failed.
+async fn again_after<E: std::error::Error>(e: TogetherError, attempts: &mut u64) -> Result<(), AggregateError<E>> {
+    match e {
+        TogetherError::Conflict if *attempts < 50 => {
+            *attempts += 1;
+            let jitter = u64::from(rand::random::<u8>() % 5);
+            tokio::time::sleep(std::time::Duration::from_millis((*attempts).min(10) + jitter)).await;
+            Ok(())
+        }
+        TogetherError::Conflict => Err(AggregateError::AggregateConflict),
+        TogetherError::Database(e) => Err(database(e)),
     }
 }
 
