@@ -43,7 +43,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(ConsentsProjection),
         Arc::new(CommandsProjection),
         Arc::new(StateProjection),
-        Arc::new(SealProjection),
+        Arc::new(SealProjection::default()),
     ]
 }
 
@@ -178,6 +178,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
             frameworks: Arc::clone(&frameworks),
             metrics: Arc::clone(&metrics),
             limits: config.vehicle_limits(),
+            sequences: Default::default(),
         };
         let options = InboundOptions {
             client_id: broker.client_id(&instance, "in"),

@@ -45,6 +45,13 @@ pub enum Subcommand_ {
         /// Simulated vehicles connected at once (memory of the simulator and of tacho).
         #[arg(long, default_value_t = 10_000)]
         fleet: u64,
+        /// Vehicles registered in the ingestion phase, the publishing ones among them (state reads
+        /// under load are measured with this many).
+        #[arg(long, default_value_t = 100_000)]
+        registered: u64,
+        /// Runs only these phases (comma-separated; all by default).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<crate::bench::Phase>,
     },
     /// Audit the log.
     #[command(subcommand)]

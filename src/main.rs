@@ -59,9 +59,10 @@ async fn run() -> anyhow::Result<()> {
             init_tracing();
             sim(&config, args).await
         }
-        Subcommand_::Bench { seconds, rate, concurrency, vehicles, fleet } => {
+        Subcommand_::Bench { seconds, rate, concurrency, vehicles, fleet, registered, only } => {
             tracing_subscriber::fmt().with_env_filter(EnvFilter::new("warn")).init();
-            tacho::bench::run(&config, tacho::bench::BenchOptions { seconds, rate, concurrency, vehicles, fleet }).await
+            let options = tacho::bench::BenchOptions { seconds, rate, concurrency, vehicles, fleet, registered, only };
+            tacho::bench::run(&config, options).await
         }
         Subcommand_::Audit(AuditCommand::Verify { aggregate_type, id, expect }) => {
             let clean =

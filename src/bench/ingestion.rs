@@ -31,6 +31,7 @@ pub struct Ingestion {
 /// Publishes state reports for `vins` from a few connections for `seconds`, then waits for the log
 /// and the read model to take them all.
 pub async fn ingest(broker: &BrokerUrl, db: &Db, vins: &[String], seconds: u64) -> anyhow::Result<Ingestion> {
+    let first_position: i64 = Sql::new("SELECT coalesce(max(global_position), 0) FROM events").scalar(db).await?;
     let connections = 8;
     let published = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(seconds);
@@ -95,13 +96,11 @@ pub async fn ingest(broker: &BrokerUrl, db: &Db, vins: &[String], seconds: u64) 
     futures::future::join_all(publishers).await;
     let total = published.load(std::sync::atomic::Ordering::Relaxed);
     let load_ended = Instant::now();
-    let count = || async {
-        Sql::new("SELECT count(*) FROM events WHERE aggregate_type = 'VehicleState' AND event_type = 'StateReported'")
-            .scalar::<i64>(db)
-            .await
-    };
+    // Counted as they come (to see when the count stops growing): counting the whole log at every
+    // look would load the database measured.
+    let mut counter = Counter { db: db.clone(), after: first_position, counted: 0 };
     // Appended: wait until the count stops growing.
-    let mut appended = count().await?;
+    let mut appended = counter.count().await?;
     let at_load_end = appended;
     let mut last_growth = Instant::now();
     let mut finished_appending = Instant::now();
@@ -110,13 +109,15 @@ pub async fn ingest(broker: &BrokerUrl, db: &Db, vins: &[String], seconds: u64) 
         && load_ended.elapsed() < Duration::from_secs(120)
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = count().await?;
+        let now = counter.count().await?;
         if now > appended {
             appended = now;
             last_growth = Instant::now();
             finished_appending = Instant::now();
         }
     }
+    // Exactly: a transaction that committed after a later position was counted is not missed.
+    let appended = Counter { db: db.clone(), after: first_position, counted: 0 }.count().await?.max(appended);
     let appended_per_s = appended as f64 / (finished_appending - started).as_secs_f64();
     let draining = finished_appending.saturating_duration_since(load_ended).as_secs_f64();
     let draining_per_s = if draining > 1.0 { (appended - at_load_end) as f64 / draining } else { appended_per_s };
@@ -132,4 +133,70 @@ pub async fn ingest(broker: &BrokerUrl, db: &Db, vins: &[String], seconds: u64) 
         drain: drain_started.elapsed(),
         max_backlog,
     })
+}
+
+/// State reads per second during the load.
+pub const READS_PER_S: u64 = 200;
+
+/// A dealer reading vehicles' last-known state over HTTP.
+pub struct StateReads {
+    /// The client.
+    pub http: reqwest::Client,
+    /// tacho's base URL.
+    pub base: String,
+    /// A dealer's bearer token.
+    pub token: String,
+}
+
+impl StateReads {
+    /// Reads the state of `vins` in turn, [`READS_PER_S`] a second for `seconds`: the times of the
+    /// reads answered 200 with signals, and how many were not.
+    pub async fn run(&self, vins: &[String], seconds: u64) -> anyhow::Result<(Vec<Duration>, usize)> {
+        let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / READS_PER_S));
+        let mut reads = Vec::new();
+        for n in 0..(READS_PER_S * seconds) as usize {
+            tick.tick().await;
+            let url = format!("{}/v1/vehicles/{}/state", self.base, vins[n * 7919 % vins.len()]);
+            let request = self.http.get(url).bearer_auth(&self.token);
+            reads.push(tokio::spawn(async move {
+                let started = Instant::now();
+                let response = request.send().await.ok()?;
+                let ok = response.status().is_success();
+                let body: serde_json::Value = response.json().await.ok()?;
+                let took = started.elapsed();
+                // Early reads may find no signal yet: they count, an error does not.
+                (ok && body["signals"].is_object()).then_some(took)
+            }));
+        }
+        let (mut times, mut failed) = (Vec::with_capacity(reads.len()), 0);
+        for read in reads {
+            match read.await? {
+                Some(took) => times.push(took),
+                None => failed += 1,
+            }
+        }
+        Ok((times, failed))
+    }
+}
+
+/// Counts the state reports appended after a position, reading each event once.
+struct Counter {
+    db: Db,
+    after: i64,
+    counted: i64,
+}
+
+impl Counter {
+    async fn count(&mut self) -> Result<i64, sqlx::Error> {
+        let (more, last): (i64, Option<i64>) = Sql::new(&format!(
+            "SELECT count(*) FILTER (WHERE aggregate_type = 'VehicleState' AND event_type = 'StateReported'), \
+               max(global_position) FROM events WHERE global_position > {}",
+            self.after
+        ))
+        .fetch_one(&self.db)
+        .await?;
+        self.counted += more;
+        self.after = last.unwrap_or(self.after);
+        Ok(self.counted)
+    }
 }

@@ -11,9 +11,20 @@ use super::{Projection, ProjectionError};
 use crate::store::log::StoredEvent;
 use crate::store::seal::{self, chain_hash, stream_hash, GENESIS};
 use crate::store::Conn;
+use std::collections::{HashMap, HashSet};
 
 /// Keeps `event_seals`.
-pub struct SealProjection;
+#[derive(Default)]
+pub struct SealProjection {
+    /// The last seal this writer made per stream: (sequence, stream hash). Used only for the
+    /// event right after it (`sequence + 1`): the hash of a stream's n-th event depends on that
+    /// stream's events alone, so an entry stays true whoever sealed since and whether its batch
+    /// committed or not; any other event reads its stream's head from the table.
+    heads: std::sync::Mutex<std::collections::HashMap<(String, String), (i64, String)>>,
+}
+
+/// Streams [`SealProjection`] remembers at most; beyond, it forgets them all and reads them again.
+const REMEMBERED_STREAMS: usize = 200_000;
 
 impl SealProjection {
     /// Subscriber name.
@@ -50,22 +61,47 @@ impl Projection for SealProjection {
 
     async fn apply_batch(&self, conn: &mut Conn<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
         let (mut seal_no, mut chain) = seal::last(conn).await?.unwrap_or((0, GENESIS.to_owned()));
-        let mut keys: Vec<(String, String)> =
-            events.iter().map(|e| (e.aggregate_type.clone(), e.aggregate_id.clone())).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let mut heads = seal::stream_heads(conn, &keys).await?;
+        let mut heads: HashMap<(String, String), (i64, String)> = HashMap::new();
+        let mut unknown: HashSet<(String, String)> = HashSet::new();
+        {
+            let remembered = self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            for event in events {
+                let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+                if heads.contains_key(&key) || unknown.contains(&key) {
+                    continue;
+                }
+                match remembered.get(&key) {
+                    Some((sequence, hash)) if *sequence + 1 == event.sequence => {
+                        heads.insert(key, (*sequence, hash.clone()));
+                    }
+                    _ => {
+                        unknown.insert(key);
+                    }
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            let mut unknown: Vec<(String, String)> = unknown.into_iter().collect();
+            unknown.sort_unstable();
+            let read = seal::stream_heads(conn, &unknown).await?;
+            heads.extend(read.into_iter().map(|(key, hash)| (key, (0, hash))));
+        }
         let mut seals = Vec::with_capacity(events.len());
         for event in events {
             let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-            let previous = heads.get(&key).map(String::as_str).unwrap_or(GENESIS);
+            let previous = heads.get(&key).map(|(_, hash)| hash.as_str()).unwrap_or(GENESIS);
             let hash = stream_hash(previous, event);
             seal_no += 1;
             chain = chain_hash(&chain, event.position, &hash);
             seals.push(seal::NewSeal { seal_no, event, stream_hash: hash.clone(), chain_hash: chain.clone() });
-            heads.insert(key, hash);
+            heads.insert(key, (event.sequence, hash));
         }
         seal::insert_many(conn, &seals).await?;
+        let mut remembered = self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if remembered.len() + heads.len() > REMEMBERED_STREAMS {
+            remembered.clear();
+        }
+        remembered.extend(heads);
         Ok(())
     }
 }

@@ -282,6 +282,38 @@ impl Frameworks {
 }
 
 impl Frameworks {
+    /// Runs each aggregate's commands (aggregates of `framework`'s type, each id once) and appends
+    /// all their events in one transaction: a fleet imported at once. All or nothing: a command
+    /// refused refuses the set. Retried like [`Frameworks::execute`] when another writer appended
+    /// to one of the streams meanwhile.
+    pub async fn execute_many<A>(
+        &self,
+        framework: &Framework<A>,
+        commands: &[(String, Vec<A::Command>)],
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), AggregateError<A::Error>>
+    where
+        A: Stored,
+        A::Command: Clone,
+    {
+        let _ = framework;
+        let services = A::services(self);
+        let mut attempts = 0;
+        loop {
+            let mut together = self.together();
+            together.begin().await.map_err(database)?;
+            for (id, commands) in commands {
+                together.decide::<A>(id, commands.clone(), &services).await?;
+            }
+            match together.commit(metadata).await {
+                Ok(()) => return Ok(()),
+                Err(e) => again_after(e, &mut attempts).await?,
+            }
+        }
+    }
+}
+
+impl Frameworks {
     /// Runs `command` on command `id` with its vehicle `vin`'s status and consents read in the same
     /// transaction (a request costs one); returns the command as it is after, and where its events
     /// sit in commit order.
@@ -576,10 +608,11 @@ impl Together {
             Some(tx) => tx,
             None => self.db.begin().await?,
         };
-        let mut appended = None;
-        for change in &self.changes {
-            for (n, (event_type, event_version, payload)) in change.events.iter().enumerate() {
-                let event = log::NewEvent {
+        let events: Vec<log::NewEvent<'_>> = self
+            .changes
+            .iter()
+            .flat_map(|change| {
+                change.events.iter().enumerate().map(|(n, (event_type, event_version, payload))| log::NewEvent {
                     aggregate_type: change.aggregate_type,
                     aggregate_id: &change.id,
                     sequence: (change.after + n + 1) as i64,
@@ -587,13 +620,14 @@ impl Together {
                     event_version,
                     payload,
                     metadata: &metadata,
-                };
-                appended = match log::append_event(&mut tx.conn(), &event).await {
-                    Err(e) if super::is_unique_violation(&e) => return Err(TogetherError::Conflict),
-                    other => Some(other?),
-                };
-            }
-        }
+                })
+            })
+            .collect();
+        let appended = match log::append_events(&mut tx.conn(), &events).await {
+            Err(e) if super::is_unique_violation(&e) => return Err(TogetherError::Conflict),
+            other => other?,
+        };
+        drop(events);
         tx.commit().await?;
         if appended.is_some() {
             self.db.signal(EVENTS_CHANNEL, String::new());

@@ -90,6 +90,47 @@ pub struct Stored {
     pub appended: usize,
     /// Connection messages that said nothing new, by reason (`stale`, `repeat`).
     pub ignored: Vec<&'static str>,
+    /// The last sequence of each stream appended to (true once the transaction committed).
+    pub heads: HashMap<String, i64>,
+}
+
+/// The last sequence of the vehicles' fact streams as this instance committed them: a batch reads
+/// only the heads of streams it does not know. Written only after a commit, so never ahead of the
+/// log; behind it when another writer appended meanwhile, which the append's unique violation
+/// shows: the batch then forgets its streams ([`Sequences::forget`]) and decides again.
+#[derive(Debug, Default)]
+pub struct Sequences(std::sync::Mutex<HashMap<String, i64>>);
+
+/// Streams [`Sequences`] remembers at most; beyond, it forgets them all.
+const REMEMBERED_STREAMS: usize = 200_000;
+
+impl Sequences {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The known last sequences of the streams of `vins`.
+    pub fn known<'v>(&self, vins: impl IntoIterator<Item = &'v str>) -> HashMap<String, i64> {
+        let map = self.map();
+        vins.into_iter().filter_map(|vin| map.get(vin).map(|last| (vin.to_owned(), *last))).collect()
+    }
+
+    /// Remembers `heads`, committed.
+    pub fn remember(&self, heads: HashMap<String, i64>) {
+        let mut map = self.map();
+        if map.len() + heads.len() > REMEMBERED_STREAMS {
+            map.clear();
+        }
+        map.extend(heads);
+    }
+
+    /// Forgets the streams of `vins`: another writer appended to one of them.
+    pub fn forget<'v>(&self, vins: impl IntoIterator<Item = &'v str>) {
+        let mut map = self.map();
+        for vin in vins {
+            map.remove(vin);
+        }
+    }
 }
 
 /// Of `vins`, those whose registry or consent streams hold events the registry and consent read
@@ -160,27 +201,29 @@ async fn store_once(
     if let Conn::Postgres(c) = tx.conn() {
         postgres::log::lock_log(c).await?;
     }
-    let stored = write(&mut tx.conn(), facts, heard, dead).await?;
+    let stored = write(&mut tx.conn(), facts, heard, dead, &HashMap::new()).await?;
     tx.commit().await?;
     Ok(stored)
 }
 
 /// What [`store`] writes, inside the caller's transaction, which already is a writer of the log
 /// (PostgreSQL: [`postgres::log::lock_log`] before anything else is written). `dead` must be
-/// storable; a unique violation means another instance appended to the same stream: retry.
+/// storable; `known`: the last sequences of streams as last committed ([`Sequences`]); a unique
+/// violation means another instance appended to the same stream: retry (with those forgotten).
 pub(crate) async fn write(
     conn: &mut Conn<'_>,
     facts: &[Observed],
     heard: &[(String, DateTime<Utc>)],
     dead: &[DeadLetter],
+    known: &HashMap<String, i64>,
 ) -> Result<Stored, sqlx::Error> {
     let (admitted, ignored) = links::admit(conn, facts, heard).await?;
     let admitted: Vec<&Observed> = admitted.iter().map(|o| o.as_ref()).collect();
-    let appended = match conn {
-        Conn::Postgres(c) => postgres::facts::store(c, &admitted, dead).await?,
-        Conn::Sqlite(c) => sqlite::facts::store(c, &admitted, dead).await?,
+    let (appended, heads) = match conn {
+        Conn::Postgres(c) => postgres::facts::store(c, &admitted, dead, known).await?,
+        Conn::Sqlite(c) => sqlite::facts::store(c, &admitted, dead, known).await?,
     };
-    Ok(Stored { appended, ignored })
+    Ok(Stored { appended, ignored, heads })
 }
 
 /// `dead` as it can be stored (see [`DeadLetter`]).

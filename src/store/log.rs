@@ -335,6 +335,26 @@ pub(super) async fn append_event(conn: &mut Conn<'_>, event: &NewEvent<'_>) -> R
     }
 }
 
+/// Appends `events` in their order (PostgreSQL: one statement); fails with a unique violation when
+/// a sequence is taken. Returns the place of the last, `None` when there are none.
+pub(super) async fn append_events(
+    conn: &mut Conn<'_>,
+    events: &[NewEvent<'_>],
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    match (conn, events) {
+        (_, []) => Ok(None),
+        (conn, [event]) => append_event(conn, event).await.map(Some),
+        (Conn::Postgres(c), events) => postgres::log::append_all(c, events).await.map(Some),
+        (Conn::Sqlite(c), events) => {
+            let mut last = None;
+            for event in events {
+                last = Some(sqlite::log::append(c, event).await?);
+            }
+            Ok(last)
+        }
+    }
+}
+
 /// An event to append.
 pub(super) struct NewEvent<'a> {
     pub aggregate_type: &'a str,

@@ -7,8 +7,14 @@ use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};
 
 /// Appends `facts` (minus message ids already stored) and `dead` inside the caller's transaction,
-/// set-based (`UNNEST`); how many facts were appended.
-pub async fn store(tx: &mut PgConnection, facts: &[&Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
+/// set-based (`UNNEST`), after the `known` last sequences of their streams (the others are read);
+/// how many facts were appended, and the last sequence of each stream appended to.
+pub async fn store(
+    tx: &mut PgConnection,
+    facts: &[&Observed],
+    dead: &[DeadLetter],
+    known: &HashMap<String, i64>,
+) -> Result<(usize, HashMap<String, i64>), sqlx::Error> {
     // Duplicates inside the batch first, then against what is stored.
     let candidates = candidates(facts);
     let (seen_vins, seen_ids): (Vec<String>, Vec<String>) =
@@ -32,19 +38,30 @@ pub async fn store(tx: &mut PgConnection, facts: &[&Observed], dead: &[DeadLette
         .filter(|o| o.fact.msg_id().is_none_or(|id| fresh.contains(&(o.vin.clone(), id.to_owned()))))
         .collect();
 
+    let mut next: HashMap<String, i64> = HashMap::new();
     if !kept.is_empty() {
-        let vins: Vec<String> = kept.iter().map(|o| o.vin.clone()).collect::<HashSet<_>>().into_iter().collect();
-        // One backward index probe per stream: the streams grow without bound.
-        let mut next: HashMap<String, i64> = sqlx::query_as(
-            "SELECT v, coalesce((SELECT sequence FROM events WHERE aggregate_type = $1 AND aggregate_id = v \
+        next.extend(kept.iter().filter_map(|o| known.get(&o.vin).map(|last| (o.vin.clone(), *last))));
+        let vins: Vec<String> = kept
+            .iter()
+            .filter(|o| !next.contains_key(&o.vin))
+            .map(|o| o.vin.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        // One backward index probe per stream not known: the streams grow without bound.
+        let read: Vec<(String, i64)> = if vins.is_empty() {
+            Vec::new()
+        } else {
+            sqlx::query_as(
+                "SELECT v, coalesce((SELECT sequence FROM events WHERE aggregate_type = $1 AND aggregate_id = v \
              ORDER BY sequence DESC LIMIT 1), 0) FROM UNNEST($2::text[]) AS v",
-        )
-        .bind(STREAM_TYPE)
-        .bind(&vins)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+            )
+            .bind(STREAM_TYPE)
+            .bind(&vins)
+            .fetch_all(&mut *tx)
+            .await?
+        };
+        next.extend(read);
         let (mut ids, mut sequences, mut types, mut payloads, mut metadata) = (vec![], vec![], vec![], vec![], vec![]);
         for observed in &kept {
             let sequence = next.entry(observed.vin.clone()).or_insert(0);
@@ -87,5 +104,5 @@ pub async fn store(tx: &mut PgConnection, facts: &[&Observed], dead: &[DeadLette
         .execute(&mut *tx)
         .await?;
     }
-    Ok(kept.len())
+    Ok((kept.len(), next))
 }

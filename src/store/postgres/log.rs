@@ -65,6 +65,41 @@ pub(in crate::store) async fn read_after(
     Ok((rows.into_iter().map(|r| r.row).collect(), held_back))
 }
 
+/// Appends `events` in their order in one statement; the place of the last in commit order.
+pub(in crate::store) async fn append_all(
+    c: &mut PgConnection,
+    events: &[NewEvent<'_>],
+) -> Result<Checkpoint, sqlx::Error> {
+    fn column<'a>(events: &'a [NewEvent<'_>], f: impl Fn(&'a NewEvent<'_>) -> &'a str) -> Vec<&'a str> {
+        events.iter().map(f).collect()
+    }
+    let sequences: Vec<i64> = events.iter().map(|e| e.sequence).collect();
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| e.payload).collect();
+    let metadata: Vec<&serde_json::Value> = events.iter().map(|e| e.metadata).collect();
+    let (position, tx_id): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "WITH appended AS (INSERT INTO events \
+           (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         SELECT t, a, s, e, v, p::json, m::json \
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) \
+           WITH ORDINALITY AS x(t, a, s, e, v, p, m, n) ORDER BY n \
+         RETURNING global_position, tx_id) \
+         SELECT max(global_position), max(tx_id::text::bigint) FROM appended",
+    )
+    .bind(column(events, |e| e.aggregate_type))
+    .bind(column(events, |e| e.aggregate_id))
+    .bind(&sequences)
+    .bind(column(events, |e| e.event_type))
+    .bind(column(events, |e| e.event_version))
+    .bind(&payloads)
+    .bind(&metadata)
+    .fetch_one(c)
+    .await?;
+    match (position, tx_id) {
+        (Some(position), Some(tx_id)) => Ok(Checkpoint { tx_id, position }),
+        _ => Err(sqlx::Error::RowNotFound),
+    }
+}
+
 /// Appends `event`; its place in commit order.
 pub(in crate::store) async fn append(c: &mut PgConnection, event: &NewEvent<'_>) -> Result<Checkpoint, sqlx::Error> {
     let (position, tx_id): (i64, i64) = sqlx::query_as(

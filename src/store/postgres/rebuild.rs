@@ -9,6 +9,18 @@ pub async fn fresh_tables(c: &mut PgConnection, tables: &[&str]) -> Result<(), s
         sqlx::query(&format!("CREATE TABLE tacho_rebuild.{table} (LIKE public.{table} INCLUDING ALL)"))
             .execute(&mut *c)
             .await?;
+        // `LIKE` copies no storage parameters (a fill factor): the copy gets the live table's.
+        let options: Option<Vec<String>> =
+            sqlx::query_scalar("SELECT reloptions FROM pg_class WHERE oid = to_regclass('public.' || $1)")
+                .bind(table)
+                .fetch_optional(&mut *c)
+                .await?
+                .flatten();
+        if let Some(options) = options.filter(|o| !o.is_empty()) {
+            sqlx::query(&format!("ALTER TABLE tacho_rebuild.{table} SET ({})", options.join(", ")))
+                .execute(&mut *c)
+                .await?;
+        }
     }
     sqlx::query("SET search_path TO tacho_rebuild, public").execute(&mut *c).await?;
     Ok(())

@@ -7,10 +7,17 @@ use serde_json::Value;
 use sqlx::SqliteConnection;
 use std::collections::HashMap;
 
-/// Appends `facts` and `dead` row by row inside the caller's `BEGIN IMMEDIATE` transaction; how many
-/// facts were appended.
-pub async fn store(c: &mut SqliteConnection, facts: &[&Observed], dead: &[DeadLetter]) -> Result<usize, sqlx::Error> {
-    let mut next: HashMap<String, i64> = HashMap::new();
+/// Appends `facts` and `dead` row by row inside the caller's `BEGIN IMMEDIATE` transaction, after
+/// the `known` last sequences of their streams (the others are read); how many facts were appended,
+/// and the last sequence of each stream appended to.
+pub async fn store(
+    c: &mut SqliteConnection,
+    facts: &[&Observed],
+    dead: &[DeadLetter],
+    known: &HashMap<String, i64>,
+) -> Result<(usize, HashMap<String, i64>), sqlx::Error> {
+    let mut next: HashMap<String, i64> =
+        facts.iter().filter_map(|o| known.get(&o.vin).map(|last| (o.vin.clone(), *last))).collect();
     let mut kept = 0;
     for observed in candidates(facts) {
         if let Some(id) = observed.fact.msg_id() {
@@ -64,5 +71,5 @@ pub async fn store(c: &mut SqliteConnection, facts: &[&Observed], dead: &[DeadLe
             .execute(&mut *c)
             .await?;
     }
-    Ok(kept)
+    Ok((kept, next))
 }

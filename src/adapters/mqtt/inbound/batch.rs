@@ -217,17 +217,24 @@ impl Handler {
                 })
                 .collect();
             let letters = facts::storable(&[dead.as_slice(), refused.as_slice()].concat());
+            let streams = observed.iter().map(|o| o.vin.as_str()).chain(heard.iter().map(|(vin, _)| vin.as_str()));
+            let known = self.sequences.known(streams.clone());
             let written = match together.writing().await {
-                Ok(mut conn) => facts::write(&mut conn, observed, &heard, &letters).await,
+                Ok(mut conn) => facts::write(&mut conn, observed, &heard, &letters, &known).await,
                 Err(e) => Err(e),
             };
-            let stored = match written {
+            let mut stored = match written {
                 Ok(stored) => stored,
-                Err(e) if attempts < 20 && crate::store::is_unique_violation(&e) => continue,
+                Err(e) if attempts < 20 && crate::store::is_unique_violation(&e) => {
+                    // Another writer appended to one of these streams: read their heads again.
+                    self.sequences.forget(streams);
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
             match together.commit(&metadata).await {
                 Ok(()) => {
+                    self.sequences.remember(std::mem::take(&mut stored.heads));
                     if stored.appended > 0 {
                         self.db.signal(crate::store::log::EVENTS_CHANNEL, String::new());
                     }

@@ -55,6 +55,8 @@ pub struct Handler {
     pub metrics: Arc<Metrics>,
     /// What one vehicle may send.
     pub limits: Limits,
+    /// The last sequences of the vehicles' fact streams this instance committed.
+    pub sequences: crate::store::facts::Sequences,
 }
 
 struct Received {
