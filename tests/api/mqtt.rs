@@ -554,3 +554,61 @@ async fn two_instances_share_the_vehicles_messages_and_dispatch_each_command_onc
     a.stop().await;
     b.stop().await;
 }
+
+contract!(a_report_after_another_writer_appended_to_the_vehicles_stream_is_stored_in_sequence);
+/// The consumer remembers the last sequence of each vehicle's facts stream it committed; another
+/// writer appending meanwhile (another instance) makes its next append collide: it must read the
+/// stream's head again and store the report, with the stream's sequences still 1, 2, 3 ...
+async fn a_report_after_another_writer_appended_to_the_vehicles_stream_is_stored_in_sequence(store: Store) {
+    use tacho::domain::observation::VehicleFact;
+    use tacho::store::facts::{self, Observed};
+    let Some((app, _, broker)) = spawn_app_with_mqtt(store).await else { return };
+    let sim = app.online(&broker, Behaviour::default()).await;
+    let vin = sim.vin().to_owned();
+    app.grant(&vin, "alice", "telemetry").await;
+    let signals = |speed: i64| {
+        let Value::Object(map) = json!({"Vehicle.Speed": speed}) else { unreachable!() };
+        map
+    };
+    let stored = |msg_id: &'static str| {
+        let app = &app;
+        let vin = vin.clone();
+        async move {
+            for _ in 0..200 {
+                let sql = format!(
+                    "SELECT count(*) FROM events WHERE aggregate_id = '{vin}' AND CAST(payload AS TEXT) LIKE '%\"{msg_id}\"%'"
+                );
+                if app.scalar(&sql).await == 1 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("report {msg_id} was not stored");
+        }
+    };
+    sim.report("by-mqtt-1", signals(10)).await.unwrap();
+    stored("by-mqtt-1").await;
+    // Another writer, not the consumer: its append is not in what the consumer remembers.
+    let now = chrono::Utc::now();
+    let beside = Observed {
+        vin: vin.clone(),
+        fact: VehicleFact::StateReported {
+            msg_id: "beside".into(),
+            signals: signals(20),
+            vehicle_ts: now,
+            received_at: now,
+            consent_version: 1,
+        },
+    };
+    facts::store(app.db(), &[beside], &[], &[]).await.unwrap();
+    sim.report("by-mqtt-2", signals(30)).await.unwrap();
+    stored("by-mqtt-2").await;
+    let sequences =
+        format!("SELECT count(*) FROM events WHERE aggregate_type = 'VehicleState' AND aggregate_id = '{vin}'");
+    let last =
+        format!("SELECT max(sequence) FROM events WHERE aggregate_type = 'VehicleState' AND aggregate_id = '{vin}'");
+    let (count, max) = (app.scalar(&sequences).await, app.scalar(&last).await);
+    assert!(count >= 3, "the two reports, the one beside them and the connection change: {count}");
+    assert_eq!(count, max, "the stream's sequences have no gap");
+    assert!(app.dead_letters(&vin).await.is_empty(), "nothing refused: {:?}", app.dead_letters(&vin).await);
+}
