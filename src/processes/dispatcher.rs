@@ -128,6 +128,10 @@ impl Dispatcher {
         for _ in 0..20 {
             let mut together = fw.together();
             together.lock(&send_rules(vin)).await?;
+            // The three streams in one statement (the command's is read again when deciding: another
+            // writer may have answered it meanwhile).
+            let streams = [(streams::COMMAND, id), (streams::VEHICLE, vin), (streams::CONSENT, vin)];
+            together.prefetch(&streams).await?;
             let command = match together.load::<Command>(id).await {
                 Ok((command, _)) => command,
                 Err(AggregateError::DeserializationError(e)) => {

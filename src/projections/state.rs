@@ -49,19 +49,19 @@ impl Projection for StateProjection {
             let vin = event.aggregate_id.as_str();
             match event.decode::<VehicleFact>()? {
                 VehicleFact::StateReported { signals, vehicle_ts, received_at, .. } => {
+                    for (signal, value) in &signals {
+                        let key = (vin.to_owned(), signal.clone());
+                        let fresher = latest.get(&key).is_none_or(|(_, ts, _)| vehicle_ts >= *ts);
+                        if fresher {
+                            latest.insert(key, (value.clone(), vehicle_ts, received_at));
+                        }
+                    }
                     let history = &mut data.history;
                     history.vins.push(vin.to_owned());
-                    history.signals.push(Value::Object(signals.clone()));
+                    history.signals.push(Value::Object(signals));
                     history.vehicle_ts.push(vehicle_ts);
                     history.received_at.push(received_at);
                     history.positions.push(event.position);
-                    for (signal, value) in signals {
-                        let key = (vin.to_owned(), signal);
-                        let fresher = latest.get(&key).is_none_or(|(_, ts, _)| vehicle_ts >= *ts);
-                        if fresher {
-                            latest.insert(key, (value, vehicle_ts, received_at));
-                        }
-                    }
                 }
                 VehicleFact::VehicleEventReported { msg_id, kind, data: payload, vehicle_ts, received_at, .. } => {
                     let reported = &mut data.reported;

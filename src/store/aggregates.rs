@@ -329,6 +329,8 @@ impl Frameworks {
         loop {
             let mut together = self.together();
             together.begin().await.map_err(database)?;
+            let streams = [(Vehicle::TYPE, vin), (Consent::TYPE, vin), (Command::TYPE, id)];
+            together.prefetch(&streams).await.map_err(database)?;
             let vehicle = together.load::<Vehicle>(vin).await.map_err(retyped)?.0;
             let consent = together.load::<Consent>(vin).await.map_err(retyped)?.0;
             let known: CommandServices = Arc::new(Known { vehicle, consent });
@@ -422,6 +424,8 @@ pub struct Together {
     /// do not take every pooled connection.
     stripes: Arc<Stripes>,
     turns: Vec<(usize, tokio::sync::OwnedMutexGuard<()>)>,
+    /// Streams read ahead on the transaction ([`Together::prefetch`]), by (type, id).
+    prefetched: HashMap<(String, String), Vec<log::StoredEvent>>,
 }
 
 /// The events one aggregate decided, after its last sequence.
@@ -523,13 +527,17 @@ impl Together {
     /// Aggregate `id` of `A` as it is now, and its last sequence: read on this set's transaction
     /// once it has one (so inside its locks), else from the pool.
     pub async fn load<A: Aggregate>(&mut self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
-        let Some(tx) = &mut self.tx else {
-            let context = event_store::<A>(&self.db).load_aggregate(id).await?;
-            return Ok((context.aggregate, context.current_sequence));
+        let key = (A::TYPE.to_owned(), id.to_owned());
+        let events = match (self.prefetched.remove(&key), &mut self.tx) {
+            (Some(events), _) => events,
+            (None, Some(tx)) => log::read_stream(&mut tx.conn(), A::TYPE, id)
+                .await
+                .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?,
+            (None, None) => {
+                let context = event_store::<A>(&self.db).load_aggregate(id).await?;
+                return Ok((context.aggregate, context.current_sequence));
+            }
         };
-        let events = log::read_stream(&mut tx.conn(), A::TYPE, id)
-            .await
-            .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
         let mut aggregate = A::default();
         let mut sequence = 0;
         for event in &events {
@@ -538,6 +546,23 @@ impl Together {
             sequence = event.sequence as usize;
         }
         Ok((aggregate, sequence))
+    }
+
+    /// Reads `streams` (type, id) now on this set's transaction, in one statement: each is then
+    /// loaded ([`Together::load`]) from what was read, once. Without a transaction (SQLite), nothing:
+    /// each is read when loaded.
+    pub async fn prefetch(&mut self, streams: &[(&str, &str)]) -> Result<(), sqlx::Error> {
+        let Some(tx) = &mut self.tx else { return Ok(()) };
+        let events = log::read_streams(&mut tx.conn(), streams).await?;
+        for (aggregate_type, id) in streams {
+            self.prefetched.insert(((*aggregate_type).to_owned(), (*id).to_owned()), Vec::new());
+        }
+        for event in events {
+            if let Some(stream) = self.prefetched.get_mut(&(event.aggregate_type.clone(), event.aggregate_id.clone())) {
+                stream.push(event);
+            }
+        }
+        Ok(())
     }
 
     /// PostgreSQL: opens this set's transaction now: the aggregates are then loaded on it, and their
@@ -645,6 +670,7 @@ impl Frameworks {
             tx: None,
             stripes: Arc::clone(&self.stripes),
             turns: Vec::new(),
+            prefetched: HashMap::new(),
         }
     }
 }

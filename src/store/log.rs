@@ -258,6 +258,35 @@ pub async fn read_stream(
     Ok(rows.into_iter().map(StoredEvent::from).collect())
 }
 
+/// The events of `streams` (type, id), each stream's in order, in one statement.
+pub async fn read_streams(conn: &mut Conn<'_>, streams: &[(&str, &str)]) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    if streams.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One index scan per stream, whatever the planner thinks of the table's size.
+    let select = select_events(conn);
+    let sql = (0..streams.len())
+        .map(|n| {
+            format!(
+                "SELECT * FROM ({select} WHERE aggregate_type = ${} AND aggregate_id = ${}) s{n}",
+                2 * n + 1,
+                2 * n + 2
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    let mut query = Sql::new(&sql);
+    for (aggregate_type, aggregate_id) in streams {
+        query = query.bind(*aggregate_type).bind(*aggregate_id);
+    }
+    let rows: Vec<EventRow> = query.fetch_all(&mut *conn).await?;
+    let mut events: Vec<StoredEvent> = rows.into_iter().map(StoredEvent::from).collect();
+    events.sort_by(|a, b| {
+        (&a.aggregate_type, &a.aggregate_id, a.sequence).cmp(&(&b.aggregate_type, &b.aggregate_id, b.sequence))
+    });
+    Ok(events)
+}
+
 /// Where the last event of a stream sits in commit order (what a reader must pass to have seen it).
 pub async fn stream_head(
     conn: &mut Conn<'_>,
