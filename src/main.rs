@@ -7,7 +7,9 @@ use tacho::config::{AuditCommand, Cli, Mqtt, ProjectionsCommand, ServeArgs, Subc
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc: tacho allocates many small values (JSON payloads, rows) across threads; the system
-/// allocator spent about a third of tacho's CPU under ingestion and kept freed memory.
+/// allocator spent about a third of tacho's CPU under ingestion. Without transparent huge pages
+/// (`no_thp`): where the kernel gives them to every mapping, a process holding many connections
+/// (10,000 simulated vehicles) grew from 409 to 867 MB with them.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -32,6 +32,9 @@ pub const REPORT_EVERY_S: u64 = 10;
 /// registry shows them all connected (2 minutes at most).
 pub async fn measure(config: &Config, broker: &BrokerUrl, first: u64, vins: &[String]) -> anyhow::Result<Fleet> {
     let http = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    // What it says, for when it stops.
+    let log = std::env::temp_dir().join(format!("tacho-bench-serve-{}.log", std::process::id()));
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
     let mut serve = tokio::process::Command::new(std::env::current_exe()?);
     serve
         .arg("serve")
@@ -49,7 +52,7 @@ pub async fn measure(config: &Config, broker: &BrokerUrl, first: u64, vins: &[St
         .env("TACHO_MQTT_SESSION_EXPIRY_S", "60")
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .kill_on_drop(true);
     if let Some(secret) = &config.auth_secret {
         serve.env("TACHO_AUTH_SECRET", secret.expose_secret());
@@ -58,7 +61,7 @@ pub async fn measure(config: &Config, broker: &BrokerUrl, first: u64, vins: &[St
     let ready = format!("http://{http}/readyz");
     let started = Instant::now();
     while !reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
-        anyhow::ensure!(serve.try_wait()?.is_none(), "tacho serve stopped before it was ready");
+        anyhow::ensure!(serve.try_wait()?.is_none(), "tacho serve stopped before it was ready: {}", said());
         anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "tacho serve was not ready within 60 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -83,7 +86,7 @@ pub async fn measure(config: &Config, broker: &BrokerUrl, first: u64, vins: &[St
             break;
         }
         anyhow::ensure!(child.try_wait()?.is_none(), "tacho sim stopped before its vehicles were online");
-        anyhow::ensure!(serve.try_wait()?.is_none(), "tacho serve stopped while the fleet connected");
+        anyhow::ensure!(serve.try_wait()?.is_none(), "tacho serve stopped while the fleet connected: {}", said());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let online_after = started.elapsed();
@@ -93,6 +96,7 @@ pub async fn measure(config: &Config, broker: &BrokerUrl, first: u64, vins: &[St
     let tacho_rss = (rss_before, cost::rss_bytes(tacho).unwrap_or(0));
     let _ = child.kill().await;
     let _ = serve.kill().await;
+    let _ = std::fs::remove_file(&log);
     db.close().await;
     Ok(Fleet { vehicles: vins.len(), connected, online_after, sim_rss, tacho_rss })
 }

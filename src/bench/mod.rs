@@ -381,6 +381,8 @@ impl Bench<'_> {
         let before = cost::read(&self.db).await?;
         let reader = self.keys.mint_fleet("bench-dealer", vec![Role::Dealer], chrono::Utc::now().timestamp(), 3600);
         let reads = ingestion::StateReads { http: self.http.clone(), base: self.base.clone(), token: reader };
+        // The floor: the same reads without load (the vehicles hold no state yet: the same queries).
+        let (mut idle_reads, _) = reads.run(&vehicles, 2).await?;
         let (ingestion, read_times) = tokio::join!(
             ingest(&self.broker, &self.db, &vehicles, options.seconds),
             reads.run(&vehicles, options.seconds)
@@ -449,8 +451,12 @@ impl Bench<'_> {
                 ms(percentile(&mut read_times, 0.99)),
                 if read_failures > 0 { format!(" ({read_failures} failed)") } else { String::new() }
             ),
-            "",
-            "",
+            &format!(
+                "without load {} / {}",
+                ms(percentile(&mut idle_reads, 0.50)),
+                ms(percentile(&mut idle_reads, 0.99))
+            ),
+            &ratio(percentile(&mut read_times, 0.99).as_secs_f64(), percentile(&mut idle_reads, 0.99).as_secs_f64()),
         );
         Ok(())
     }

@@ -68,13 +68,14 @@ pub struct Embedded {
     /// The pool (WAL; writers queue on SQLite's lock).
     pub pool: SqlitePool,
     signals: broadcast::Sender<(&'static str, String)>,
-    _lock: Option<Arc<std::fs::File>>,
+    /// The lock file, held until the store is closed ([`Db::close`]) or its last clone dropped.
+    lock: Arc<std::sync::Mutex<Option<std::fs::File>>>,
 }
 
 impl Embedded {
-    /// Wraps `pool`, holding `lock` (when given) for as long as any clone lives.
+    /// Wraps `pool`, holding `lock` (when given) until it is closed or no clone lives.
     pub fn new(pool: SqlitePool, lock: Option<std::fs::File>) -> Self {
-        Self { pool, signals: broadcast::channel(4096).0, _lock: lock.map(Arc::new) }
+        Self { pool, signals: broadcast::channel(4096).0, lock: Arc::new(std::sync::Mutex::new(lock)) }
     }
 
     /// A write transaction: `BEGIN IMMEDIATE` takes the write lock up front, so a transaction that
@@ -225,7 +226,12 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Self::Postgres(pool) => pool.close().await,
-            Self::Sqlite(embedded) => embedded.pool.close().await,
+            Self::Sqlite(embedded) => {
+                // Every connection closed: nothing of this process writes the file any more, so
+                // another tacho may take it, even while clones of this store linger.
+                embedded.pool.close().await;
+                embedded.lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            }
         }
     }
 }
