@@ -63,7 +63,7 @@ pub async fn rebuild(
     // Catch up outside the lock; the API and the live subscriber go on meanwhile.
     loop {
         let mut tx = own.begin(false).await?;
-        let (read, to) = match step(&mut tx, projection, at, types, &mut passed_over).await {
+        let (read, taken, to) = match step(&mut tx, projection, at, types, &mut passed_over).await {
             Err(ProjectionError::Undecodable(_)) => {
                 tables::rollback(tx).await?;
                 continue;
@@ -72,7 +72,7 @@ pub async fn rebuild(
         };
         tables::commit(tx).await?;
         at = to;
-        done = Rebuilt { events: done.events + read, seconds: started.elapsed().as_secs_f64() };
+        done = Rebuilt { events: done.events + taken, seconds: started.elapsed().as_secs_f64() };
         progress(done);
         if read < BATCH as u64 {
             break;
@@ -86,8 +86,8 @@ pub async fn rebuild(
         let (mut last, mut rest) = (at, 0);
         let finished = loop {
             match step(&mut tx, projection, last, types, &mut passed_over).await {
-                Ok((read, to)) => {
-                    (last, rest) = (to, rest + read);
+                Ok((read, taken, to)) => {
+                    (last, rest) = (to, rest + taken);
                     if read < BATCH as u64 {
                         break Ok(());
                     }
@@ -112,18 +112,28 @@ pub async fn rebuild(
     Ok(done)
 }
 
-/// One batch after `at`: how many events, and where the checkpoint goes.
+/// One batch after `at`: how many events were read, how many of them the projection took, and
+/// where the checkpoint goes.
 async fn step(
     conn: &mut Conn<'_>,
     projection: &dyn Projection,
     at: Checkpoint,
     types: Option<&[&str]>,
     passed_over: &mut HashSet<i64>,
-) -> Result<(u64, Checkpoint), ProjectionError> {
-    let batch = log::read_after(conn, at, types, BATCH).await?;
-    let (read, to) = (batch.events.len() as u64, batch.next_checkpoint(at, BATCH));
-    let events: Vec<_> = batch
-        .events
+) -> Result<(u64, u64, Checkpoint), ProjectionError> {
+    let (events, read, to) = match types {
+        // The whole log in commit order, the projection's types picked here.
+        Some(types) => {
+            let picked = log::read_after_picking(conn, at, types, BATCH).await?;
+            (picked.events, picked.read, picked.next)
+        }
+        None => {
+            let batch = log::read_after(conn, at, None, BATCH).await?;
+            let (read, to) = (batch.events.len() as u64, batch.next_checkpoint(at, BATCH));
+            (batch.events, read, to)
+        }
+    };
+    let events: Vec<_> = events
         .into_iter()
         .filter(|e| !passed_over.contains(&e.position) && (e.unreadable.is_none() || projection.takes_unreadable()))
         .collect();
@@ -136,5 +146,5 @@ async fn step(
             return Err(e);
         }
     }
-    Ok((read, to))
+    Ok((read, events.len() as u64, to))
 }

@@ -202,6 +202,49 @@ pub async fn read_after(
     Ok(Batch { held_back, ..batch(rows) })
 }
 
+/// What [`read_after_picking`] read.
+pub struct Picked {
+    /// The events of the types asked for, in commit order.
+    pub events: Vec<StoredEvent>,
+    /// How many events of any type were read.
+    pub read: u64,
+    /// Where the reader's checkpoint goes (see [`Batch::next_checkpoint`]).
+    pub next: Checkpoint,
+}
+
+/// Reads up to `limit` events of any type after `after` and keeps those of `aggregate_types`,
+/// decoding only them: for a reader going through the whole log once (a rebuild), where a read
+/// filtered by type in the database would walk the commit-order index past every other event for
+/// each batch.
+pub async fn read_after_picking(
+    conn: &mut Conn<'_>,
+    after: Checkpoint,
+    aggregate_types: &[&str],
+    limit: i64,
+) -> Result<Picked, sqlx::Error> {
+    let (rows, _) = match conn {
+        Conn::Postgres(c) => postgres::log::read_after(c, after, None, limit).await?,
+        Conn::Sqlite(c) => (sqlite::log::read_after(c, after, None, limit).await?, false),
+    };
+    let (mut read, mut last, mut frontier) = (0, after, None);
+    let mut events = Vec::new();
+    for row in rows {
+        if let (None, Some(tx_id), Some(position)) = (frontier, row.f_tx, row.f_pos) {
+            frontier = Some(Checkpoint { tx_id, position });
+        }
+        let (Some(tx_id), Some(position)) = (row.tx_id, row.global_position) else { continue };
+        (read, last) = (read + 1, Checkpoint { tx_id, position });
+        if row.aggregate_type.as_deref().is_some_and(|t| aggregate_types.contains(&t)) {
+            events.extend(row.event());
+        }
+    }
+    let next = match frontier {
+        Some(frontier) if (read as i64) < limit => last.max(frontier),
+        _ => last,
+    };
+    Ok(Picked { events, read, next })
+}
+
 /// A batch row: an event (all `None` when the batch is empty) and the frontier.
 #[derive(sqlx::FromRow)]
 pub(super) struct BatchRow {
