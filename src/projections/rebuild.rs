@@ -60,10 +60,11 @@ pub async fn rebuild(
     // Events that do not decode are passed over (as the live subscriber does): a batch that meets
     // one is rolled back and read again without it.
     let mut passed_over = HashSet::new();
+    let mut reading = Reading::default();
     // Catch up outside the lock; the API and the live subscriber go on meanwhile.
     loop {
         let mut tx = own.begin(false).await?;
-        let (read, taken, to) = match step(&mut tx, projection, at, types, &mut passed_over).await {
+        let (read, taken, to) = match step(&mut tx, projection, at, types, &mut reading, &mut passed_over).await {
             Err(ProjectionError::Undecodable(_)) => {
                 tables::rollback(tx).await?;
                 continue;
@@ -85,7 +86,7 @@ pub async fn rebuild(
         checkpoints::take_turn(&mut tx, projection.name(), true).await?;
         let (mut last, mut rest) = (at, 0);
         let finished = loop {
-            match step(&mut tx, projection, last, types, &mut passed_over).await {
+            match step(&mut tx, projection, last, types, &mut reading, &mut passed_over).await {
                 Ok((read, taken, to)) => {
                     (last, rest) = (to, rest + taken);
                     if read < BATCH as u64 {
@@ -112,6 +113,14 @@ pub async fn rebuild(
     Ok(done)
 }
 
+/// How a rebuild reads the log.
+#[derive(Debug, Default)]
+struct Reading {
+    /// The projection's events were less than a quarter of the last batch's stretch of the log: the
+    /// database filters the rest (until they are a quarter again).
+    filtered: bool,
+}
+
 /// One batch after `at`: how many events were read, how many of them the projection took, and
 /// where the checkpoint goes.
 async fn step(
@@ -119,17 +128,23 @@ async fn step(
     projection: &dyn Projection,
     at: Checkpoint,
     types: Option<&[&str]>,
+    reading: &mut Reading,
     passed_over: &mut HashSet<i64>,
 ) -> Result<(u64, u64, Checkpoint), ProjectionError> {
     let (events, read, to) = match types {
-        // The whole log in commit order, the projection's types picked here.
-        Some(types) => {
+        // The whole log in commit order, the projection's types picked here, while they are a fair
+        // share of it; else the database filters (it reads past the others without sending them).
+        Some(types) if !reading.filtered => {
             let picked = log::read_after_picking(conn, at, types, BATCH).await?;
+            reading.filtered = picked.read == BATCH as u64 && (picked.events.len() as u64) * 4 < picked.read;
             (picked.events, picked.read, picked.next)
         }
-        None => {
-            let batch = log::read_after(conn, at, None, BATCH).await?;
+        types => {
+            let batch = log::read_after(conn, at, types, BATCH).await?;
             let (read, to) = (batch.events.len() as u64, batch.next_checkpoint(at, BATCH));
+            // Positions follow the log closely enough to tell how much it walked past.
+            let walked = u64::try_from(to.position - at.position).unwrap_or(0);
+            reading.filtered = types.is_some() && read * 4 < walked;
             (batch.events, read, to)
         }
     };
