@@ -106,7 +106,8 @@ pub async fn ingest(broker: &BrokerUrl, db: &Db, vins: &[String], seconds: u64) 
     let mut finished_appending = Instant::now();
     while last_growth.elapsed() < Duration::from_secs(5)
         && (appended as u64) < total
-        && load_ended.elapsed() < Duration::from_secs(120)
+        // As long as it grows (a slow store drains for minutes): stopping early would show as loss.
+        && load_ended.elapsed() < Duration::from_secs(600)
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = counter.count().await?;
