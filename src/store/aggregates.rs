@@ -265,26 +265,13 @@ impl Frameworks {
         A: Stored,
         A::Command: Clone,
     {
-        let _ = framework;
         let _turn = self.stripes.of(A::TYPE, id).lock().await;
-        let services = A::services(self);
-        let mut attempts = 0;
-        loop {
-            let mut together = self.together();
-            together.begin().await.map_err(database)?;
-            together.decide::<A>(id, vec![command.clone()], &services).await?;
-            match together.commit(metadata).await {
-                Ok(()) => return Ok(()),
-                Err(e) => again_after(e, &mut attempts).await?,
-            }
-        }
+        self.execute_many(framework, &[(id.to_owned(), vec![command])], metadata).await
     }
-}
 
-impl Frameworks {
     /// Runs each aggregate's commands (aggregates of `framework`'s type, each id once) and appends
     /// all their events in one transaction: a fleet imported at once. All or nothing: a command
-    /// refused refuses the set. Retried like [`Frameworks::execute`] when another writer appended
+    /// refused refuses the set. Retried with a short jittered backoff when another writer appended
     /// to one of the streams meanwhile.
     pub async fn execute_many<A>(
         &self,
