@@ -371,6 +371,7 @@ impl Bench<'_> {
     /// state reads at a fixed rate meanwhile.
     async fn ingestion(&mut self) -> anyhow::Result<()> {
         let (options, store) = (self.options, self.store);
+        anyhow::ensure!(options.vehicles > 0, "--vehicles must be at least 1 for the ingestion phase");
         eprintln!("floors: a raw {store} insert ...");
         let insert_rate = floors::insert(&self.db, 200_000).await?;
         eprintln!("(b) state ingestion from {} vehicles ...", options.vehicles);

@@ -231,6 +231,11 @@ pub(crate) fn storable(dead: &[DeadLetter]) -> Vec<DeadLetter> {
     dead.iter().map(DeadLetter::storable).collect()
 }
 
+/// Of the `known` last sequences, those of the streams of `facts`.
+pub(super) fn known_heads(facts: &[&Observed], known: &HashMap<String, i64>) -> HashMap<String, i64> {
+    facts.iter().filter_map(|o| known.get(&o.vin).map(|last| (o.vin.clone(), *last))).collect()
+}
+
 /// `facts` without the repeats of a message id inside the batch.
 pub(super) fn candidates<'f>(facts: &[&'f Observed]) -> Vec<&'f Observed> {
     let mut in_batch = HashSet::new();

@@ -1,7 +1,7 @@
 //! Vehicle facts and dead letters on PostgreSQL: one transaction per batch, set-based.
 
 use crate::domain::observation::STREAM_TYPE;
-use crate::store::facts::{self, candidates, DeadLetter, Observed};
+use crate::store::facts::{self, candidates, known_heads, DeadLetter, Observed};
 use serde_json::Value;
 use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};
@@ -38,9 +38,8 @@ pub async fn store(
         .filter(|o| o.fact.msg_id().is_none_or(|id| fresh.contains(&(o.vin.clone(), id.to_owned()))))
         .collect();
 
-    let mut next: HashMap<String, i64> = HashMap::new();
+    let mut next = known_heads(&kept, known);
     if !kept.is_empty() {
-        next.extend(kept.iter().filter_map(|o| known.get(&o.vin).map(|last| (o.vin.clone(), *last))));
         let vins: Vec<String> = kept
             .iter()
             .filter(|o| !next.contains_key(&o.vin))

@@ -1,7 +1,7 @@
 //! Vehicle facts and dead letters on SQLite: row by row, in one write transaction.
 
 use crate::domain::observation::STREAM_TYPE;
-use crate::store::facts::{candidates, metadata, DeadLetter, Observed};
+use crate::store::facts::{candidates, known_heads, metadata, DeadLetter, Observed};
 use chrono::Utc;
 use serde_json::Value;
 use sqlx::SqliteConnection;
@@ -16,8 +16,7 @@ pub async fn store(
     dead: &[DeadLetter],
     known: &HashMap<String, i64>,
 ) -> Result<(usize, HashMap<String, i64>), sqlx::Error> {
-    let mut next: HashMap<String, i64> =
-        facts.iter().filter_map(|o| known.get(&o.vin).map(|last| (o.vin.clone(), *last))).collect();
+    let mut next = known_heads(facts, known);
     let mut kept = 0;
     for observed in candidates(facts) {
         if let Some(id) = observed.fact.msg_id() {
