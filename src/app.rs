@@ -178,7 +178,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
             frameworks: Arc::clone(&frameworks),
             metrics: Arc::clone(&metrics),
             limits: config.vehicle_limits(),
-            sequences: Default::default(),
+            sequences: crate::store::facts::Sequences::new(config.mqtt_shared_group.is_none()),
         };
         let options = InboundOptions {
             client_id: broker.client_id(&instance, "in"),

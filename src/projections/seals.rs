@@ -98,10 +98,16 @@ impl Projection for SealProjection {
         }
         seal::insert_many(conn, &seals).await?;
         let mut remembered = self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if remembered.len() + heads.len() > REMEMBERED_STREAMS {
+        if remembered.len() >= REMEMBERED_STREAMS {
             remembered.clear();
         }
-        remembered.extend(heads);
+        for (key, (sequence, hash)) in heads {
+            // The stream's newest seal, as the table's head is (a batch is in sequence order).
+            let newer = remembered.get(&key).is_none_or(|(known, _)| *known < sequence);
+            if newer {
+                remembered.insert(key, (sequence, hash));
+            }
+        }
         Ok(())
     }
 }

@@ -540,8 +540,11 @@ impl Together {
     /// each is read when loaded.
     pub async fn prefetch(&mut self, streams: &[(&str, &str)]) -> Result<(), sqlx::Error> {
         let Some(tx) = &mut self.tx else { return Ok(()) };
-        let events = log::read_streams(&mut tx.conn(), streams).await?;
-        for (aggregate_type, id) in streams {
+        let mut streams = streams.to_vec();
+        streams.sort_unstable();
+        streams.dedup();
+        let events = log::read_streams(&mut tx.conn(), &streams).await?;
+        for (aggregate_type, id) in &streams {
             self.prefetched.insert(((*aggregate_type).to_owned(), (*id).to_owned()), Vec::new());
         }
         for event in events {

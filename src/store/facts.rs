@@ -98,27 +98,44 @@ pub struct Stored {
 /// only the heads of streams it does not know. Written only after a commit, so never ahead of the
 /// log; behind it when another writer appended meanwhile, which the append's unique violation
 /// shows: the batch then forgets its streams ([`Sequences::forget`]) and decides again.
+/// Off where the consumer shares its subscription with other instances: a vehicle's messages then
+/// reach them in turns, and a remembered head would be behind at nearly every batch (each costing
+/// a rolled-back transaction).
 #[derive(Debug, Default)]
-pub struct Sequences(std::sync::Mutex<HashMap<String, i64>>);
+pub struct Sequences {
+    enabled: bool,
+    heads: std::sync::Mutex<HashMap<String, i64>>,
+}
 
 /// Streams [`Sequences`] remembers at most; beyond, it forgets them all.
 const REMEMBERED_STREAMS: usize = 200_000;
 
 impl Sequences {
+    /// Remembering heads when `enabled` (the consumer is the only one of its subscription).
+    pub fn new(enabled: bool) -> Self {
+        Self { enabled, heads: Default::default() }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.heads.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The known last sequences of the streams of `vins`.
     pub fn known<'v>(&self, vins: impl IntoIterator<Item = &'v str>) -> HashMap<String, i64> {
+        if !self.enabled {
+            return HashMap::new();
+        }
         let map = self.map();
         vins.into_iter().filter_map(|vin| map.get(vin).map(|last| (vin.to_owned(), *last))).collect()
     }
 
     /// Remembers `heads`, committed.
     pub fn remember(&self, heads: HashMap<String, i64>) {
+        if !self.enabled {
+            return;
+        }
         let mut map = self.map();
-        if map.len() + heads.len() > REMEMBERED_STREAMS {
+        if map.len() >= REMEMBERED_STREAMS {
             map.clear();
         }
         map.extend(heads);
