@@ -6,10 +6,11 @@
 use super::{Projection, ProjectionError};
 use crate::domain::command::{CommandEvent, RejectedBy, Undelivered};
 use crate::domain::streams;
+use crate::store::bulk::{self, CommandChange, CommandRows, NewCommand};
 use crate::store::log::StoredEvent;
 use crate::store::Conn;
-use crate::store::Sql;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Keeps `rm_commands`.
@@ -37,86 +38,109 @@ impl Projection for CommandsProjection {
     }
 
     async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
-        let id = Uuid::parse_str(&event.aggregate_id).map_err(|e| event.undecodable(format!("command id: {e}")))?;
-        let decoded = event.decode::<CommandEvent>()?;
-        let at = decoded.at();
-        let version = event.sequence;
-        if let CommandEvent::CommandRequested {
-            vin,
-            name,
-            params,
-            timeout_s,
-            store_and_forward,
-            ttl_s,
-            requester,
-            idempotency_key,
-            consent_version,
-            ..
-        } = &decoded
-        {
-            let sql = "INSERT INTO rm_commands (command_id, vin, name, params, status, requester, idempotency_key, \
-                 consent_version, timeout_s, store_and_forward, ttl_s, requested_at, updated_at, transitions, version, \
-                 deadline_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, 'requested', $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
-                 ON CONFLICT (command_id) DO NOTHING";
-            let deadline_at = at + chrono::Duration::seconds(i64::from(*timeout_s));
-            let expires_at = at + chrono::Duration::seconds(i64::from(*ttl_s));
-            let transitions = json!([{ "status": "requested", "at": at }]);
-            Sql::new(sql)
-                .bind(id)
-                .bind(vin)
-                .bind(name)
-                .bind(params)
-                .bind(requester)
-                .bind(idempotency_key)
-                .bind(consent_version.map(i64::from))
-                .bind(i64::from(*timeout_s))
-                .bind(*store_and_forward)
-                .bind(i64::from(*ttl_s))
-                .bind(at)
-                .bind(&transitions)
-                .bind(version)
-                .bind(deadline_at)
-                .bind(expires_at)
-                .execute(&mut *conn)
-                .await?;
-        } else if let Some(status) = decoded.status() {
-            let (result, error) = outcome(&decoded);
-            let transition = json!({ "status": status.as_str(), "at": at });
-            let dialect = conn.dialect();
-            let sql = format!(
-                "UPDATE rm_commands SET status = $2, updated_at = $3, transitions = {}, \
-                 result = coalesce($5, result), error = coalesce($6, error), version = $7, \
-                 dispatched_at = CASE WHEN $2 = 'dispatched' THEN $3 ELSE dispatched_at END, \
-                 deadline_at = CASE WHEN $2 = 'dispatched' THEN {} ELSE deadline_at END \
-                 WHERE command_id = $1",
-                dialect.json_append("transitions", "$4"),
-                dialect.plus_seconds("$3", "timeout_s"),
-            );
-            Sql::new(&sql)
-                .bind(id)
-                .bind(status.as_str())
-                .bind(at)
-                .bind(&transition)
-                .bind(&result)
-                .bind(&error)
-                .bind(version)
-                .execute(&mut *conn)
-                .await?;
-        } else if let CommandEvent::LateAnswerRecorded { status, code, message, result, vehicle_ts, at } = &decoded {
-            let late = json!({ "status": status, "code": code, "message": message, "result": result,
-                               "vehicle_ts": vehicle_ts, "received_at": at });
-            let sql = format!(
-                "UPDATE rm_commands SET late_answers = {}, version = $3 WHERE command_id = $1",
-                conn.dialect().json_append("late_answers", "$2")
-            );
-            Sql::new(&sql).bind(id).bind(&late).bind(version).execute(&mut *conn).await?;
+        self.apply_batch(conn, std::slice::from_ref(event)).await
+    }
+
+    /// Folds the batch per command in log order, then writes each command once: an insert when the
+    /// batch holds its request, else an update (a batch of hundreds of commands costs two
+    /// statements on PostgreSQL).
+    async fn apply_batch(&self, conn: &mut Conn<'_>, events: &[StoredEvent]) -> Result<(), ProjectionError> {
+        let mut rows = CommandRows::default();
+        // Where each command's change is: an insert or an update, by index.
+        let mut index: HashMap<Uuid, Slot> = HashMap::new();
+        for event in events {
+            let id = Uuid::parse_str(&event.aggregate_id).map_err(|e| event.undecodable(format!("command id: {e}")))?;
+            let decoded = event.decode::<CommandEvent>()?;
+            if let Some(new) = requested(id, &decoded) {
+                if index.contains_key(&id) {
+                    continue; // a second request of one command: the first row stands (ON CONFLICT DO NOTHING)
+                }
+                index.insert(id, Slot::Insert(rows.inserts.len()));
+                rows.inserts.push(new);
+                rows.inserts.last_mut().expect("just pushed").change.version = event.sequence;
+                continue;
+            }
+            let slot = *index.entry(id).or_insert_with(|| {
+                rows.updates.push((id, CommandChange::default()));
+                Slot::Update(rows.updates.len() - 1)
+            });
+            let change = match slot {
+                Slot::Insert(i) => &mut rows.inserts[i].change,
+                Slot::Update(i) => &mut rows.updates[i].1,
+            };
+            fold(change, &decoded, event.sequence);
         }
+        // A command whose only events here change nothing (a release) is not written.
+        rows.updates.retain(|(_, change)| change.version > 0);
+        bulk::write_commands(conn, &rows).await?;
         Ok(())
     }
 
     fn channel(&self) -> Option<&'static str> {
         Some(Self::CHANNEL)
+    }
+}
+
+/// Where a command's change of the batch is kept.
+#[derive(Clone, Copy)]
+enum Slot {
+    Insert(usize),
+    Update(usize),
+}
+
+/// The row of a requested command, before the rest of the batch.
+fn requested(id: Uuid, event: &CommandEvent) -> Option<NewCommand> {
+    let CommandEvent::CommandRequested {
+        vin,
+        name,
+        params,
+        timeout_s,
+        store_and_forward,
+        ttl_s,
+        requester,
+        idempotency_key,
+        consent_version,
+        at,
+        ..
+    } = event
+    else {
+        return None;
+    };
+    Some(NewCommand {
+        id,
+        vin: vin.clone(),
+        name: name.clone(),
+        params: params.clone(),
+        requester: requester.clone(),
+        idempotency_key: idempotency_key.clone(),
+        consent_version: consent_version.map(i64::from),
+        timeout_s: i64::from(*timeout_s),
+        store_and_forward: *store_and_forward,
+        ttl_s: i64::from(*ttl_s),
+        requested_at: *at,
+        expires_at: *at + chrono::Duration::seconds(i64::from(*ttl_s)),
+        change: CommandChange::default(),
+    })
+}
+
+/// Adds one later event to a command's change: what applying it to the row one by one would do.
+fn fold(change: &mut CommandChange, event: &CommandEvent, sequence: i64) {
+    let at = event.at();
+    if let Some(status) = event.status() {
+        let status = status.as_str();
+        change.status = Some((status, at));
+        change.transitions.push(json!({ "status": status, "at": at }));
+        let (result, error) = outcome(event);
+        change.result = result.or(change.result.take());
+        change.error = error.or(change.error.take());
+        if status == "dispatched" {
+            change.dispatched_at = Some(at);
+        }
+        change.version = sequence;
+    } else if let CommandEvent::LateAnswerRecorded { status, code, message, result, vehicle_ts, at } = event {
+        change.late_answers.push(json!({ "status": status, "code": code, "message": message, "result": result,
+                                         "vehicle_ts": vehicle_ts, "received_at": at }));
+        change.version = sequence;
     }
 }
 

@@ -104,28 +104,12 @@ impl Dialect {
         }
     }
 
-    /// The JSON array `column` with the JSON value bound as `param` appended.
-    pub fn json_append(self, column: &str, param: &str) -> String {
-        match self {
-            Self::Postgres => postgres::dialect::json_append(column, param),
-            Self::Sqlite => sqlite::dialect::json_append(column, param),
-        }
-    }
-
     /// A table of the entries of the JSON object `column`, as `alias` (columns `key`), and the
     /// expression of an entry's value as JSON: `(FROM item, value expression)`.
     pub fn object_entries(self, column: &str, alias: &str) -> (String, String) {
         match self {
             Self::Postgres => postgres::dialect::object_entries(column, alias),
             Self::Sqlite => sqlite::dialect::object_entries(column, alias),
-        }
-    }
-
-    /// The time `time` plus `seconds` (an expression) seconds.
-    pub fn plus_seconds(self, time: &str, seconds: &str) -> String {
-        match self {
-            Self::Postgres => postgres::dialect::plus_seconds(time, seconds),
-            Self::Sqlite => sqlite::dialect::plus_seconds(time, seconds),
         }
     }
 }

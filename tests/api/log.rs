@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::Connection;
 use std::collections::HashMap;
-use tacho::domain::command::{Command, CommandCommand, RequestCommand};
+use tacho::domain::command::{AnswerStatus, Command, CommandCommand, RequestCommand, VehicleAnswer};
 use tacho::domain::consent::{ConsentCommand, Purpose};
 use tacho::domain::vehicle::VehicleCommand;
 use tacho::domain::Vin;
@@ -181,6 +181,115 @@ async fn a_subscriber_stopped_mid_stream_and_restarted_equals_a_rebuild(store: S
     assert_eq!(live[3].len(), 20);
     assert!(live[3].iter().all(|c| c["status"] == "dispatched" && c["transitions"].as_array().unwrap().len() == 2));
     assert_eq!(live, rebuilt);
+}
+
+contract!(command_events_folded_in_one_batch_give_the_rows_applied_one_by_one);
+async fn command_events_folded_in_one_batch_give_the_rows_applied_one_by_one(store: Store) {
+    let Some((db, frameworks)) = written_log(store, 0).await else { return };
+    let meta = HashMap::new();
+    let t0 = chrono::Utc::now();
+    let at = |s: i64| t0 + chrono::Duration::milliseconds(s * 1_234 + 7);
+    let answer = |status: AnswerStatus, result: Option<Value>, code: Option<&str>, s: i64| {
+        CommandCommand::RecordAnswer(VehicleAnswer {
+            topic_vin: VIN.into(),
+            status,
+            code: code.map(Into::into),
+            message: code.map(|c| format!("because {c}")),
+            result,
+            vehicle_ts: Some(at(s)),
+            at: at(s),
+        })
+    };
+    use AnswerStatus::{Accepted, Failed, InProgress, Succeeded};
+    let lifecycles: Vec<(bool, Vec<CommandCommand>)> = vec![
+        (
+            false,
+            vec![
+                CommandCommand::MarkDispatched { at: at(1) },
+                answer(Accepted, None, None, 2),
+                answer(InProgress, None, None, 3),
+                answer(Succeeded, Some(json!({"honked": 3})), None, 4),
+                answer(Failed, None, Some("late"), 5),
+                answer(Succeeded, None, None, 6),
+            ],
+        ),
+        (false, vec![CommandCommand::FailOffline { at: at(1) }]),
+        (
+            true,
+            vec![
+                CommandCommand::Queue { at: at(1) },
+                CommandCommand::Release { at: at(2) },
+                CommandCommand::MarkDispatched { at: at(3) },
+                CommandCommand::TimeOut { at: at(40) },
+                answer(Succeeded, Some(json!({"late": true})), None, 41),
+            ],
+        ),
+        (
+            false,
+            vec![
+                CommandCommand::MarkDispatched { at: at(1) },
+                CommandCommand::Interrupt { at: at(2) },
+                answer(Failed, None, Some("door_open"), 3),
+                answer(Succeeded, Some(json!({"after": "reconnect"})), None, 4),
+            ],
+        ),
+        (true, vec![CommandCommand::Queue { at: at(1) }, CommandCommand::Cancel { by: "alice".into(), at: at(2) }]),
+        (false, vec![CommandCommand::MarkDispatched { at: at(1) }, answer(Succeeded, None, None, 2)]),
+        (false, vec![]),
+    ];
+    // Interleaved: every command's request first, then their later steps round by round, so one
+    // batch holds several commands' events and each command's events spread over the log.
+    let ids: Vec<uuid::Uuid> = lifecycles.iter().map(|_| uuid::Uuid::new_v4()).collect();
+    for (id, (store_and_forward, _)) in ids.iter().zip(&lifecycles) {
+        let request = CommandCommand::Request(RequestCommand {
+            command_id: *id,
+            vin: VIN.into(),
+            name: "set_charge_limit".into(),
+            params: json!({"percent": 80}),
+            timeout_s: 30,
+            store_and_forward: *store_and_forward,
+            ttl_s: 3600,
+            requester: "alice".into(),
+            idempotency_key: Some(format!("key-{id}")),
+            at: at(0),
+        });
+        frameworks.execute(&frameworks.commands, &id.to_string(), request, &meta).await.unwrap();
+    }
+    for round in 0..6 {
+        for (id, (_, steps)) in ids.iter().zip(&lifecycles) {
+            if let Some(step) = steps.get(round) {
+                frameworks.execute(&frameworks.commands, &id.to_string(), step.clone(), &meta).await.unwrap();
+            }
+        }
+    }
+
+    let one_by_one = Subscriptions::new(db.clone(), tacho::app::projections()).with_batch_size(1);
+    one_by_one.catch_up("commands").await.unwrap();
+    let applied = snapshot(&db, "rm_commands", "command_id").await;
+    one_by_one.rebuild("commands").await.unwrap();
+    let folded = snapshot(&db, "rm_commands", "command_id").await;
+    assert_eq!(applied.len(), ids.len());
+    assert_eq!(applied, folded);
+    let statuses: HashMap<String, (String, usize, usize)> = applied
+        .iter()
+        .map(|row| {
+            let count = |column: &str| row[column].as_array().map_or(0, Vec::len);
+            let status = row["status"].as_str().unwrap().to_owned();
+            (row["command_id"].as_str().unwrap().to_owned(), (status, count("transitions"), count("late_answers")))
+        })
+        .collect();
+    let expected = [
+        ("succeeded", 5, 0),
+        ("failed", 2, 0),
+        ("timed_out", 4, 1),
+        ("interrupted", 3, 2),
+        ("canceled", 3, 0),
+        ("succeeded", 3, 0),
+        ("requested", 1, 0),
+    ];
+    for (id, (status, transitions, late)) in ids.iter().zip(expected) {
+        assert_eq!(statuses[&id.to_string()], (status.to_owned(), transitions, late), "command {id}");
+    }
 }
 
 fn registered(vin: &str) -> Value {

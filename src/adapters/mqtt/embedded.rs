@@ -4,8 +4,9 @@
 //! rumqttd has no shutdown: its threads end with the process. It only logs a failed bind, so the
 //! address is tried here first and a taken port becomes a clear start-up error.
 
+use super::topics;
 use anyhow::Context;
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings, Strategy};
+use rumqttd::{Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings, Strategy};
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
@@ -13,17 +14,41 @@ use std::time::{Duration, Instant};
 /// Largest packet the broker takes (a vehicle sending more is disconnected).
 pub use super::broker::MAX_PACKET_BYTES;
 
+/// Size of one segment of the broker's in-memory log.
+const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// How much of what vehicles send the broker holds for tacho while tacho's store is slower than the
+/// fleet, per inbound filter: 512 MiB, about two million state reports of 250 bytes, or 20 minutes
+/// of a fleet sending twice what SQLite appends (about 1,600 reports/s with 100,000 vehicles). The
+/// memory is taken only while there is a backlog; past it the oldest messages are lost. The
+/// embedded default is for one machine and modest fleets; production runs an external broker,
+/// which keeps its queue on disk (`max_queued_messages 0`).
+pub const INBOUND_LOG_BYTES: usize = 64 * SEGMENT_BYTES;
+
 fn config(listen: SocketAddr) -> Config {
     let router = RouterConfig {
         // 10,000 vehicles (a `--demo` fleet, `tacho bench`) and tacho's own connections.
         max_connections: 12_000,
         // rumqttd buffers at most 200 packets per connection however high this is set.
         max_outgoing_packet_count: 200,
-        // In-memory log per subscription filter: 8 MiB x 6 segments, about a minute of state
-        // reports from a thousand vehicles before a stalled subscriber starts losing them.
-        max_segment_size: 8 * 1024 * 1024,
+        // In-memory log per subscription filter (a vehicle's command topic: 6 x 8 MiB at most).
+        // rumqttd acknowledges a publish once it is in this log and cannot slow a publisher down;
+        // when the log is full it drops its oldest segment, and a subscriber still reading it loses
+        // those messages. tacho's own filters keep more: see [`INBOUND_LOG_BYTES`].
+        max_segment_size: SEGMENT_BYTES,
         max_segment_count: 6,
-        custom_segment: None,
+        custom_segment: Some(
+            topics::INBOUND
+                .iter()
+                .map(|filter| {
+                    let segments = SegmentConfig {
+                        max_segment_size: SEGMENT_BYTES,
+                        max_segment_count: INBOUND_LOG_BYTES / SEGMENT_BYTES,
+                    };
+                    ((*filter).to_owned(), segments)
+                })
+                .collect(),
+        ),
         initialized_filters: None,
         shared_subscriptions_strategy: Strategy::RoundRobin,
     };

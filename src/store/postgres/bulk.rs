@@ -1,7 +1,8 @@
 //! Set-based read-model writes on PostgreSQL: one `UNNEST` statement per table.
 
-use crate::store::bulk::VehicleData;
+use crate::store::bulk::{CommandRows, VehicleData};
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::PgConnection;
 
 /// Writes the vehicle-data rows of a batch.
@@ -66,5 +67,75 @@ pub async fn touch_last_seen(c: &mut PgConnection, seen: Vec<(String, DateTime<U
     .bind(&times)
     .execute(c)
     .await?;
+    Ok(())
+}
+
+/// Inserts the commands requested in a batch and folds the batch's changes into the others, one
+/// statement each.
+pub async fn write_commands(c: &mut PgConnection, rows: &CommandRows) -> Result<(), sqlx::Error> {
+    let new = &rows.inserts;
+    if !new.is_empty() {
+        let status: Vec<_> = new.iter().map(|n| n.status()).collect();
+        sqlx::query(
+            "INSERT INTO rm_commands (command_id, vin, name, params, status, requester, idempotency_key, \
+             consent_version, timeout_s, store_and_forward, ttl_s, requested_at, updated_at, transitions, version, \
+             deadline_at, expires_at, result, error, dispatched_at, late_answers) \
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::text[], \
+             $8::bigint[], $9::bigint[], $10::boolean[], $11::bigint[], $12::timestamptz[], $13::timestamptz[], \
+             $14::jsonb[], $15::bigint[], $16::timestamptz[], $17::timestamptz[], $18::jsonb[], $19::jsonb[], \
+             $20::timestamptz[], $21::jsonb[]) \
+             ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(new.iter().map(|n| n.id).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.vin.as_str()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.name.as_str()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| &n.params).collect::<Vec<_>>())
+        .bind(status.iter().map(|(s, _)| *s).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.requester.as_str()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.idempotency_key.as_deref()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.consent_version).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.timeout_s).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.store_and_forward).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.ttl_s).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.requested_at).collect::<Vec<_>>())
+        .bind(status.iter().map(|(_, at)| *at).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.transitions()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.change.version).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.deadline_at()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.expires_at).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.change.result.as_ref()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.change.error.as_ref()).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| n.change.dispatched_at).collect::<Vec<_>>())
+        .bind(new.iter().map(|n| Value::from(n.change.late_answers.clone())).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
+    let changed = &rows.updates;
+    if !changed.is_empty() {
+        sqlx::query(
+            "UPDATE rm_commands c SET status = coalesce(u.status, c.status), \
+             updated_at = coalesce(u.updated_at, c.updated_at), transitions = c.transitions || u.transitions, \
+             result = coalesce(u.result, c.result), error = coalesce(u.error, c.error), version = u.version, \
+             dispatched_at = coalesce(u.dispatched_at, c.dispatched_at), \
+             deadline_at = CASE WHEN u.dispatched_at IS NULL THEN c.deadline_at \
+                           ELSE u.dispatched_at + make_interval(secs => c.timeout_s) END, \
+             late_answers = c.late_answers || u.late_answers \
+             FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::jsonb[], $6::jsonb[], \
+             $7::timestamptz[], $8::jsonb[], $9::bigint[]) \
+             AS u(command_id, status, updated_at, transitions, result, error, dispatched_at, late_answers, version) \
+             WHERE c.command_id = u.command_id",
+        )
+        .bind(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| c.status.map(|(s, _)| s)).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| c.status.map(|(_, at)| at)).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| Value::from(c.transitions.clone())).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| c.result.as_ref()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| c.error.as_ref()).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| c.dispatched_at).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| Value::from(c.late_answers.clone())).collect::<Vec<_>>())
+        .bind(changed.iter().map(|(_, c)| c.version).collect::<Vec<_>>())
+        .execute(&mut *c)
+        .await?;
+    }
     Ok(())
 }

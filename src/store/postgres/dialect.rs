@@ -5,16 +5,6 @@ pub fn in_json_list(column: &str, param: &str) -> String {
     format!("{column} IN (SELECT jsonb_array_elements_text({param}))")
 }
 
-/// The JSON array `column` with the JSON value `param` appended.
-pub fn json_append(column: &str, param: &str) -> String {
-    format!("{column} || jsonb_build_array({param}::jsonb)")
-}
-
-/// The time `time` plus `seconds` seconds.
-pub fn plus_seconds(time: &str, seconds: &str) -> String {
-    format!("{time} + make_interval(secs => {seconds})")
-}
-
 /// The entries of the JSON object `column` as `alias`, and an entry's value as JSON.
 pub fn object_entries(column: &str, alias: &str) -> (String, String) {
     (format!("jsonb_each({column}) {alias}"), format!("{alias}.value"))

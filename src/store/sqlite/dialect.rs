@@ -5,9 +5,13 @@ pub fn in_json_list(column: &str, param: &str) -> String {
     format!("{column} IN (SELECT value FROM json_each({param}))")
 }
 
-/// The JSON array `column` with the JSON value `param` appended.
-pub fn json_append(column: &str, param: &str) -> String {
-    format!("json_insert({column}, '$[#]', json({param}))")
+/// The JSON array `column` with the `count` items of the JSON array `param` appended, in order.
+pub fn json_append_all(column: &str, param: &str, count: usize) -> String {
+    if count == 0 {
+        return column.to_owned();
+    }
+    let items: Vec<String> = (0..count).map(|i| format!("'$[#]', json(json_extract({param}, '$[{i}]'))")).collect();
+    format!("json_insert({column}, {})", items.join(", "))
 }
 
 /// The time `time` plus `seconds` seconds, as the RFC 3339 text times are kept in.
