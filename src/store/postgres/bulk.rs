@@ -61,7 +61,7 @@ pub async fn touch_last_seen(c: &mut PgConnection, seen: Vec<(String, DateTime<U
     sqlx::query(
         "UPDATE rm_vehicles v SET last_seen = u.at \
          FROM UNNEST($1::text[], $2::timestamptz[]) AS u(vin, at) \
-         WHERE v.vin = u.vin AND (v.last_seen IS NULL OR v.last_seen < u.at - interval '1 second')",
+         WHERE v.vin = u.vin AND v.vin = ANY($1) AND (v.last_seen IS NULL OR v.last_seen < u.at - interval '1 second')",
     )
     .bind(&vins)
     .bind(&times)
@@ -71,7 +71,9 @@ pub async fn touch_last_seen(c: &mut PgConnection, seen: Vec<(String, DateTime<U
 }
 
 /// Inserts the commands requested in a batch and folds the batch's changes into the others, one
-/// statement each.
+/// statement each. The updates name their rows also as `= ANY(ids)`: the planner then reads them by
+/// the primary key whatever it guesses of `UNNEST`'s length (a plan cached while the table was small
+/// otherwise scans the whole table on every batch).
 pub async fn write_commands(c: &mut PgConnection, rows: &CommandRows) -> Result<(), sqlx::Error> {
     let new = &rows.inserts;
     if !new.is_empty() {
@@ -123,7 +125,7 @@ pub async fn write_commands(c: &mut PgConnection, rows: &CommandRows) -> Result<
              FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[], $4::jsonb[], $5::jsonb[], $6::jsonb[], \
              $7::timestamptz[], $8::jsonb[], $9::bigint[]) \
              AS u(command_id, status, updated_at, transitions, result, error, dispatched_at, late_answers, version) \
-             WHERE c.command_id = u.command_id",
+             WHERE c.command_id = u.command_id AND c.command_id = ANY($1)",
         )
         .bind(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
         .bind(changed.iter().map(|(_, c)| c.status.map(|(s, _)| s)).collect::<Vec<_>>())
