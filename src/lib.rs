@@ -38,3 +38,4 @@ pub mod processes;
 pub mod projections;
 pub mod sim;
 pub mod store;
+pub mod webhooks;

@@ -10,6 +10,7 @@ pub mod device;
 pub mod observation;
 pub mod vehicle;
 pub mod vin;
+pub mod webhook;
 
 pub use vin::{Vin, VinError};
 
@@ -27,6 +28,8 @@ pub mod streams {
     pub const VEHICLE_STATE: &str = "VehicleState";
     /// Broadcasts (no aggregate).
     pub const BROADCAST: &str = "Broadcast";
+    /// The Webhook aggregate (subscriptions pushed to partners' endpoints).
+    pub const WEBHOOK: &str = "Webhook";
     /// Every stream type.
     pub const ALL: [&str; 6] = [VEHICLE, DEVICE, CONSENT, COMMAND, VEHICLE_STATE, BROADCAST];
 }
@@ -69,6 +72,10 @@ pub enum Refusal {
     WrongVehicle,
     /// A lookup the decision needs failed (retry later).
     Unavailable,
+    /// A second create on an existing webhook subscription id.
+    WebhookExists,
+    /// No such webhook subscription.
+    WebhookNotFound,
 }
 
 impl Refusal {
@@ -92,6 +99,8 @@ impl Refusal {
             Self::DeadlineNotReached => "deadline_not_reached",
             Self::WrongVehicle => "wrong_vehicle",
             Self::Unavailable => "unavailable",
+            Self::WebhookExists => "subscription_exists",
+            Self::WebhookNotFound => "subscription_not_found",
         }
     }
 }

@@ -113,6 +113,8 @@ impl From<Refusal> for ErrorCode {
             Refusal::DeadlineNotReached => Self::InvalidTransition,
             Refusal::WrongVehicle => Self::Forbidden,
             Refusal::Unavailable => Self::Unavailable,
+            Refusal::WebhookExists => Self::Conflict,
+            Refusal::WebhookNotFound => Self::NotFound,
         }
     }
 }
