@@ -21,6 +21,7 @@ use crate::projections::devices::DevicesProjection;
 use crate::projections::seals::SealProjection;
 use crate::projections::state::StateProjection;
 use crate::projections::vehicles::VehiclesProjection;
+use crate::projections::webhooks::WebhooksProjection;
 use crate::projections::{Projection, Subscriptions};
 use crate::store::facts::{self, Observed};
 use crate::store::leases::Leases;
@@ -42,6 +43,7 @@ pub fn projections() -> Vec<Arc<dyn Projection>> {
         Arc::new(DevicesProjection),
         Arc::new(ConsentsProjection),
         Arc::new(CommandsProjection),
+        Arc::new(WebhooksProjection),
         Arc::new(StateProjection),
         Arc::new(SealProjection::default()),
     ]
@@ -202,6 +204,14 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         subscriptions.progress(CommandsProjection::NAME).context("the commands read model is one of tacho's")?,
         shutdown.clone(),
     )));
+    let deliverer = crate::webhooks::deliver::Deliverer::new(
+        db.clone(),
+        Arc::clone(&frameworks),
+        Arc::clone(&subscriptions),
+        leases.clone(),
+        config.webhook_settings(),
+    );
+    tasks.push(tokio::spawn(deliverer.run(shutdown.clone())));
     tasks.push(tokio::spawn(leases.keep(shutdown.clone())));
     let (command_changes, _) = broadcast::channel(1024);
     tasks.push(tokio::spawn(relay_command_changes(db.clone(), command_changes.clone(), shutdown.clone())));

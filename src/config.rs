@@ -258,6 +258,17 @@ pub struct Config {
     /// How long an Idempotency-Key names its command, in hours (after that the key may be used again).
     #[arg(long, env = "TACHO_IDEMPOTENCY_KEY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8_760))]
     pub idempotency_key_hours: u32,
+    /// Internal address ranges webhooks may still be delivered to (comma-separated CIDRs, e.g.
+    /// `10.20.0.0/16`); by default none: private, link-local and reserved addresses are refused.
+    #[arg(long, env = "TACHO_WEBHOOK_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
+    pub webhook_allow: Vec<(std::net::IpAddr, u8)>,
+    /// Failed webhook attempts in a row after which a subscription is paused.
+    #[arg(long, env = "TACHO_WEBHOOK_PAUSE_AFTER", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub webhook_pause_after: u32,
+    /// First retry delay of a failed webhook attempt, in milliseconds (doubled per failure, at most
+    /// 10 minutes, ±50 % jitter).
+    #[arg(long, env = "TACHO_WEBHOOK_FIRST_BACKOFF_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub webhook_first_backoff_ms: u64,
 }
 
 /// Who holds the devices' rights at the broker.
@@ -440,5 +451,29 @@ fn embedded_secret(database: &std::path::Path) -> anyhow::Result<SecretString> {
         // Another process made it first: use theirs.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(&path),
         Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
+}
+
+/// `ADDRESS/BITS` (a bare address: itself alone).
+fn parse_cidr(raw: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (ip, bits) = raw.trim().split_once('/').unwrap_or((raw.trim(), ""));
+    let ip: std::net::IpAddr = ip.parse().map_err(|e| format!("{raw}: {e}"))?;
+    let most = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = if bits.is_empty() { most } else { bits.parse::<u8>().map_err(|e| format!("{raw}: {e}"))? };
+    if bits > most {
+        return Err(format!("{raw}: at most /{most}"));
+    }
+    Ok((ip, bits))
+}
+
+impl Config {
+    /// How webhooks are delivered.
+    pub fn webhook_settings(&self) -> crate::webhooks::deliver::Settings {
+        crate::webhooks::deliver::Settings {
+            pause_after: self.webhook_pause_after,
+            first_backoff: std::time::Duration::from_millis(self.webhook_first_backoff_ms),
+            allowed: self.webhook_allow.clone(),
+            ..Default::default()
+        }
     }
 }

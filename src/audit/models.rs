@@ -6,10 +6,12 @@ use crate::domain::consent::Consent;
 use crate::domain::device::Device;
 use crate::domain::streams;
 use crate::domain::vehicle::Vehicle;
+use crate::domain::webhook::Webhook;
 use crate::projections::commands::CommandsProjection;
 use crate::projections::consents::ConsentsProjection;
 use crate::projections::devices::DevicesProjection;
 use crate::projections::vehicles::VehiclesProjection;
+use crate::projections::webhooks::{status_name, WebhooksProjection};
 use crate::projections::ProjectionError;
 use crate::store::log::{Checkpoint, StoredEvent};
 use crate::store::{audit, checkpoints, Conn};
@@ -25,6 +27,7 @@ pub struct Models {
     devices: HashMap<String, (String, String, String)>,
     consents: HashMap<String, BTreeSet<(String, String, i64)>>,
     commands: HashMap<Uuid, (String, String, Value)>,
+    webhooks: HashMap<Uuid, (String, String, String)>,
     checkpoints: HashMap<&'static str, Checkpoint>,
     /// How far the seals subscriber has gone: every event up to here must have a seal.
     pub sealed_up_to: Checkpoint,
@@ -38,6 +41,7 @@ pub fn projection_of(aggregate_type: &str) -> Option<&'static str> {
         streams::DEVICE => Some(DevicesProjection::NAME),
         streams::CONSENT => Some(ConsentsProjection::NAME),
         streams::COMMAND => Some(CommandsProjection::NAME),
+        streams::WEBHOOK => Some(WebhooksProjection::NAME),
         _ => None,
     }
 }
@@ -74,9 +78,20 @@ impl Models {
             models.commands =
                 audit::commands(conn).await?.into_iter().map(|(id, status, vin, t)| (id, (status, vin, t))).collect();
         }
-        for name in
-            [VehiclesProjection::NAME, DevicesProjection::NAME, ConsentsProjection::NAME, CommandsProjection::NAME]
-        {
+        if wanted(streams::WEBHOOK) {
+            models.webhooks = audit::webhooks(conn)
+                .await?
+                .into_iter()
+                .map(|(id, status, endpoint, secret)| (id, (status, endpoint, secret)))
+                .collect();
+        }
+        for name in [
+            VehiclesProjection::NAME,
+            DevicesProjection::NAME,
+            ConsentsProjection::NAME,
+            CommandsProjection::NAME,
+            WebhooksProjection::NAME,
+        ] {
             models.checkpoints.insert(name, checkpoints::load(conn, name).await?);
         }
         Ok(models)
@@ -100,6 +115,7 @@ impl Models {
             streams::VEHICLE => self.vehicle(id, fold(events)?),
             streams::DEVICE => self.device(id, fold(events)?),
             streams::CONSENT => self.consent(id, fold(events)?),
+            streams::WEBHOOK => self.webhook(id, fold(events)?),
             _ => self.command(id, fold(events)?, events),
         })
     }
@@ -170,6 +186,25 @@ impl Models {
             problems.push(format!("rm_commands has {transitions} transitions, the log has {expected}"));
         }
         problems
+    }
+}
+
+impl Models {
+    fn webhook(&self, id: &str, webhook: Webhook) -> Vec<String> {
+        let Ok(uuid) = Uuid::parse_str(id) else { return vec![format!("stream id {id} is not a UUID")] };
+        let Some((status, endpoint, secret)) = self.webhooks.get(&uuid) else {
+            return vec!["rm_webhooks has no row".into()];
+        };
+        let log_endpoint = webhook.endpoint.as_ref().map(|e| e.as_str().to_owned()).unwrap_or_default();
+        [
+            ("status", status, status_name(&webhook.status).to_owned()),
+            ("endpoint", endpoint, log_endpoint),
+            ("secret", secret, webhook.secret),
+        ]
+        .into_iter()
+        .filter(|(_, model, log)| *model != log)
+        .map(|(column, model, log)| format!("rm_webhooks.{column} is {model}, the log says {log}"))
+        .collect()
     }
 }
 

@@ -31,7 +31,7 @@ pub mod streams {
     /// The Webhook aggregate (subscriptions pushed to partners' endpoints).
     pub const WEBHOOK: &str = "Webhook";
     /// Every stream type.
-    pub const ALL: [&str; 6] = [VEHICLE, DEVICE, CONSENT, COMMAND, VEHICLE_STATE, BROADCAST];
+    pub const ALL: [&str; 7] = [VEHICLE, DEVICE, CONSENT, COMMAND, VEHICLE_STATE, BROADCAST, WEBHOOK];
 }
 
 /// Every reason an aggregate refuses a command: a closed set, so each transport maps every one

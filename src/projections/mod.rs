@@ -12,6 +12,7 @@ mod runner;
 pub mod seals;
 pub mod state;
 pub mod vehicles;
+pub mod webhooks;
 
 pub use rebuild::Rebuilt;
 pub use runner::{Process, Projection, ProjectionError, Subscriptions};

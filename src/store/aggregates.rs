@@ -7,6 +7,7 @@ use crate::domain::command::{Command, CommandPreconditions, CommandServices, Pre
 use crate::domain::consent::Consent;
 use crate::domain::device::Device;
 use crate::domain::vehicle::{Vehicle, VehicleStatus};
+use crate::domain::webhook::Webhook;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::{
@@ -179,6 +180,8 @@ pub struct Frameworks {
     pub consents: Framework<Consent>,
     /// Commands.
     pub commands: Framework<Command>,
+    /// Webhook subscriptions.
+    pub webhooks: Framework<Webhook>,
     /// Direct loads of aggregates.
     pub stores: EventStores,
     /// What the Command aggregate checks, read from the log when it asks.
@@ -205,6 +208,10 @@ impl Stored for Consent {
     fn services(_: &Frameworks) -> Self::Services {}
 }
 
+impl Stored for Webhook {
+    fn services(_: &Frameworks) -> Self::Services {}
+}
+
 impl Stored for Command {
     fn services(frameworks: &Frameworks) -> Self::Services {
         Arc::clone(&frameworks.preconditions)
@@ -221,6 +228,7 @@ impl Frameworks {
             devices: framework(db, ()),
             consents: framework(db, ()),
             commands: framework(db, Arc::clone(&preconditions)),
+            webhooks: framework(db, ()),
             stores,
             preconditions,
             stripes: Arc::new(Stripes::new()),

@@ -79,3 +79,9 @@ pub async fn commands(conn: &mut Conn<'_>) -> Result<Vec<(Uuid, String, String, 
     let sql = "SELECT command_id, status, vin, transitions FROM rm_commands";
     Sql::new(sql).fetch_all(&mut *conn).await
 }
+
+/// Every webhook subscription: id, status, endpoint, secret fingerprint.
+pub async fn webhooks(conn: &mut Conn<'_>) -> Result<Vec<(Uuid, String, String, String)>, sqlx::Error> {
+    let sql = "SELECT webhook_id, status, endpoint, secret FROM rm_webhooks";
+    Sql::new(sql).fetch_all(&mut *conn).await
+}

@@ -2,7 +2,7 @@
 //! vehicles reported.
 
 use super::{Conn, Db, Sql};
-use crate::store::views::{CommandView, ConsentView, DeviceView, Page, VehicleView};
+use crate::store::views::{CommandView, ConsentView, DeliveryView, DeviceView, Page, VehicleView, WebhookView};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -252,4 +252,19 @@ pub async fn table_has_rows(conn: &mut Conn<'_>, table: &str) -> Result<bool, sq
 /// Whether the store answers.
 pub async fn ping(db: &Db) -> Result<(), sqlx::Error> {
     Sql::new("SELECT 1").execute(db).await.map(|_| ())
+}
+
+/// The webhook subscriptions of `principal` (all when `None`), deleted ones left out, oldest first.
+pub async fn webhooks(db: &Db, principal: Option<&str>) -> Result<Vec<WebhookView>, QueryError> {
+    let sql = "SELECT webhook_id, principal, endpoint, topics, vins, purpose, status, pause, secret, \
+         previous_until AS previous_secret_until, created_at, updated_at FROM rm_webhooks \
+         WHERE status <> 'deleted' AND ($1 IS NULL OR principal = $1) ORDER BY created_at, webhook_id LIMIT 1000";
+    Ok(Sql::new(sql).bind(principal).fetch_all(db).await?)
+}
+
+/// The latest delivery attempts of subscription `id`, newest first.
+pub async fn webhook_deliveries(db: &Db, id: Uuid) -> Result<Vec<DeliveryView>, QueryError> {
+    let sql = "SELECT attempted_at, ok, response_status, latency_ms, events, first_position, last_position, error \
+         FROM webhook_deliveries WHERE webhook_id = $1 ORDER BY attempt_no DESC LIMIT 100";
+    Ok(Sql::new(sql).bind(id).fetch_all(db).await?)
 }

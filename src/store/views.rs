@@ -189,3 +189,61 @@ pub struct Page<T> {
     /// Token of the next page; null on the last page.
     pub next_page_token: Option<String>,
 }
+
+/// A webhook subscription (never its secret).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct WebhookView {
+    /// Id.
+    #[sqlx(rename = "webhook_id")]
+    pub subscription_id: Uuid,
+    /// Who subscribed: the consent subject vehicle data is delivered under.
+    pub principal: String,
+    /// Where deliveries go.
+    pub endpoint: String,
+    /// What is delivered.
+    #[schema(example = json!(["vehicle.event", "command"]))]
+    #[sqlx(json, rename = "topics")]
+    pub event_types: Vec<String>,
+    /// Only these vehicles (empty: every vehicle whose owner granted the purpose).
+    #[sqlx(json)]
+    pub vins: Vec<String>,
+    /// The consent purpose vehicle data is delivered under.
+    pub purpose: Option<String>,
+    /// `active`, `paused` or `deleted`.
+    pub status: String,
+    /// Why it is paused: `{"reason": "requested", "by": ...}` or `{"reason": "failing", "failures":
+    /// ..., "last_error": ...}`.
+    #[schema(value_type = Option<Object>)]
+    #[sqlx(json(nullable))]
+    pub pause: Option<Value>,
+    /// First 16 hex digits of the SHA-256 of the signing secret in force (never the secret).
+    #[sqlx(rename = "secret")]
+    pub secret_fingerprint: String,
+    /// Until when the previous secret also signs, after a rotation.
+    pub previous_secret_until: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One attempt to deliver a batch to a subscription's endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct DeliveryView {
+    /// When it was made.
+    pub attempted_at: DateTime<Utc>,
+    /// Whether the endpoint took the batch (a 2xx answer).
+    pub ok: bool,
+    /// The endpoint's HTTP status, when it answered.
+    pub response_status: Option<i64>,
+    /// From the request to the answer (or the failure).
+    pub latency_ms: i64,
+    /// Events in the batch.
+    pub events: i64,
+    /// Log position of its first event.
+    pub first_position: i64,
+    /// Log position of its last event.
+    pub last_position: i64,
+    /// What went wrong (timeout, refused address, status, redirect ...).
+    pub error: Option<String>,
+}

@@ -145,6 +145,9 @@ pub fn config(database_url: &str) -> Config {
         mqtt_session_expiry_s: 60,
         mqtt_publish_lanes: 2,
         history_retention_hours: 168,
+        webhook_allow: vec![],
+        webhook_pause_after: 15,
+        webhook_first_backoff_ms: 50,
     }
 }
 

@@ -39,3 +39,4 @@ mod replay;
 mod secured;
 mod servers;
 mod vehicles;
+mod webhooks;

@@ -14,6 +14,7 @@ pub mod server;
 pub mod state;
 pub mod vehicle_data;
 pub mod vehicles;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Request};

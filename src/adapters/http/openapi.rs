@@ -2,7 +2,7 @@
 //! at `/docs` (Swagger UI with its assets compiled in: works offline), committed as `openapi/openapi.json`.
 
 use super::state::AppState;
-use super::{audit, broadcasts, commands, consents, devices, health, vehicle_data, vehicles};
+use super::{audit, broadcasts, commands, consents, devices, health, vehicle_data, vehicles, webhooks};
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -20,7 +20,7 @@ use utoipa_swagger_ui::SwaggerUi;
     tags((name = "vehicles", description = "Registry and lifecycle"), (name = "devices", description = "Devices fitted to vehicles"),
          (name = "consents", description = "Consents per subject and purpose"), (name = "commands", description = "Remote commands"),
          (name = "vehicle data", description = "State, history and events vehicles report"),
-         (name = "broadcasts", description = "Messages to many vehicles"), (name = "audit", description = "The raw log"), (name = "health", description = "Probes"))
+         (name = "broadcasts", description = "Messages to many vehicles"), (name = "subscriptions", description = "Webhooks to partners and services, under the owners' consent"), (name = "audit", description = "The raw log"), (name = "health", description = "Probes"))
 )]
 struct ApiDoc;
 
@@ -244,6 +244,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(commands::router())
         .merge(vehicle_data::router())
         .merge(broadcasts::router())
+        .merge(webhooks::router())
         .merge(audit::router())
         .merge(health::router())
 }

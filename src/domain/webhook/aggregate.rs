@@ -332,6 +332,10 @@ pub struct Webhook {
     pub secret: String,
     /// Fingerprint of the previous secret and the end of its grace period.
     pub previous_secret: Option<(String, DateTime<Utc>)>,
+    /// When it was created.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When it last changed.
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 impl Webhook {
@@ -427,6 +431,14 @@ impl Aggregate for Webhook {
     }
 
     fn apply(&mut self, event: Self::Event) {
+        let at = match &event {
+            WebhookEvent::WebhookCreated { at, .. }
+            | WebhookEvent::WebhookPaused { at, .. }
+            | WebhookEvent::WebhookResumed { at, .. }
+            | WebhookEvent::WebhookSecretRotated { at, .. }
+            | WebhookEvent::WebhookDeleted { at, .. } => *at,
+        };
+        self.updated_at = Some(at);
         match event {
             WebhookEvent::WebhookCreated { id, principal, endpoint, topics, vins, purpose, secret, .. } => {
                 *self = Self {
@@ -439,6 +451,8 @@ impl Aggregate for Webhook {
                     status: WebhookStatus::Active,
                     secret,
                     previous_secret: None,
+                    created_at: Some(at),
+                    updated_at: Some(at),
                 };
             }
             WebhookEvent::WebhookPaused { pause, .. } => self.status = WebhookStatus::Paused(pause),

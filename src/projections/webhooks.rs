@@ -1,0 +1,95 @@
+//! The webhook subscriptions read model (`rm_webhooks`): one row per subscription, deleted ones
+//! included (status `deleted`), for the subscriptions API and the deliverer.
+
+use super::{Projection, ProjectionError};
+use crate::domain::streams;
+use crate::domain::webhook::{WebhookEvent, WebhookStatus};
+use crate::store::log::StoredEvent;
+use crate::store::{Conn, Sql};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Keeps `rm_webhooks`.
+pub struct WebhooksProjection;
+
+impl WebhooksProjection {
+    /// Subscriber name.
+    pub const NAME: &'static str = "webhooks";
+}
+
+/// The status column of a status.
+pub fn status_name(status: &WebhookStatus) -> &'static str {
+    match status {
+        WebhookStatus::Unknown => "unknown",
+        WebhookStatus::Active => "active",
+        WebhookStatus::Paused(_) => "paused",
+        WebhookStatus::Deleted => "deleted",
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for WebhooksProjection {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[streams::WEBHOOK]
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["rm_webhooks"]
+    }
+
+    async fn apply(&self, conn: &mut Conn<'_>, event: &StoredEvent) -> Result<(), ProjectionError> {
+        let id = Uuid::parse_str(&event.aggregate_id).map_err(|e| event.undecodable(format!("webhook id: {e}")))?;
+        let version = event.sequence;
+        match event.decode::<WebhookEvent>()? {
+            WebhookEvent::WebhookCreated { principal, endpoint, topics, vins, purpose, secret, at, .. } => {
+                let sql = "INSERT INTO rm_webhooks (webhook_id, principal, endpoint, topics, vins, purpose, status, \
+                     secret, created_at, updated_at, version) VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $8, $9) \
+                     ON CONFLICT (webhook_id) DO NOTHING";
+                Sql::new(sql)
+                    .bind(id)
+                    .bind(principal)
+                    .bind(endpoint.as_str())
+                    .bind(json!(topics))
+                    .bind(json!(vins))
+                    .bind(purpose.map(String::from))
+                    .bind(secret)
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            WebhookEvent::WebhookPaused { pause, at } => {
+                let sql = "UPDATE rm_webhooks SET status = 'paused', pause = $2, updated_at = $3, version = $4 \
+                     WHERE webhook_id = $1";
+                Sql::new(sql).bind(id).bind(json!(pause)).bind(at).bind(version).execute(&mut *conn).await?;
+            }
+            WebhookEvent::WebhookResumed { at, .. } => {
+                let sql = "UPDATE rm_webhooks SET status = 'active', pause = NULL, updated_at = $2, version = $3 \
+                     WHERE webhook_id = $1";
+                Sql::new(sql).bind(id).bind(at).bind(version).execute(&mut *conn).await?;
+            }
+            WebhookEvent::WebhookSecretRotated { secret, previous_until, at } => {
+                let sql = "UPDATE rm_webhooks SET previous_secret = secret, previous_until = $3, secret = $2, \
+                     updated_at = $4, version = $5 WHERE webhook_id = $1";
+                Sql::new(sql)
+                    .bind(id)
+                    .bind(secret)
+                    .bind(previous_until)
+                    .bind(at)
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            WebhookEvent::WebhookDeleted { at, .. } => {
+                let sql = "UPDATE rm_webhooks SET status = 'deleted', pause = NULL, updated_at = $2, version = $3 \
+                     WHERE webhook_id = $1";
+                Sql::new(sql).bind(id).bind(at).bind(version).execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
+    }
+}

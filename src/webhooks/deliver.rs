@@ -1,0 +1,552 @@
+//! Delivery: one worker per active subscription, each with its own place in the log
+//! (`webhook_cursors`), so a slow or dead endpoint delays only its own deliveries. The workers run
+//! on the instance that holds the `webhooks` lease and check it before every request.
+//!
+//! A worker reads the log after its cursor (only the stream types its topics live in), keeps what
+//! the subscription may receive *now* — its topics and VINs; a command's transitions only when its
+//! principal requested the command; a vehicle's data only while that vehicle's owner grants the
+//! principal the subscription's purpose, as the consents read model says once it has passed the
+//! batch (so a revocation stops everything after it) — and posts it as one signed CloudEvents batch.
+//! A 2xx moves the cursor past the batch; anything else (a status, a timeout, a redirect, a refused
+//! address) is retried with exponential backoff and jitter, the same events again, and after
+//! [`Settings::pause_after`] failures in a row the subscription is paused with the last error.
+
+use super::envelope::{self, topic_of};
+use super::signing::{signature_header, Secret};
+use super::{address, Secrets};
+use crate::domain::webhook::{Pause, Topic, Webhook, WebhookCommand, WebhookStatus};
+use crate::projections::consents::ConsentsProjection;
+use crate::projections::Subscriptions;
+use crate::store::leases::{Lease, Leases};
+use crate::store::log::{self, Checkpoint, StoredEvent};
+use crate::store::{Db, Frameworks, Sql};
+use chrono::Utc;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The lease (and log subscriber) name.
+pub const NAME: &str = "webhooks";
+
+/// How deliveries behave.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Failed attempts in a row after which a subscription is paused.
+    pub pause_after: u32,
+    /// First retry delay; doubled per failure up to `max_backoff`, with ±50 % jitter.
+    pub first_backoff: Duration,
+    /// Longest delay between attempts.
+    pub max_backoff: Duration,
+    /// Longest wait for a receiver's answer, connection included.
+    pub timeout: Duration,
+    /// Most events per request.
+    pub batch: i64,
+    /// Address ranges an operator allows although they are internal (`10.0.0.0/8` ...).
+    pub allowed: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            pause_after: 15,
+            first_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(600),
+            timeout: Duration::from_secs(10),
+            batch: 100,
+            allowed: Vec::new(),
+        }
+    }
+}
+
+/// Most bytes of a receiver's answer read (the rest is dropped).
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+/// Delivers every active subscription.
+pub struct Deliverer {
+    db: Db,
+    frameworks: Arc<Frameworks>,
+    subscriptions: Arc<Subscriptions>,
+    leases: Leases,
+    secrets: Secrets,
+    client: reqwest::Client,
+    settings: Settings,
+}
+
+impl Deliverer {
+    /// A deliverer on `db`.
+    pub fn new(
+        db: Db,
+        frameworks: Arc<Frameworks>,
+        subscriptions: Arc<Subscriptions>,
+        leases: Leases,
+        settings: Settings,
+    ) -> Arc<Self> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .dns_resolver(Arc::new(Guarded { allowed: settings.allowed.clone() }))
+            .user_agent(concat!("tacho-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a plain HTTP client builds");
+        let secrets = Secrets::new(&db);
+        Arc::new(Self { db, frameworks, subscriptions, leases, secrets, client, settings })
+    }
+
+    /// Takes the lease when free and keeps one worker per active subscription while it holds it.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut workers: HashMap<Uuid, JoinHandle<()>> = HashMap::new();
+        let mut changes = self.subscriptions.progress(crate::projections::webhooks::WebhooksProjection::NAME);
+        while !shutdown.is_cancelled() {
+            let lease = match self.leases.try_take(NAME).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) | Err(_) => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                    }
+                }
+            };
+            while lease.check().is_ok() && !shutdown.is_cancelled() {
+                workers.retain(|_, worker| !worker.is_finished());
+                match active(&self.db).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            workers.entry(id).or_insert_with(|| {
+                                let (this, lease, stop) = (Arc::clone(&self), lease.clone(), shutdown.child_token());
+                                tokio::spawn(async move { this.work(id, lease, stop).await })
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot list webhook subscriptions"),
+                }
+                // Woken when the subscriptions read model moves; every 30 s anyway.
+                let changed = async {
+                    match changes.as_mut() {
+                        Some(changes) => {
+                            let _ = changes.changed().await;
+                        }
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = changed => {}
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+            }
+            for (_, worker) in workers.drain() {
+                worker.abort();
+            }
+            self.leases.release(&lease).await;
+        }
+    }
+
+    /// Delivers subscription `id` until it is no longer active, the lease is lost or tacho stops.
+    async fn work(&self, id: Uuid, lease: Lease, stop: CancellationToken) {
+        let mut failures = 0u32;
+        let mut wake = self.subscriptions.progress(crate::projections::seals::SealProjection::NAME);
+        loop {
+            if stop.is_cancelled() || lease.check().is_err() {
+                return;
+            }
+            let delay = match self.step(id, &lease).await {
+                Ok(Step::Delivered) => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(Step::CaughtUp) => {
+                    failures = 0;
+                    None
+                }
+                Ok(Step::Stopped) => return,
+                Err(Failure::Attempt(error)) => {
+                    failures += 1;
+                    tracing::warn!(subscription = %id, failures, %error, "webhook delivery failed");
+                    if failures >= self.settings.pause_after {
+                        let pause = Pause::Failing { failures, last_error: error };
+                        let command = WebhookCommand::Pause { pause, at: Utc::now() };
+                        let meta = HashMap::from([("actor".to_owned(), "tacho".to_owned())]);
+                        let paused =
+                            self.frameworks.execute(&self.frameworks.webhooks, &id.to_string(), command, &meta).await;
+                        if paused.is_ok() {
+                            return;
+                        }
+                    }
+                    Some(self.backoff(failures))
+                }
+                Err(Failure::Tacho(error)) => {
+                    tracing::warn!(subscription = %id, %error, "webhook worker cannot read its subscription or the log");
+                    Some(Duration::from_secs(2))
+                }
+            };
+            match delay {
+                Some(delay) => tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
+                },
+                None => {
+                    let changed = async {
+                        match wake.as_mut() {
+                            Some(wake) => {
+                                let _ = wake.changed().await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = changed => {}
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let base = self.settings.first_backoff.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+        let capped = base.min(self.settings.max_backoff);
+        capped.mul_f64(rand::random::<f64>() + 0.5)
+    }
+
+    /// One batch: read, filter, post, move the cursor.
+    async fn step(&self, id: Uuid, lease: &Lease) -> Result<Step, Failure> {
+        let webhook: Webhook = self.frameworks.stores.load(&id.to_string()).await.map_err(Failure::tacho)?;
+        if webhook.status != WebhookStatus::Active {
+            return Ok(Step::Stopped);
+        }
+        let cursor = cursor(&self.db, id).await.map_err(Failure::tacho)?;
+        let types = envelope::stream_types(webhook.topics.iter().copied());
+        let mut pooled = self.db.acquire().await.map_err(Failure::tacho)?;
+        let batch = log::read_after(&mut pooled.conn(), cursor, Some(&types), self.settings.batch)
+            .await
+            .map_err(Failure::tacho)?;
+        drop(pooled);
+        let next = batch.next_checkpoint(cursor, self.settings.batch);
+        if batch.events.is_empty() {
+            if next > cursor {
+                save(&self.db, id, next).await.map_err(Failure::tacho)?;
+            }
+            return Ok(Step::CaughtUp);
+        }
+        let envelopes = self.deliverable(&webhook, &batch.events).await?;
+        if !envelopes.is_empty() {
+            lease.check().map_err(|e| Failure::Tacho(e.to_string()))?;
+            self.post(id, &webhook, &envelopes, &batch.events).await?;
+        }
+        save(&self.db, id, next).await.map_err(Failure::tacho)?;
+        Ok(Step::Delivered)
+    }
+
+    /// The envelopes of `events` the subscription may receive now.
+    async fn deliverable(&self, webhook: &Webhook, events: &[StoredEvent]) -> Result<Vec<Value>, Failure> {
+        let wanted: Vec<(&StoredEvent, Topic)> = events
+            .iter()
+            .filter(|e| e.unreadable.is_none())
+            .filter_map(|e| topic_of(e).filter(|t| webhook.topics.contains(t)).map(|t| (e, t)))
+            .collect();
+        // Commands: their vehicle and requester, from the commands read model.
+        let command_ids: Vec<String> =
+            wanted.iter().filter(|(_, t)| *t == Topic::Command).map(|(e, _)| e.aggregate_id.clone()).collect();
+        let commands = requesters(&self.db, &command_ids).await.map_err(Failure::tacho)?;
+        let vin_of = |event: &StoredEvent, topic: Topic| -> Option<String> {
+            match topic {
+                Topic::Command => commands.get(&event.aggregate_id).map(|(vin, _)| vin.clone()),
+                _ => Some(event.aggregate_id.clone()),
+            }
+        };
+        let in_filter = |vin: &str| webhook.vins.is_empty() || webhook.vins.iter().any(|v| v.as_str() == vin);
+        // Vehicle data: the owner's consent to this principal, once the consents read model has
+        // passed the batch.
+        let vins: HashSet<String> = wanted
+            .iter()
+            .filter(|(_, t)| t.needs_consent())
+            .map(|(e, _)| e.aggregate_id.clone())
+            .filter(|vin| in_filter(vin))
+            .collect();
+        let consented = match (&webhook.purpose, vins.is_empty()) {
+            (Some(purpose), false) => {
+                let last = events.last().map(StoredEvent::checkpoint).unwrap_or_default();
+                let settled = self.subscriptions.wait_for(ConsentsProjection::NAME, last, Duration::from_secs(5)).await;
+                if !settled {
+                    return Err(Failure::Tacho("the consents read model lags behind the log".into()));
+                }
+                let vins: Vec<String> = vins.into_iter().collect();
+                let by_purpose = grants(&self.db, &vins, &webhook.principal, purpose.as_str()).await;
+                let location =
+                    grants(&self.db, &vins, &webhook.principal, crate::domain::consent::Purpose::LOCATION).await;
+                (by_purpose.map_err(Failure::tacho)?, location.map_err(Failure::tacho)?)
+            }
+            _ => (HashMap::new(), HashMap::new()),
+        };
+        let mut out = Vec::new();
+        for (event, topic) in wanted {
+            let Some(vin) = vin_of(event, topic) else { continue };
+            if !in_filter(&vin) {
+                continue;
+            }
+            if topic == Topic::Command {
+                let requested_by_principal =
+                    commands.get(&event.aggregate_id).is_some_and(|(_, r)| *r == webhook.principal);
+                if requested_by_principal {
+                    out.push(envelope::envelope(event, &event.aggregate_id, None, true));
+                }
+                continue;
+            }
+            if let Some(version) = consented.0.get(&vin) {
+                let location = consented.1.contains_key(&vin);
+                out.push(envelope::envelope(event, &vin, Some(*version), location));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn post(
+        &self,
+        id: Uuid,
+        webhook: &Webhook,
+        envelopes: &[Value],
+        events: &[StoredEvent],
+    ) -> Result<(), Failure> {
+        let endpoint = webhook.endpoint.as_ref().ok_or_else(|| Failure::Tacho("no endpoint".into()))?;
+        let url = url::Url::parse(endpoint.as_str()).map_err(|e| Failure::Attempt(e.to_string()))?;
+        if let Some(ip) = literal(&url) {
+            if let Some(why) = refused(ip, &self.settings.allowed) {
+                return Err(Failure::Attempt(format!("tacho does not deliver to {why}")));
+            }
+        }
+        let mut fingerprints = vec![webhook.secret.as_str()];
+        if let Some((previous, until)) = &webhook.previous_secret {
+            if Utc::now() < *until {
+                fingerprints.push(previous.as_str());
+            }
+        }
+        let secrets: Vec<Secret> = self.secrets.get(id, &fingerprints).await.map_err(Failure::tacho)?;
+        if secrets.is_empty() {
+            return Err(Failure::Tacho("the subscription's secret is missing".into()));
+        }
+        let body = serde_json::to_vec(envelopes).map_err(|e| Failure::Tacho(e.to_string()))?;
+        let (first, last) = (&events[0], &events[events.len() - 1]);
+        let message_id = format!("{id}:{}:{}", first.position, last.position);
+        let timestamp = Utc::now().timestamp();
+        let started = Instant::now();
+        let sent = self
+            .client
+            .post(url)
+            .header("content-type", "application/cloudevents-batch+json")
+            .header("webhook-id", &message_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature_header(&secrets, &message_id, timestamp, &body))
+            .body(body)
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(mut response) => {
+                let status = response.status();
+                // Read a little of the answer (a receiver cannot make tacho hold much), then drop it.
+                let mut read = 0;
+                while read < MAX_ANSWER_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => read += chunk.len(),
+                        _ => break,
+                    }
+                }
+                if status.is_success() {
+                    Ok(Some(status.as_u16()))
+                } else if status.is_redirection() {
+                    Err((Some(status.as_u16()), format!("redirect ({status}) not followed")))
+                } else {
+                    Err((Some(status.as_u16()), format!("answered {status}")))
+                }
+            }
+            Err(e) => Err((None, error_chain(&e))),
+        };
+        let latency = started.elapsed();
+        let (status, error) = match &outcome {
+            Ok(status) => (*status, None),
+            Err((status, error)) => (*status, Some(error.clone())),
+        };
+        record(&self.db, id, envelopes.len(), first.position, last.position, status, latency, error.as_deref())
+            .await
+            .map_err(Failure::tacho)?;
+        outcome.map(|_| ()).map_err(|(_, error)| Failure::Attempt(error))
+    }
+}
+
+enum Step {
+    Delivered,
+    CaughtUp,
+    Stopped,
+}
+
+enum Failure {
+    /// The receiver did not take the batch.
+    Attempt(String),
+    /// tacho could not do its part (database, lease).
+    Tacho(String),
+}
+
+impl Failure {
+    fn tacho(error: impl std::fmt::Display) -> Self {
+        Self::Tacho(error.to_string())
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn literal(url: &url::Url) -> Option<std::net::IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(ip.into()),
+        url::Host::Ipv6(ip) => Some(ip.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// Why `ip` is refused, unless the operator allows its range.
+fn refused(ip: std::net::IpAddr, allowed: &[(std::net::IpAddr, u8)]) -> Option<&'static str> {
+    let why = address::refused(ip)?;
+    (!allowed.iter().any(|(net, bits)| contains(*net, *bits, ip))).then_some(why)
+}
+
+fn contains(net: std::net::IpAddr, bits: u8, ip: std::net::IpAddr) -> bool {
+    match (net, ip) {
+        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits.min(32))).unwrap_or(0);
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits.min(128))).unwrap_or(0);
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Resolves endpoint names and refuses internal addresses: a name that resolves to one is not
+/// connected to at all (the check and the connection use the same answer, so a rebinding DNS
+/// server cannot slip an internal address in between).
+struct Guarded {
+    allowed: Vec<(std::net::IpAddr, u8)>,
+}
+
+impl reqwest::dns::Resolve for Guarded {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allowed = self.allowed.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some((ip, why)) = addrs.iter().find_map(|a| refused(a.ip(), &allowed).map(|why| (a.ip(), why))) {
+                let message = format!("{host} resolves to {ip}, {why}: tacho does not deliver there");
+                return Err(message.into());
+            }
+            if addrs.is_empty() {
+                return Err(format!("{host} does not resolve").into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Active subscriptions.
+async fn active(db: &Db) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows: Vec<(Uuid,)> =
+        Sql::new("SELECT webhook_id FROM rm_webhooks WHERE status = 'active'").fetch_all(db).await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Where subscription `id` stands: its cursor, else the log's place of its creation (it receives
+/// what was appended after it subscribed).
+async fn cursor(db: &Db, id: Uuid) -> Result<Checkpoint, sqlx::Error> {
+    let sql = "SELECT tx_id, position FROM webhook_cursors WHERE webhook_id = $1";
+    let row: Option<(i64, i64)> = Sql::new(sql).bind(id).fetch_optional(db).await?;
+    if let Some((tx_id, position)) = row {
+        return Ok(Checkpoint { tx_id, position });
+    }
+    let mut pooled = db.acquire().await?;
+    let stream = log::read_stream(&mut pooled.conn(), crate::domain::streams::WEBHOOK, &id.to_string()).await?;
+    Ok(stream.first().map(StoredEvent::checkpoint).unwrap_or_default())
+}
+
+async fn save(db: &Db, id: Uuid, at: Checkpoint) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, updated_at = $4";
+    Sql::new(sql).bind(id).bind(at.tx_id).bind(at.position).bind(Utc::now()).execute(db).await?;
+    Ok(())
+}
+
+/// Vehicle and requester of each command id.
+async fn requesters(db: &Db, ids: &[String]) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
+    let mut out = HashMap::new();
+    for id in ids.iter().collect::<HashSet<_>>() {
+        let Ok(uuid) = Uuid::parse_str(id) else { continue };
+        let sql = "SELECT vin, requester FROM rm_commands WHERE command_id = $1";
+        let row: Option<(String, String)> = Sql::new(sql).bind(uuid).fetch_optional(db).await?;
+        if let Some(row) = row {
+            out.insert(id.clone(), row);
+        }
+    }
+    Ok(out)
+}
+
+/// The version of `subject`'s grant of `purpose` in force now, per VIN of `vins`.
+async fn grants(db: &Db, vins: &[String], subject: &str, purpose: &str) -> Result<HashMap<String, u32>, sqlx::Error> {
+    let mut out = HashMap::new();
+    let now = Utc::now();
+    for vin in vins {
+        let sql = "SELECT version FROM rm_consents WHERE vin = $1 AND subject = $2 AND purpose = $3 \
+             AND status = 'granted' AND (expires_at IS NULL OR expires_at > $4)";
+        let row: Option<(i64,)> =
+            Sql::new(sql).bind(vin).bind(subject).bind(purpose).bind(now).fetch_optional(db).await?;
+        if let Some((version,)) = row {
+            out.insert(vin.clone(), u32::try_from(version).unwrap_or(u32::MAX));
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    db: &Db,
+    id: Uuid,
+    events: usize,
+    first: i64,
+    last: i64,
+    status: Option<u16>,
+    latency: Duration,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO webhook_deliveries (webhook_id, attempted_at, ok, response_status, latency_ms, events, \
+         first_position, last_position, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    Sql::new(sql)
+        .bind(id)
+        .bind(Utc::now())
+        .bind(error.is_none())
+        .bind(status.map(i64::from))
+        .bind(i64::try_from(latency.as_millis()).unwrap_or(i64::MAX))
+        .bind(events as i64)
+        .bind(first)
+        .bind(last)
+        .bind(error.map(|e| e.chars().take(500).collect::<String>()))
+        .execute(db)
+        .await?;
+    // Keep the latest 100 attempts per subscription.
+    let prune = "DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND attempt_no <= \
+         (SELECT max(attempt_no) - 100 FROM webhook_deliveries WHERE webhook_id = $1)";
+    Sql::new(prune).bind(id).execute(db).await?;
+    Ok(())
+}

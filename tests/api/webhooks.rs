@@ -1,0 +1,355 @@
+//! `/v1/subscriptions`: a partner subscribes, sees its own subscriptions only, pauses, resumes,
+//! rotates its secret and deletes; bad input is refused with problem+json and nothing stored.
+
+use crate::contract;
+use crate::helpers::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tacho::auth::Role;
+
+fn insurer(app: &TestApp) -> String {
+    app.token("insurer", &[Role::Service], None)
+}
+
+fn subscription() -> Value {
+    json!({"endpoint": "https://insurer.example/hooks/tacho", "event_types": ["vehicle.event", "command"],
+           "vins": [VIN], "purpose": "data_sharing:insurer"})
+}
+
+contract!(a_partner_subscribes_and_gets_its_secret_once);
+async fn a_partner_subscribes_and_gets_its_secret_once(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let token = insurer(&app);
+    let created = app.post("/v1/subscriptions", &token, subscription()).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = created.json().await.unwrap();
+    let secret = body["secret"].as_str().unwrap();
+    assert!(secret.starts_with("whsec_") && secret.len() > 40, "{secret}");
+    let view = &body["subscription"];
+    assert_eq!(location, format!("/v1/subscriptions/{}", view["subscription_id"].as_str().unwrap()));
+    assert_eq!(view["principal"], "insurer");
+    assert_eq!(view["status"], "active");
+    assert_eq!(view["event_types"], json!(["command", "vehicle.event"]));
+    assert_eq!(view["purpose"], "data_sharing:insurer");
+    let fingerprint = view["secret_fingerprint"].as_str().unwrap();
+    assert_eq!(fingerprint.len(), 16);
+
+    let read: Value = app.get(&location, &token).await.json().await.unwrap();
+    assert_eq!(read["subscription_id"], view["subscription_id"]);
+    assert!(read.get("secret").is_none(), "the secret is shown once: {read}");
+    let text = app.get(&location, &token).await.text().await.unwrap();
+    assert!(!text.contains(&secret[6..]), "the secret never comes back");
+
+    // The log records the fingerprint, never the secret.
+    let audit: Value = app.get("/v1/audit/events?after=0", &app.auditor()).await.json().await.unwrap();
+    let log = audit.to_string();
+    assert!(log.contains("WebhookCreated") && log.contains(fingerprint), "{log}");
+    assert!(!log.contains(&secret[6..]));
+}
+
+contract!(a_partner_sees_and_changes_only_its_own_subscriptions);
+async fn a_partner_sees_and_changes_only_its_own_subscriptions(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let token = insurer(&app);
+    let body: Value = app.post("/v1/subscriptions", &token, subscription()).await.json().await.unwrap();
+    let path = format!("/v1/subscriptions/{}", body["subscription"]["subscription_id"].as_str().unwrap());
+    let other = app.token("charger", &[Role::Service], None);
+    assert_problem(app.get(&path, &other).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_problem(app.post(&format!("{path}/pause"), &other, json!({})).await, StatusCode::NOT_FOUND, "not_found")
+        .await;
+    assert_problem(app.call(Method::DELETE, &path, &other, None).await, StatusCode::NOT_FOUND, "not_found").await;
+    let theirs: Value = app.get("/v1/subscriptions", &other).await.json().await.unwrap();
+    assert_eq!(theirs, json!([]));
+    assert_problem(app.get("/v1/subscriptions", &app.owner("alice", &[VIN])).await, StatusCode::FORBIDDEN, "forbidden")
+        .await;
+
+    let admin = app.token("ops", &[Role::Admin], None);
+    let all: Value = app.get("/v1/subscriptions", &admin).await.json().await.unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let mine: Value = app.get("/v1/subscriptions", &token).await.json().await.unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 1);
+}
+
+contract!(pause_resume_rotate_and_delete);
+async fn pause_resume_rotate_and_delete(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let token = insurer(&app);
+    let body: Value = app.post("/v1/subscriptions", &token, subscription()).await.json().await.unwrap();
+    let first = body["subscription"]["secret_fingerprint"].as_str().unwrap().to_owned();
+    let path = format!("/v1/subscriptions/{}", body["subscription"]["subscription_id"].as_str().unwrap());
+
+    let paused: Value = app.post(&format!("{path}/pause"), &token, json!({})).await.json().await.unwrap();
+    assert_eq!(paused["status"], "paused");
+    assert_eq!(paused["pause"], json!({"reason": "requested", "by": "insurer"}));
+    let resumed: Value = app.post(&format!("{path}/resume"), &token, json!({})).await.json().await.unwrap();
+    assert_eq!(resumed["status"], "active");
+    assert_eq!(resumed["pause"], Value::Null);
+
+    let rotated = app.post(&format!("{path}/rotate-secret"), &token, json!({"grace_s": 3600})).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let rotated: Value = rotated.json().await.unwrap();
+    assert_ne!(rotated["secret"], body["secret"]);
+    assert_ne!(rotated["subscription"]["secret_fingerprint"], first);
+    assert!(rotated["subscription"]["previous_secret_until"].is_string());
+    let held = app.scalar("SELECT count(*) FROM webhook_secrets").await;
+    assert_eq!(held, 2, "old and new secret both sign during the grace period");
+    let too_long = app.post(&format!("{path}/rotate-secret"), &token, json!({"grace_s": 999_999_999})).await;
+    assert_problem(too_long, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+
+    assert_eq!(app.call(Method::DELETE, &path, &token, None).await.status(), StatusCode::NO_CONTENT);
+    assert_problem(app.get(&path, &token).await, StatusCode::NOT_FOUND, "not_found").await;
+    assert_eq!(
+        app.scalar("SELECT count(*) FROM webhook_secrets").await,
+        0,
+        "a deleted subscription's secrets are erased"
+    );
+    let listed: Value = app.get("/v1/subscriptions", &token).await.json().await.unwrap();
+    assert_eq!(listed, json!([]));
+}
+
+contract!(bad_subscriptions_are_refused_and_nothing_is_stored);
+async fn bad_subscriptions_are_refused_and_nothing_is_stored(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let token = insurer(&app);
+    let with = |key: &str, value: Value| {
+        let mut body = subscription();
+        body[key] = value;
+        body
+    };
+    let cases = [
+        (with("endpoint", json!("http://insurer.example/hooks")), "validation_failed"),
+        (with("endpoint", json!("https://169.254.169.254/latest/meta-data")), "validation_failed"),
+        (with("endpoint", json!("https://10.0.0.7/hook")), "validation_failed"),
+        (with("endpoint", json!("https://[fd00::1]/hook")), "validation_failed"),
+        (with("endpoint", json!("https://user:pw@insurer.example/")), "validation_failed"),
+        (with("endpoint", json!(format!("https://insurer.example/{}", "a".repeat(3000)))), "validation_failed"),
+        (with("event_types", json!(["vehicle.everything"])), "validation_failed"),
+        (with("event_types", json!([])), "validation_failed"),
+        (with("vins", json!(["NOT-A-VIN"])), "validation_failed"),
+        (with("purpose", json!("spying")), "unknown_purpose"),
+        (with("purpose", json!("remote_commands")), "validation_failed"),
+        (with("purpose", Value::Null), "validation_failed"),
+        (with("surprise", json!(1)), "invalid_body"),
+    ];
+    for (body, code) in cases {
+        let response = app.post("/v1/subscriptions", &token, body.clone()).await;
+        let status = response.status();
+        assert!(status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST, "{body}: {status}");
+        assert_problem(response, status, code).await;
+    }
+    assert_eq!(app.scalar("SELECT count(*) FROM rm_webhooks").await, 0);
+    assert_eq!(app.scalar("SELECT count(*) FROM webhook_secrets").await, 0, "a refused subscription keeps no secret");
+}
+
+/// A webhook receiver on a free loopback port: keeps what it is sent, answers `status`.
+struct Receiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>>,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let got: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
+        let (keep, answer) = (got.clone(), status.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+                let (keep, answer) = (keep.clone(), answer.clone());
+                async move {
+                    let status = answer.load(std::sync::atomic::Ordering::SeqCst);
+                    if status == 200 {
+                        keep.lock().unwrap().push((headers, body));
+                    }
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Self { url, got, status }
+    }
+
+    /// Every event received, in order, after checking each request's signature with `secret`.
+    fn events(&self, secret: &str) -> Vec<Value> {
+        let got = self.got.lock().unwrap();
+        let mut events = Vec::new();
+        for (headers, body) in got.iter() {
+            let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+            assert_eq!(header("content-type"), "application/cloudevents-batch+json");
+            verify(secret, &header("webhook-id"), &header("webhook-timestamp"), body, &header("webhook-signature"));
+            let batch: Vec<Value> = serde_json::from_slice(body).unwrap();
+            events.extend(batch);
+        }
+        events
+    }
+}
+
+/// The Standard Webhooks check as a receiver writes it: HMAC-SHA256 with the secret's bytes over
+/// `id.timestamp.body`, base64, one of the space-separated `v1,` signatures.
+fn verify(secret: &str, id: &str, timestamp: &str, body: &[u8], signatures: &str) {
+    use base64::Engine;
+    use hmac::Mac;
+    let key = base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+    assert!(signatures.split(' ').any(|s| s == expected), "no signature of {id} verifies: {signatures}");
+    let age = chrono::Utc::now().timestamp() - timestamp.parse::<i64>().unwrap();
+    assert!((0..300).contains(&age), "timestamp {timestamp} is {age} s old");
+}
+
+async fn subscribe(app: &TestApp, receiver: &Receiver, event_types: Value) -> (String, String) {
+    let body = json!({"endpoint": receiver.url, "event_types": event_types, "purpose": "data_sharing:insurer"});
+    let created = app.post("/v1/subscriptions", &insurer(app), body).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    (
+        created["subscription"]["subscription_id"].as_str().unwrap().to_owned(),
+        created["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The log's last position now.
+async fn head(app: &TestApp) -> i64 {
+    app.scalar("SELECT coalesce(max(global_position), 0) FROM events").await
+}
+
+/// Waits until subscription `id` has gone past `position`.
+async fn delivered_past(app: &TestApp, id: &str, position: i64) {
+    let sql = format!("SELECT coalesce(max(position), 0) FROM webhook_cursors WHERE webhook_id = '{id}'");
+    let sql = match app.db() {
+        tacho::store::Db::Postgres(_) => sql,
+        tacho::store::Db::Sqlite(_) => format!(
+            "SELECT coalesce(max(position), 0) FROM webhook_cursors WHERE webhook_id = x'{}'",
+            id.replace('-', "")
+        ),
+    };
+    for _ in 0..400 {
+        if app.scalar(&sql).await >= position {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("subscription {id} never went past position {position}");
+}
+
+async fn vehicle_move(app: &TestApp, action: &str) -> i64 {
+    let response = app.post(&format!("/v1/vehicles/{VIN}/{action}"), &app.factory(), json!({})).await;
+    assert!(response.status().is_success(), "{action}: {}", response.status());
+    head(app).await
+}
+
+contract!(a_partner_receives_a_vehicles_events_only_while_its_owner_consents);
+async fn a_partner_receives_a_vehicles_events_only_while_its_owner_consents(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let receiver = Receiver::start().await;
+    app.register(VIN).await;
+    let (id, secret) = subscribe(&app, &receiver, json!(["vehicle.registry"])).await;
+
+    let before_consent = vehicle_move(&app, "activate").await;
+    delivered_past(&app, &id, before_consent).await;
+    let path = format!("/v1/vehicles/{VIN}/consents/data_sharing:insurer");
+    let granted = app.call(Method::PUT, &path, &app.owner("alice", &[VIN]), Some(json!({"subject": "insurer"}))).await;
+    assert_eq!(granted.status(), StatusCode::OK);
+    let version = granted.json::<Value>().await.unwrap()["version"].as_i64().unwrap();
+    let consented = vehicle_move(&app, "suspend").await;
+    delivered_past(&app, &id, consented).await;
+    let revoked = app.call(Method::DELETE, &format!("{path}?subject=insurer"), &app.owner("alice", &[VIN]), None).await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    let after_revocation = vehicle_move(&app, "activate").await;
+    delivered_past(&app, &id, after_revocation).await;
+
+    let events = receiver.events(&secret);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["io.tacho.VehicleSuspended"], "only what was appended while the consent was in force");
+    let event = &events[0];
+    assert_eq!(event["specversion"], "1.0");
+    assert_eq!(event["subject"], VIN);
+    assert_eq!(event["tachoconsentversion"], version);
+    assert_eq!(event["id"], format!("Vehicle:{VIN}:3"));
+}
+
+contract!(a_receiver_down_for_a_while_gets_everything_after_in_order);
+async fn a_receiver_down_for_a_while_gets_everything_after_in_order(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let receiver = Receiver::start().await;
+    app.register(VIN).await;
+    let (id, secret) = subscribe(&app, &receiver, json!(["vehicle.registry"])).await;
+    app.call(
+        Method::PUT,
+        &format!("/v1/vehicles/{VIN}/consents/data_sharing:insurer"),
+        &app.owner("alice", &[VIN]),
+        Some(json!({"subject": "insurer"})),
+    )
+    .await;
+    receiver.status.store(503, std::sync::atomic::Ordering::SeqCst);
+    let mut last = 0;
+    for action in ["activate", "suspend", "activate", "suspend"] {
+        last = vehicle_move(&app, action).await;
+    }
+    // Failing attempts are recorded; then the receiver comes back.
+    let failures = || app.scalar("SELECT count(*) FROM webhook_deliveries WHERE NOT ok");
+    for _ in 0..200 {
+        if failures().await >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(failures().await >= 2, "attempts while the receiver is down are recorded");
+    receiver.status.store(200, std::sync::atomic::Ordering::SeqCst);
+    delivered_past(&app, &id, last).await;
+
+    let events = receiver.events(&secret);
+    let mut ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    ids.dedup();
+    let expected: Vec<String> = (2..=5).map(|n| format!("Vehicle:{VIN}:{n}")).collect();
+    assert_eq!(ids, expected, "every event, in log order, once per id");
+}
+
+contract!(a_failing_endpoint_is_paused_and_its_owner_sees_why);
+async fn a_failing_endpoint_is_paused_and_its_owner_sees_why(store: Store) {
+    let Some(database_url) = fresh_store(store).await else { return };
+    let mut config = config(&database_url);
+    config.webhook_pause_after = 3;
+    config.webhook_first_backoff_ms = 10;
+    let app = start(config).await;
+    let receiver = Receiver::start().await;
+    receiver.status.store(500, std::sync::atomic::Ordering::SeqCst);
+    let body = json!({"endpoint": receiver.url, "event_types": ["command"]});
+    let created: Value =
+        app.post("/v1/subscriptions", &app.token("alice", &[Role::Service], None), body).await.json().await.unwrap();
+    let id = created["subscription"]["subscription_id"].as_str().unwrap().to_owned();
+    let token = app.token("alice", &[Role::Service], None);
+    app.ready_vehicle(VIN, "alice").await;
+    app.command(VIN, "alice", json!({"name": "honk"})).await;
+    let path = format!("/v1/subscriptions/{id}");
+    let mut paused = Value::Null;
+    for _ in 0..400 {
+        paused = app.get(&path, &token).await.json().await.unwrap();
+        if paused["status"] == "paused" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(paused["status"], "paused", "{paused}");
+    assert_eq!(paused["pause"]["reason"], "failing");
+    assert_eq!(paused["pause"]["failures"], 3);
+    assert!(paused["pause"]["last_error"].as_str().unwrap().contains("500"), "{paused}");
+    let attempts: Value = app.get(&format!("{path}/deliveries"), &token).await.json().await.unwrap();
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|a| a["ok"] == false && a["response_status"] == 500), "{attempts:?}");
+
+    // Resumed once the receiver is back: what was waiting arrives.
+    receiver.status.store(200, std::sync::atomic::Ordering::SeqCst);
+    let resumed: Value = app.post(&format!("{path}/resume"), &token, json!({})).await.json().await.unwrap();
+    assert_eq!(resumed["status"], "active");
+    delivered_past(&app, &id, head(&app).await).await;
+    let events = receiver.events(created["secret"].as_str().unwrap());
+    assert!(events.iter().any(|e| e["type"] == "io.tacho.CommandRequested"), "{events:?}");
+}
