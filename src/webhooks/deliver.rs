@@ -251,9 +251,14 @@ impl Deliverer {
             .filter(|e| e.unreadable.is_none())
             .filter_map(|e| topic_of(e).filter(|t| webhook.topics.contains(t)).map(|t| (e, t)))
             .collect();
-        // Commands: their vehicle and requester, from the commands read model.
+        // Commands: their vehicle and requester, from the commands read model once it has passed
+        // the batch (a command it has not applied yet would be passed over for good).
+        let last = events.last().map(StoredEvent::checkpoint).unwrap_or_default();
         let command_ids: Vec<String> =
             wanted.iter().filter(|(_, t)| *t == Topic::Command).map(|(e, _)| e.aggregate_id.clone()).collect();
+        if !command_ids.is_empty() {
+            self.settled(crate::projections::commands::CommandsProjection::NAME, last).await?;
+        }
         let commands = requesters(&self.db, &command_ids).await.map_err(Failure::tacho)?;
         let vin_of = |event: &StoredEvent, topic: Topic| -> Option<String> {
             match topic {
@@ -272,11 +277,7 @@ impl Deliverer {
             .collect();
         let consented = match (&webhook.purpose, vins.is_empty()) {
             (Some(purpose), false) => {
-                let last = events.last().map(StoredEvent::checkpoint).unwrap_or_default();
-                let settled = self.subscriptions.wait_for(ConsentsProjection::NAME, last, Duration::from_secs(5)).await;
-                if !settled {
-                    return Err(Failure::Tacho("the consents read model lags behind the log".into()));
-                }
+                self.settled(ConsentsProjection::NAME, last).await?;
                 let vins: Vec<String> = vins.into_iter().collect();
                 let by_purpose = grants(&self.db, &vins, &webhook.principal, purpose.as_str()).await;
                 let location =
@@ -305,6 +306,15 @@ impl Deliverer {
             }
         }
         Ok(out)
+    }
+
+    /// Waits until read model `name` has passed `at`.
+    async fn settled(&self, name: &str, at: Checkpoint) -> Result<(), Failure> {
+        if self.subscriptions.wait_for(name, at, Duration::from_secs(5)).await {
+            Ok(())
+        } else {
+            Err(Failure::Tacho(format!("the {name} read model lags behind the log")))
+        }
     }
 
     async fn post(

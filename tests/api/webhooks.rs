@@ -147,18 +147,23 @@ struct Receiver {
     url: String,
     got: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, bytes::Bytes)>>>,
     status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    /// Milliseconds it waits before answering.
+    delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Receiver {
     async fn start() -> Self {
         let got: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
         let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
-        let (keep, answer) = (got.clone(), status.clone());
+        let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (keep, answer, delay) = (got.clone(), status.clone(), delay_ms.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
-                let (keep, answer) = (keep.clone(), answer.clone());
+                let (keep, answer, delay) = (keep.clone(), answer.clone(), delay.clone());
                 async move {
+                    let wait = delay.load(std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
                     let status = answer.load(std::sync::atomic::Ordering::SeqCst);
                     if status == 200 {
                         keep.lock().unwrap().push((headers, body));
@@ -170,7 +175,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, got, status }
+        Self { url, got, status, delay_ms }
     }
 
     /// Every event received, in order, after checking each request's signature with `secret`.
@@ -352,4 +357,37 @@ async fn a_failing_endpoint_is_paused_and_its_owner_sees_why(store: Store) {
     delivered_past(&app, &id, head(&app).await).await;
     let events = receiver.events(created["secret"].as_str().unwrap());
     assert!(events.iter().any(|e| e["type"] == "io.tacho.CommandRequested"), "{events:?}");
+}
+
+contract!(a_principal_holds_a_bounded_number_of_subscriptions);
+async fn a_principal_holds_a_bounded_number_of_subscriptions(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let token = insurer(&app);
+    for _ in 0..20 {
+        assert_eq!(app.post("/v1/subscriptions", &token, subscription()).await.status(), StatusCode::CREATED);
+    }
+    assert_problem(app.post("/v1/subscriptions", &token, subscription()).await, StatusCode::CONFLICT, "conflict").await;
+    let other = app.token("charger", &[Role::Service], None);
+    assert_eq!(app.post("/v1/subscriptions", &other, subscription()).await.status(), StatusCode::CREATED);
+}
+
+contract!(a_hanging_receiver_does_not_hold_up_another);
+async fn a_hanging_receiver_does_not_hold_up_another(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let (slow, fast) = (Receiver::start().await, Receiver::start().await);
+    slow.delay_ms.store(60_000, std::sync::atomic::Ordering::SeqCst);
+    app.register(VIN).await;
+    let path = format!("/v1/vehicles/{VIN}/consents/data_sharing:insurer");
+    app.call(Method::PUT, &path, &app.owner("alice", &[VIN]), Some(json!({"subject": "insurer"}))).await;
+    let (slow_id, _) = subscribe(&app, &slow, json!(["vehicle.registry"])).await;
+    let (fast_id, secret) = subscribe(&app, &fast, json!(["vehicle.registry"])).await;
+    let mut last = 0;
+    for action in ["activate", "suspend", "activate"] {
+        last = vehicle_move(&app, action).await;
+    }
+    delivered_past(&app, &fast_id, last).await;
+    assert_eq!(fast.events(&secret).len(), 3, "the fast receiver has everything");
+    let past = app.scalar(&format!("SELECT count(*) FROM webhook_cursors WHERE position >= {last}")).await;
+    assert_eq!(past, 1, "the hanging receiver's subscription {slow_id} is still at its first batch");
+    assert!(slow.got.lock().unwrap().is_empty());
 }

@@ -35,6 +35,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries))
 }
 
+/// Most subscriptions one principal holds (each has a worker and a place in the log).
+const MAX_PER_PRINCIPAL: usize = 20;
+
 /// Longest grace period of a rotated secret.
 const MAX_GRACE_S: u32 = 7 * 24 * 3600;
 
@@ -164,6 +167,7 @@ fn parse(body: CreateSubscription) -> Result<Terms, ApiError> {
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions", request_body = CreateSubscription,
     responses((status = 201, description = "Subscribed", body = SubscriptionSecret, headers(("Location" = String, description = "URL of the subscription"))),
               (status = 403, description = "Not a service", body = Problem),
+              (status = 409, description = "The principal holds as many subscriptions as it may", body = Problem),
               (status = 422, description = "Invalid endpoint, event type, VIN or purpose", body = Problem)))]
 async fn create(
     State(state): State<AppState>,
@@ -172,6 +176,12 @@ async fn create(
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Service])?;
     let Terms { endpoint, topics, vins, purpose } = parse(body)?;
+    if queries::webhooks(&state.db, Some(principal.sub())).await?.len() >= MAX_PER_PRINCIPAL {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a principal holds at most {MAX_PER_PRINCIPAL} subscriptions: delete one first"),
+        ));
+    }
     let id = Uuid::new_v4();
     let secret = Secret::generate();
     let secrets = Secrets::new(&state.db);
