@@ -147,6 +147,12 @@ pub fn banner(config: &Config, running: &Running, demo: Option<&Demo>) -> anyhow
                 "  curl -s -X POST {http}/v1/vehicles/{vin}/commands -H \"Authorization: Bearer $TOKEN\" \\\n    \
                  -H 'Content-Type: application/json' -d '{{\"name\":\"lock_doors\"}}'"
             )?;
+            writeln!(
+                out,
+                "  a webhook of your commands to a receiver on port 9999 (one in README, Webhooks):\n  \
+                 curl -s -X POST {http}/v1/subscriptions -H \"Authorization: Bearer $TOKEN\" \\\n    \
+                 -H 'Content-Type: application/json' -d '{{\"endpoint\":\"http://127.0.0.1:9999/hook\",\"event_types\":[\"command\"]}}'"
+            )?;
         }
         None => {
             writeln!(out, "  curl -s {http}/v1/vehicles -H \"Authorization: Bearer $TOKEN\"")?;

@@ -30,12 +30,14 @@ CREATE TABLE webhook_secrets
 );
 
 -- Where each subscription's deliveries stand in the log (commit order), written after each batch
--- its endpoint took.
+-- its endpoint took; a replay moves it back and raises `generation`, so a worker's write of a batch
+-- it sent before the replay does not undo it.
 CREATE TABLE webhook_cursors
 (
     webhook_id uuid PRIMARY KEY,
     tx_id      bigint      NOT NULL,
     position   bigint      NOT NULL,
+    generation bigint      NOT NULL DEFAULT 0,
     updated_at timestamptz NOT NULL
 );
 

@@ -28,12 +28,14 @@ CREATE TABLE webhook_secrets
     PRIMARY KEY (webhook_id, fingerprint)
 );
 
--- Where each subscription's deliveries stand in the log, written after each batch its endpoint took.
+-- Where each subscription's deliveries stand in the log, written after each batch its endpoint took;
+-- a replay moves it back and raises `generation`.
 CREATE TABLE webhook_cursors
 (
     webhook_id blob PRIMARY KEY,
     tx_id      integer NOT NULL,
     position   integer NOT NULL,
+    generation integer NOT NULL DEFAULT 0,
     updated_at text    NOT NULL
 );
 

@@ -84,6 +84,10 @@ impl Projection for WebhooksProjection {
                     .execute(&mut *conn)
                     .await?;
             }
+            WebhookEvent::WebhookReplayRequested { at, .. } => {
+                let sql = "UPDATE rm_webhooks SET updated_at = $2, version = $3 WHERE webhook_id = $1";
+                Sql::new(sql).bind(id).bind(at).bind(version).execute(&mut *conn).await?;
+            }
             WebhookEvent::WebhookDeleted { at, .. } => {
                 let sql = "UPDATE rm_webhooks SET status = 'deleted', pause = NULL, updated_at = $2, version = $3 \
                      WHERE webhook_id = $1";

@@ -221,7 +221,8 @@ impl Deliverer {
         if webhook.status != WebhookStatus::Active {
             return Ok(Step::Stopped);
         }
-        let cursor = cursor(&self.db, id).await.map_err(Failure::tacho)?;
+        let from = cursor(&self.db, id).await.map_err(Failure::tacho)?;
+        let cursor = from.at;
         let types = envelope::stream_types(webhook.topics.iter().copied());
         let mut pooled = self.db.acquire().await.map_err(Failure::tacho)?;
         let batch = log::read_after(&mut pooled.conn(), cursor, Some(&types), self.settings.batch)
@@ -231,7 +232,7 @@ impl Deliverer {
         let next = batch.next_checkpoint(cursor, self.settings.batch);
         if batch.events.is_empty() {
             if next > cursor {
-                save(&self.db, id, next).await.map_err(Failure::tacho)?;
+                save(&self.db, id, from, next).await.map_err(Failure::tacho)?;
             }
             return Ok(Step::CaughtUp);
         }
@@ -240,7 +241,7 @@ impl Deliverer {
             lease.check().map_err(|e| Failure::Tacho(e.to_string()))?;
             self.post(id, &webhook, &envelopes, &batch.events).await?;
         }
-        save(&self.db, id, next).await.map_err(Failure::tacho)?;
+        save(&self.db, id, from, next).await.map_err(Failure::tacho)?;
         Ok(Step::Delivered)
     }
 
@@ -479,24 +480,58 @@ async fn active(db: &Db) -> Result<Vec<Uuid>, sqlx::Error> {
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
+/// A subscription's place in the log, and the generation of that place (raised by each replay).
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    at: Checkpoint,
+    generation: i64,
+}
+
 /// Where subscription `id` stands: its cursor, else the log's place of its creation (it receives
 /// what was appended after it subscribed).
-async fn cursor(db: &Db, id: Uuid) -> Result<Checkpoint, sqlx::Error> {
-    let sql = "SELECT tx_id, position FROM webhook_cursors WHERE webhook_id = $1";
-    let row: Option<(i64, i64)> = Sql::new(sql).bind(id).fetch_optional(db).await?;
-    if let Some((tx_id, position)) = row {
-        return Ok(Checkpoint { tx_id, position });
+async fn cursor(db: &Db, id: Uuid) -> Result<Cursor, sqlx::Error> {
+    let sql = "SELECT tx_id, position, generation FROM webhook_cursors WHERE webhook_id = $1";
+    let row: Option<(i64, i64, i64)> = Sql::new(sql).bind(id).fetch_optional(db).await?;
+    if let Some((tx_id, position, generation)) = row {
+        return Ok(Cursor { at: Checkpoint { tx_id, position }, generation });
     }
     let mut pooled = db.acquire().await?;
     let stream = log::read_stream(&mut pooled.conn(), crate::domain::streams::WEBHOOK, &id.to_string()).await?;
-    Ok(stream.first().map(StoredEvent::checkpoint).unwrap_or_default())
+    Ok(Cursor { at: stream.first().map(StoredEvent::checkpoint).unwrap_or_default(), generation: 0 })
 }
 
-async fn save(db: &Db, id: Uuid, at: Checkpoint) -> Result<(), sqlx::Error> {
-    let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, updated_at = $4";
-    Sql::new(sql).bind(id).bind(at.tx_id).bind(at.position).bind(Utc::now()).execute(db).await?;
+/// Moves subscription `id` to `at`, unless a replay moved it since `from` was read.
+async fn save(db: &Db, id: Uuid, from: Cursor, at: Checkpoint) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, updated_at = $5 \
+         WHERE webhook_cursors.generation = $4";
+    Sql::new(sql).bind(id).bind(at.tx_id).bind(at.position).bind(from.generation).bind(Utc::now()).execute(db).await?;
     Ok(())
+}
+
+/// Moves subscription `id` back so that it delivers again from log position `from` on (never
+/// forward: a replay does not skip what was not delivered yet). On PostgreSQL commit order is
+/// not position order: it goes back to before the oldest transaction among the 1,000 positions from
+/// `from`, so a little more than asked may come again (receivers deduplicate on the id).
+pub async fn replay(db: &Db, id: Uuid, from: i64) -> Result<Checkpoint, sqlx::Error> {
+    let current = cursor(db, id).await?;
+    let target = match db {
+        Db::Postgres(pool) => {
+            let sql = "SELECT min(tx_id::text::bigint) FROM events WHERE global_position >= $1 AND global_position < $1 + 1000";
+            let oldest: Option<i64> = sqlx::query_scalar(sql).bind(from).fetch_one(pool).await?;
+            match oldest {
+                Some(tx) => Checkpoint { tx_id: tx - 1, position: i64::MAX },
+                None => current.at,
+            }
+        }
+        Db::Sqlite(_) => Checkpoint { tx_id: 0, position: from.saturating_sub(1) },
+    };
+    let target = target.min(current.at);
+    let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at) \
+         VALUES ($1, $2, $3, 1, $4) ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, \
+         generation = webhook_cursors.generation + 1, updated_at = $4";
+    Sql::new(sql).bind(id).bind(target.tx_id).bind(target.position).bind(Utc::now()).execute(db).await?;
+    Ok(target)
 }
 
 /// Vehicle and requester of each command id.

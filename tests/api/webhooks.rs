@@ -391,3 +391,71 @@ async fn a_hanging_receiver_does_not_hold_up_another(store: Store) {
     assert_eq!(past, 1, "the hanging receiver's subscription {slow_id} is still at its first batch");
     assert!(slow.got.lock().unwrap().is_empty());
 }
+
+contract!(a_replay_delivers_again_what_the_consent_allows_now);
+async fn a_replay_delivers_again_what_the_consent_allows_now(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let receiver = Receiver::start().await;
+    app.register(VIN).await;
+    let path = format!("/v1/vehicles/{VIN}/consents/data_sharing:insurer");
+    let owner = app.owner("alice", &[VIN]);
+    app.call(Method::PUT, &path, &owner, Some(json!({"subject": "insurer"}))).await;
+    let (id, secret) = subscribe(&app, &receiver, json!(["vehicle.registry"])).await;
+    let mut last = 0;
+    for action in ["activate", "suspend"] {
+        last = vehicle_move(&app, action).await;
+    }
+    delivered_past(&app, &id, last).await;
+    let first = receiver.events(&secret);
+    assert_eq!(first.len(), 2);
+    let from = first[0]["tachoposition"].as_i64().unwrap();
+
+    let token = insurer(&app);
+    let replayed = app.post(&format!("/v1/subscriptions/{id}/replay"), &token, json!({"from_position": from})).await;
+    assert_eq!(replayed.status(), StatusCode::ACCEPTED);
+    for _ in 0..400 {
+        if receiver.events(&secret).len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let ids: Vec<String> = receiver.events(&secret).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids[2..], ids[..2], "the same events again, same ids: {ids:?}");
+
+    // Revoked: a replay sends nothing of the vehicle any more.
+    app.call(Method::DELETE, &format!("{path}?subject=insurer"), &owner, None).await;
+    let before = receiver.events(&secret).len();
+    app.post(&format!("/v1/subscriptions/{id}/replay"), &token, json!({"from_position": from})).await;
+    let after_revocation = vehicle_move(&app, "activate").await;
+    delivered_past(&app, &id, after_revocation).await;
+    assert_eq!(receiver.events(&secret).len(), before, "nothing outside the consent");
+    let refused = app.post(&format!("/v1/subscriptions/{id}/replay"), &token, json!({"from_position": -1})).await;
+    assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+}
+
+contract!(tacho_stopped_mid_delivery_loses_nothing);
+async fn tacho_stopped_mid_delivery_loses_nothing(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let receiver = Receiver::start().await;
+    receiver.delay_ms.store(5_000, std::sync::atomic::Ordering::SeqCst);
+    app.register(VIN).await;
+    let path = format!("/v1/vehicles/{VIN}/consents/data_sharing:insurer");
+    app.call(Method::PUT, &path, &app.owner("alice", &[VIN]), Some(json!({"subject": "insurer"}))).await;
+    let (id, secret) = subscribe(&app, &receiver, json!(["vehicle.registry"])).await;
+    let mut last = 0;
+    for action in ["activate", "suspend"] {
+        last = vehicle_move(&app, action).await;
+    }
+    // A batch is on its way to the (slow) receiver when tacho stops.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let config = app.config.clone();
+    app.stop().await;
+    assert!(receiver.got.lock().unwrap().is_empty(), "nothing was taken before the stop");
+
+    receiver.delay_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let restarted = start(config).await;
+    delivered_past(&restarted, &id, last).await;
+    let mut ids: Vec<String> = receiver.events(&secret).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    ids.dedup();
+    assert_eq!(ids, [format!("Vehicle:{VIN}:2"), format!("Vehicle:{VIN}:3")]);
+}

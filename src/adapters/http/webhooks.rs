@@ -33,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(resume))
         .routes(routes!(rotate_secret))
         .routes(routes!(deliveries))
+        .routes(routes!(replay))
 }
 
 /// Most subscriptions one principal holds (each has a worker and a place in the log).
@@ -337,4 +338,49 @@ async fn deliveries(
     principal.require(&[Role::Service])?;
     own(&state, &principal, id).await?;
     Ok(Json(queries::webhook_deliveries(&state.db, id).await?))
+}
+
+/// Where to deliver again from.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// A log position (`tachoposition` of a delivered event, or an auditor's position): every
+    /// event from there on is delivered again, under the consent in force when it is sent.
+    pub from_position: i64,
+}
+
+/// What a replay does.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayStarted {
+    /// The subscription.
+    pub subscription_id: Uuid,
+    /// The position asked for.
+    pub from_position: i64,
+}
+
+/// Deliver again from a log position (its principal, admin): moves the subscription's place back
+/// (never forward); what comes again is checked against the consents in force when it is sent.
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/replay", tag = "subscriptions", request_body = Replay,
+    params(("id" = Uuid, Path, description = "Subscription id")),
+    responses((status = 202, description = "Replaying", body = ReplayStarted),
+              (status = 404, description = "Unknown, deleted or another principal's", body = Problem),
+              (status = 422, description = "A negative position", body = Problem)))]
+async fn replay(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<Uuid>,
+    Json(body): Json<Replay>,
+) -> Result<(StatusCode, Json<ReplayStarted>), ApiError> {
+    principal.require(&[Role::Service])?;
+    if body.from_position < 0 {
+        return Err(invalid("from_position must be 0 or more"));
+    }
+    own(&state, &principal, id).await?;
+    // The place moves first; the event that records the replay then wakes the deliverer.
+    crate::webhooks::deliver::replay(&state.db, id, body.from_position).await?;
+    let by = principal.sub().to_owned();
+    let command = WebhookCommand::Replay { from_position: body.from_position, by, at: Utc::now() };
+    state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await?;
+    state.metrics.inc("tacho_webhook_replays_total", &[]);
+    Ok((StatusCode::ACCEPTED, Json(ReplayStarted { subscription_id: id, from_position: body.from_position })))
 }

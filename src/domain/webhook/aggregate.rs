@@ -204,6 +204,15 @@ pub enum WebhookCommand {
         /// When.
         at: DateTime<Utc>,
     },
+    /// Deliver again from a log position (the deliverer moves back; the event records who asked).
+    Replay {
+        /// The log position.
+        from_position: i64,
+        /// Who.
+        by: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// The subscription ends.
     Delete {
         /// Who.
@@ -258,6 +267,15 @@ pub enum WebhookEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// Asked to deliver again from a log position.
+    WebhookReplayRequested {
+        /// The log position.
+        from_position: i64,
+        /// Who.
+        by: String,
+        /// When.
+        at: DateTime<Utc>,
+    },
     /// Deleted.
     WebhookDeleted {
         /// Who.
@@ -274,6 +292,7 @@ impl DomainEvent for WebhookEvent {
             Self::WebhookPaused { .. } => "WebhookPaused",
             Self::WebhookResumed { .. } => "WebhookResumed",
             Self::WebhookSecretRotated { .. } => "WebhookSecretRotated",
+            Self::WebhookReplayRequested { .. } => "WebhookReplayRequested",
             Self::WebhookDeleted { .. } => "WebhookDeleted",
         }
         .to_owned()
@@ -402,6 +421,13 @@ impl Webhook {
                 }
                 vec![WebhookEvent::WebhookSecretRotated { secret, previous_until, at }]
             }
+            WebhookCommand::Replay { from_position, by, at } => {
+                self.live()?;
+                if from_position < 0 {
+                    return Err(WebhookError::Invalid("from_position must be 0 or more".into()));
+                }
+                vec![WebhookEvent::WebhookReplayRequested { from_position, by, at }]
+            }
             WebhookCommand::Delete { by, at } => match self.status {
                 WebhookStatus::Unknown => return Err(WebhookError::NotFound),
                 WebhookStatus::Deleted => vec![],
@@ -436,6 +462,7 @@ impl Aggregate for Webhook {
             | WebhookEvent::WebhookPaused { at, .. }
             | WebhookEvent::WebhookResumed { at, .. }
             | WebhookEvent::WebhookSecretRotated { at, .. }
+            | WebhookEvent::WebhookReplayRequested { at, .. }
             | WebhookEvent::WebhookDeleted { at, .. } => *at,
         };
         self.updated_at = Some(at);
@@ -461,6 +488,7 @@ impl Aggregate for Webhook {
                 let previous = std::mem::replace(&mut self.secret, secret);
                 self.previous_secret = Some((previous, previous_until));
             }
+            WebhookEvent::WebhookReplayRequested { .. } => {}
             WebhookEvent::WebhookDeleted { .. } => self.status = WebhookStatus::Deleted,
         }
     }
