@@ -548,20 +548,16 @@ async fn requesters(db: &Db, ids: &[String]) -> Result<HashMap<String, (String, 
     Ok(out)
 }
 
-/// The version of `subject`'s grant of `purpose` in force now, per VIN of `vins`.
+/// The version of `subject`'s grant of `purpose` in force now, per VIN of `vins` (one statement).
 async fn grants(db: &Db, vins: &[String], subject: &str, purpose: &str) -> Result<HashMap<String, u32>, sqlx::Error> {
-    let mut out = HashMap::new();
-    let now = Utc::now();
-    for vin in vins {
-        let sql = "SELECT version FROM rm_consents WHERE vin = $1 AND subject = $2 AND purpose = $3 \
-             AND status = 'granted' AND (expires_at IS NULL OR expires_at > $4)";
-        let row: Option<(i64,)> =
-            Sql::new(sql).bind(vin).bind(subject).bind(purpose).bind(now).fetch_optional(db).await?;
-        if let Some((version,)) = row {
-            out.insert(vin.clone(), u32::try_from(version).unwrap_or(u32::MAX));
-        }
-    }
-    Ok(out)
+    let sql = format!(
+        "SELECT vin, version FROM rm_consents WHERE {} AND subject = $2 AND purpose = $3 \
+         AND status = 'granted' AND (expires_at IS NULL OR expires_at > $4)",
+        db.dialect().in_json_list("vin", "$1")
+    );
+    let rows: Vec<(String, i64)> =
+        Sql::new(&sql).bind(serde_json::json!(vins)).bind(subject).bind(purpose).bind(Utc::now()).fetch_all(db).await?;
+    Ok(rows.into_iter().map(|(vin, version)| (vin, u32::try_from(version).unwrap_or(u32::MAX))).collect())
 }
 
 #[allow(clippy::too_many_arguments)]
