@@ -15,6 +15,15 @@ pub fn refused(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// The address `url` names literally, if it names one instead of a host name.
+pub fn literal(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(ip) => Some(ip.into()),
+        url::Host::Ipv6(ip) => Some(ip.into()),
+        url::Host::Domain(_) => None,
+    }
+}
+
 fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, ..] = ip.octets();
     if ip.is_loopback() {

@@ -126,17 +126,9 @@ impl Deliverer {
                     Err(e) => tracing::warn!(error = %e, "cannot list webhook subscriptions"),
                 }
                 // Woken when the subscriptions read model moves; every 30 s anyway.
-                let changed = async {
-                    match changes.as_mut() {
-                        Some(changes) => {
-                            let _ = changes.changed().await;
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = changed => {}
+                    _ = moved(&mut changes) => {}
                     _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                 }
             }
@@ -191,17 +183,9 @@ impl Deliverer {
                     _ = tokio::time::sleep(delay) => {}
                 },
                 None => {
-                    let changed = async {
-                        match wake.as_mut() {
-                            Some(wake) => {
-                                let _ = wake.changed().await;
-                            }
-                            None => std::future::pending().await,
-                        }
-                    };
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = changed => {}
+                        _ = moved(&mut wake) => {}
                         _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                     }
                 }
@@ -327,7 +311,7 @@ impl Deliverer {
     ) -> Result<(), Failure> {
         let endpoint = webhook.endpoint.as_ref().ok_or_else(|| Failure::Tacho("no endpoint".into()))?;
         let url = url::Url::parse(endpoint.as_str()).map_err(|e| Failure::Attempt(e.to_string()))?;
-        if let Some(ip) = literal(&url) {
+        if let Some(ip) = address::literal(&url) {
             if let Some(why) = refused(ip, &self.settings.allowed) {
                 return Err(Failure::Attempt(format!("tacho does not deliver to {why}")));
             }
@@ -390,6 +374,16 @@ impl Deliverer {
     }
 }
 
+/// Returns when the subscriber `progress` watches moves (never without one).
+async fn moved(progress: &mut Option<tokio::sync::watch::Receiver<Checkpoint>>) {
+    match progress.as_mut() {
+        Some(progress) => {
+            let _ = progress.changed().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 enum Step {
     Delivered,
     CaughtUp,
@@ -418,14 +412,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn literal(url: &url::Url) -> Option<std::net::IpAddr> {
-    match url.host()? {
-        url::Host::Ipv4(ip) => Some(ip.into()),
-        url::Host::Ipv6(ip) => Some(ip.into()),
-        url::Host::Domain(_) => None,
-    }
 }
 
 /// Why `ip` is refused, unless the operator allows its range.

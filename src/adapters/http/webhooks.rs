@@ -137,15 +137,9 @@ struct Terms {
 
 fn parse(body: CreateSubscription) -> Result<Terms, ApiError> {
     let endpoint = Endpoint::parse(&body.endpoint).map_err(|e| invalid(e.to_string()))?;
-    if let Some(host) = url::Url::parse(endpoint.as_str()).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
-        let literal = match host {
-            url::Host::Ipv4(ip) => Some(std::net::IpAddr::V4(ip)),
-            url::Host::Ipv6(ip) => Some(std::net::IpAddr::V6(ip)),
-            url::Host::Domain(_) => None,
-        };
-        if let Some(why) = literal.and_then(address::refused) {
-            return Err(invalid(format!("invalid endpoint: tacho does not deliver to {why}")));
-        }
+    let literal = url::Url::parse(endpoint.as_str()).ok().as_ref().and_then(address::literal);
+    if let Some(why) = literal.and_then(address::refused) {
+        return Err(invalid(format!("invalid endpoint: tacho does not deliver to {why}")));
     }
     if body.event_types.len() > Topic::ALL.len() * 2 {
         return Err(invalid("event_types names each type at most once"));
