@@ -8,7 +8,7 @@ use crate::domain::observation::{self, STREAM_TYPE};
 use crate::domain::streams;
 use crate::domain::webhook::Topic;
 use crate::store::log::StoredEvent;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// What a subscription would have to ask for to receive `event`; `None` for events never delivered
 /// (consents, devices, webhooks themselves, broadcasts).
@@ -46,20 +46,27 @@ pub fn stream_types(topics: impl IntoIterator<Item = Topic>) -> Vec<&'static str
     types
 }
 
-/// The envelope of `event` about `subject` (a VIN, or a command id), its location signals left out
-/// unless `location` (a state report's signals naming a position need the `location` purpose).
+/// The envelope of `event` about `subject` (a VIN, or a command id), what names a position left out
+/// unless `location` (the `location` purpose), as the read API does: a state report's position
+/// signals, and the keys naming a location at any depth of a reported event's data.
 pub fn envelope(event: &StoredEvent, subject: &str, consent_version: Option<u32>, location: bool) -> Value {
     let mut data = match &event.payload {
         Value::Object(outer) if outer.len() == 1 => outer.values().next().cloned().unwrap_or(Value::Null),
         other => other.clone(),
     };
     if !location {
-        if let Some(Value::Object(signals)) = data.get_mut("signals") {
-            let kept: Map<String, Value> = std::mem::take(signals)
-                .into_iter()
-                .filter(|(name, value)| !observation::is_location(name, value))
-                .collect();
-            *signals = kept;
+        match event.event_type.as_str() {
+            "StateReported" => {
+                if let Some(Value::Object(signals)) = data.get_mut("signals") {
+                    *signals = observation::without_location(std::mem::take(signals), false).0;
+                }
+            }
+            "VehicleEventReported" => {
+                if let Some(reported) = data.get_mut("data") {
+                    *reported = observation::redact_location(reported.take());
+                }
+            }
+            _ => {}
         }
     }
     let mut envelope = json!({
@@ -117,6 +124,18 @@ mod tests {
         assert_eq!(sent["data"]["signals"], json!({"Vehicle.Speed": 50}));
         let with_location = envelope(&event, "1HGCM82633A004352", Some(4), true);
         assert_eq!(with_location["data"]["signals"], signals);
+    }
+
+    #[test]
+    fn a_reported_events_location_keys_go_only_with_the_location_purpose() {
+        let data = json!({"code": "P0300", "where": {"lat": 48.1, "lon": 11.5}, "gps": [1, 2]});
+        let payload = json!({"VehicleEventReported": {"msg_id": "m1", "kind": "breakdown", "data": data}});
+        let event = stored(STREAM_TYPE, "VehicleEventReported", payload);
+        assert_eq!(topic_of(&event), Some(Topic::VehicleEvent));
+        let sent = envelope(&event, "1HGCM82633A004352", Some(4), false);
+        assert_eq!(sent["data"]["data"], json!({"code": "P0300", "where": {}}));
+        assert_eq!(sent["data"]["kind"], "breakdown");
+        assert_eq!(envelope(&event, "1HGCM82633A004352", Some(4), true)["data"]["data"], data);
     }
 
     #[test]
