@@ -88,6 +88,8 @@ impl Deliverer {
     ) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would resolve names itself, past the guarded resolver.
+            .no_proxy()
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout)
             .dns_resolver(Arc::new(Guarded { allowed: settings.allowed.clone() }))
@@ -223,8 +225,10 @@ impl Deliverer {
         let envelopes = self.deliverable(&webhook, &batch.events).await?;
         if !envelopes.is_empty() {
             lease.check().map_err(|e| Failure::Tacho(e.to_string()))?;
-            self.post(id, &webhook, &envelopes, &batch.events).await?;
+            self.post(id, from.generation, &webhook, &envelopes, &batch.events).await?;
         }
+        // Another instance may have taken over during a long request: it owns the cursor now.
+        lease.check().map_err(|e| Failure::Tacho(e.to_string()))?;
         save(&self.db, id, from, next).await.map_err(Failure::tacho)?;
         Ok(Step::Delivered)
     }
@@ -305,6 +309,7 @@ impl Deliverer {
     async fn post(
         &self,
         id: Uuid,
+        generation: i64,
         webhook: &Webhook,
         envelopes: &[Value],
         events: &[StoredEvent],
@@ -328,7 +333,8 @@ impl Deliverer {
         }
         let body = serde_json::to_vec(envelopes).map_err(|e| Failure::Tacho(e.to_string()))?;
         let (first, last) = (&events[0], &events[events.len() - 1]);
-        let message_id = format!("{id}:{}:{}", first.position, last.position);
+        // A replay's batch is a new message: receivers deduplicate on `webhook-id`.
+        let message_id = format!("{id}:{generation}:{}:{}", first.position, last.position);
         let timestamp = Utc::now().timestamp();
         let started = Instant::now();
         let sent = self
@@ -503,8 +509,10 @@ pub async fn replay(db: &Db, id: Uuid, from: i64) -> Result<Checkpoint, sqlx::Er
     let current = cursor(db, id).await?;
     let target = match db {
         Db::Postgres(pool) => {
-            let sql = "SELECT min(tx_id::text::bigint) FROM events WHERE global_position >= $1 AND global_position < $1 + 1000";
-            let oldest: Option<i64> = sqlx::query_scalar(sql).bind(from).fetch_one(pool).await?;
+            let sql =
+                "SELECT min(tx_id::text::bigint) FROM events WHERE global_position >= $1 AND global_position < $2";
+            let oldest: Option<i64> =
+                sqlx::query_scalar(sql).bind(from).bind(from.saturating_add(1000)).fetch_one(pool).await?;
             match oldest {
                 Some(tx) => Checkpoint { tx_id: tx - 1, position: i64::MAX },
                 None => current.at,
