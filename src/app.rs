@@ -210,6 +210,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         Arc::clone(&subscriptions),
         leases.clone(),
         config.webhook_settings(),
+        Arc::clone(&metrics),
     );
     tasks.push(tokio::spawn(deliverer.run(shutdown.clone())));
     tasks.push(tokio::spawn(leases.keep(shutdown.clone())));
@@ -239,6 +240,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         ready_max_lag: Duration::from_secs(config.ready_max_lag_s),
         broker_rights: broker_rights.map(|(control, pins)| vec![control, pins]).unwrap_or_default(),
         inbound_refused,
+        webhook_allowed: config.webhook_allowed().into(),
     };
     let addr = listener.local_addr().context("listener has no address")?;
     let router = http::router(state.clone());

@@ -259,7 +259,8 @@ pub struct Config {
     #[arg(long, env = "TACHO_IDEMPOTENCY_KEY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8_760))]
     pub idempotency_key_hours: u32,
     /// Internal address ranges webhooks may still be delivered to (comma-separated CIDRs, e.g.
-    /// `10.20.0.0/16`); by default none: private, link-local and reserved addresses are refused.
+    /// `10.20.0.0/16`, `127.0.0.1/32`); by default none: private, link-local, loopback and reserved
+    /// addresses are refused (unset on the embedded SQLite store: loopback, for development).
     #[arg(long, env = "TACHO_WEBHOOK_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
     pub webhook_allow: Vec<(std::net::IpAddr, u8)>,
     /// Failed webhook attempts in a row after which a subscription is paused.
@@ -467,12 +468,22 @@ fn parse_cidr(raw: &str) -> Result<(std::net::IpAddr, u8), String> {
 }
 
 impl Config {
+    /// The internal address ranges webhooks may go to: those of `TACHO_WEBHOOK_ALLOW`; when it is
+    /// not set, loopback on the embedded default (its development receiver runs beside it; with
+    /// PostgreSQL, a production set-up, loopback is tacho's own host and must be named).
+    pub fn webhook_allowed(&self) -> Vec<crate::webhooks::address::Range> {
+        if self.webhook_allow.is_empty() && matches!(self.sqlite_path(), Ok(Some(_))) {
+            return crate::webhooks::address::LOOPBACK.to_vec();
+        }
+        self.webhook_allow.clone()
+    }
+
     /// How webhooks are delivered.
     pub fn webhook_settings(&self) -> crate::webhooks::deliver::Settings {
         crate::webhooks::deliver::Settings {
             pause_after: self.webhook_pause_after,
             first_backoff: std::time::Duration::from_millis(self.webhook_first_backoff_ms),
-            allowed: self.webhook_allow.clone(),
+            allowed: self.webhook_allowed(),
             ..Default::default()
         }
     }

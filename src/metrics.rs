@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 
 /// Help texts of the counters tacho keeps.
-const HELP: [(&str, &str); 11] = [
+const HELP: [(&str, &str); 15] = [
     ("tacho_mqtt_messages_total", "MQTT messages received, by kind"),
     ("tacho_dead_letters_total", "MQTT messages refused and stored as dead letters, by reason"),
     ("tacho_facts_appended_total", "Vehicle facts appended to the log, by type"),
@@ -26,6 +26,13 @@ const HELP: [(&str, &str); 11] = [
     ),
     ("tacho_mqtt_dropped_total", "QoS 0 MQTT messages dropped because the inbound queue was full"),
     ("tacho_http_refused_total", "HTTP requests refused for lack of capacity, by what was full"),
+    ("tacho_webhook_attempts_total", "Webhook requests sent, by outcome (delivered, failed)"),
+    ("tacho_webhook_events_delivered_total", "Events delivered to webhook endpoints (a 2xx answer)"),
+    ("tacho_webhook_replays_total", "Webhook replays asked for"),
+    (
+        "tacho_webhook_commands_unresolved_total",
+        "Command events a webhook deliverer passed over because the commands read model has no row for them",
+    ),
 ];
 
 /// Labelled counters.

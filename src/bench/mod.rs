@@ -2,7 +2,8 @@
 //! and prints a table. A benchmark, never a test: nothing here asserts on time.
 //!
 //! (a) [`commands`]: command round trips at a fixed rate (p50/p99), then sustained.
-//! (b) [`ingestion`]: state reports from 1,000 simulated vehicles; appended per second, read-model lag.
+//! (b) [`ingestion`]: state reports from 1,000 simulated vehicles; appended per second, read-model lag;
+//!     [`webhooks`]: their delivery to a local receiver (lag under the load, then a replay at full speed).
 //! (c) [`replay`]: audit verify of the whole log, rebuilds into fresh tables.
 //! The floors ([`floors`]): a raw MQTT round trip, raw inserts and reads of the same store.
 
@@ -12,6 +13,7 @@ mod fleet;
 mod floors;
 mod ingestion;
 mod replay;
+mod webhooks;
 
 use commands::{wait_connected, Commands};
 use ingestion::{ingest, OFFERED};
@@ -212,7 +214,8 @@ pub async fn run(config: &Config, options: BenchOptions) -> anyhow::Result<()> {
     println!(
         "Targets on a 2-core machine: round trip p50 ≤ 5 ms and p99 ≤ 25 ms at 100/s; ≥ 1,000 commands/s; \
          ≥ 30,000 reports/s; state read p99 ≤ 5 ms under ingestion; replay ≥ 150,000 and rebuilds ≥ 100,000 \
-         events/s; 10,000 simulated vehicles online within 10 s in 500 MB; tacho ≤ 150 MB with them."
+         events/s; ≥ 5,000 webhook events/s (batched); 10,000 simulated vehicles online within 10 s in 500 MB; \
+         tacho ≤ 150 MB with them."
     );
     Ok(())
 }
@@ -223,6 +226,8 @@ async fn run_on(config: &Config, options: &BenchOptions, scratch: &Scratch) -> a
     bench_config.auth_secret = Some(SecretString::from(uuid::Uuid::new_v4().to_string()));
     bench_config.instance = Some(format!("tacho-bench-{}", std::process::id()));
     bench_config.mqtt_session_expiry_s = 60;
+    // The webhook receiver listens on loopback.
+    bench_config.webhook_allow.extend(crate::webhooks::address::LOOPBACK);
     if let Mqtt::Embedded(_) = config.mqtt()? {
         bench_config.embedded_mqtt_addr = free_addr()?;
     }
@@ -395,6 +400,26 @@ impl Bench<'_> {
         }
         let registered = vehicles.len() + silent.len();
         eprintln!("    {registered} vehicles registered in {:.0?}", self.clock.elapsed());
+        // A partner subscribed to every vehicle's state (the vehicles grant it telemetry).
+        let receiver = webhooks::Receiver::start().await?;
+        let partner = self.keys.mint("bench", vec![Role::Service], None, chrono::Utc::now().timestamp(), 3600);
+        let subscription =
+            serde_json::json!({"endpoint": receiver.url, "event_types": ["vehicle.state"], "purpose": "telemetry"});
+        let created: serde_json::Value = self
+            .http
+            .post(format!("{}/v1/subscriptions", self.base))
+            .bearer_auth(&partner)
+            .json(&subscription)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let subscription_id: uuid::Uuid =
+            created["subscription"]["subscription_id"].as_str().context("a subscription id")?.parse()?;
+        let load_from: i64 =
+            crate::store::Sql::new("SELECT coalesce(max(global_position), 0) + 1 FROM events").scalar(&self.db).await?;
+        receiver.keep_lags(true);
         tokio::time::sleep(cost::SETTLE).await;
         let before = cost::read(&self.db).await?;
         let reader = self.keys.mint_fleet("bench-dealer", vec![Role::Dealer], chrono::Utc::now().timestamp(), 3600);
@@ -411,6 +436,23 @@ impl Bench<'_> {
         let spent = cost::read(&self.db).await?.since(&before);
         // Idle costs of the time around the load (the settling, the drain) are not the reports'.
         let per_report = spent.less_idle(&self.idle, cost::SETTLE.as_secs_f64()).per(ingestion.appended as f64);
+        eprintln!("    webhooks: the load's deliveries, then a replay of them ...");
+        let caught_up = webhooks::wait_delivered(&self.db, subscription_id, Duration::from_secs(300)).await?;
+        receiver.keep_lags(false);
+        let (mut lags, delivered) = (receiver.lags(), receiver.events());
+        let replay_from = receiver.events();
+        let replay = self
+            .http
+            .post(format!("{}/v1/subscriptions/{subscription_id}/replay", self.base))
+            .bearer_auth(&partner)
+            .json(&serde_json::json!({"from_position": load_from}))
+            .send()
+            .await?;
+        anyhow::ensure!(replay.status().is_success(), "replay refused: {}", replay.status());
+        let replayed_in = webhooks::wait_delivered(&self.db, subscription_id, Duration::from_secs(600)).await?;
+        let replayed = receiver.events() - replay_from;
+        let batches = receiver.requests();
+        let raw_rate = webhooks::raw_posts(&receiver.url, 100, 3.0).await?;
         eprintln!("    done in {:.0?}", self.clock.elapsed());
 
         let t = &mut self.table;
@@ -475,6 +517,29 @@ impl Bench<'_> {
                 ms(percentile(&mut idle_reads, 0.99))
             ),
             &ratio(percentile(&mut read_times, 0.99).as_secs_f64(), percentile(&mut idle_reads, 0.99).as_secs_f64()),
+        );
+        t.row(
+            format!(
+                "webhook delivery lag p50 / p99 under the load (received − recorded; {} of {} reports delivered to one subscription of every vehicle's state{})",
+                lags.len(),
+                ingestion.appended,
+                if caught_up.is_none() { ", not caught up within 300 s" } else { "" }
+            ),
+            format!("{} / {}", ms(percentile(&mut lags, 0.50)), ms(percentile(&mut lags, 0.99))),
+            "",
+            "",
+        );
+        let replay_rate = replayed_in.map(|took| replayed as f64 / took.as_secs_f64().max(0.001));
+        t.row(
+            format!(
+                "webhook events delivered/s, a replay of the load ({replayed} events, batches of ≤ 100, signed, consent checked; {batches} requests in all, {delivered} events before the replay)"
+            ),
+            match replay_rate {
+                Some(rate) => format!("{rate:.0}/s"),
+                None => "not caught up within 600 s".to_owned(),
+            },
+            &format!("raw POSTs of 100 events to the receiver {raw_rate:.0}/s"),
+            &replay_rate.map(|r| ratio(r, raw_rate)).unwrap_or_default(),
         );
         Ok(())
     }

@@ -41,10 +41,19 @@ impl Projection for ConsentsProjection {
                 granted_by,
                 at,
             } => {
+                // Where the grant in force began in the log: a renewal of a grant still in force
+                // keeps it (webhooks deliver a vehicle's data recorded from there on).
                 let sql = "INSERT INTO rm_consents (vin, subject, purpose, status, version, legal_basis, expires_at, \
-                     granted_at, granted_by) VALUES ($1, $2, $3, 'granted', $4, $5, $6, $7, $8) \
+                     granted_at, granted_by, granted_tx, granted_position) \
+                     VALUES ($1, $2, $3, 'granted', $4, $5, $6, $7, $8, $9, $10) \
                      ON CONFLICT (vin, subject, purpose) DO UPDATE SET status = 'granted', version = $4, \
-                     legal_basis = $5, expires_at = $6, granted_at = $7, granted_by = $8, revoked_at = NULL";
+                     legal_basis = $5, expires_at = $6, granted_at = $7, granted_by = $8, revoked_at = NULL, \
+                     granted_tx = CASE WHEN rm_consents.status = 'granted' AND \
+                         (rm_consents.expires_at IS NULL OR rm_consents.expires_at > $7) \
+                         THEN rm_consents.granted_tx ELSE $9 END, \
+                     granted_position = CASE WHEN rm_consents.status = 'granted' AND \
+                         (rm_consents.expires_at IS NULL OR rm_consents.expires_at > $7) \
+                         THEN rm_consents.granted_position ELSE $10 END";
                 let version = i64::from(version);
                 Sql::new(sql)
                     .bind(vin)
@@ -55,6 +64,8 @@ impl Projection for ConsentsProjection {
                     .bind(expires_at)
                     .bind(at)
                     .bind(granted_by)
+                    .bind(event.tx_id)
+                    .bind(event.position)
                     .execute(&mut *conn)
                     .await?;
             }

@@ -1,11 +1,15 @@
 //! The webhook subscriptions read model (`rm_webhooks`): one row per subscription, deleted ones
-//! included (status `deleted`), for the subscriptions API and the deliverer.
+//! included (status `deleted`), for the subscriptions API and the deliverer. In the same
+//! transaction it carries out what an event asks of the deliveries, so that a crash never leaves
+//! the one without the other: a replay moves the subscription's place back, a resumption starts a
+//! new run of failures, a rotation erases the secret that fell out of use, a deletion every secret.
 
 use super::{Projection, ProjectionError};
 use crate::domain::streams;
 use crate::domain::webhook::{WebhookEvent, WebhookStatus};
 use crate::store::log::StoredEvent;
 use crate::store::{Conn, Sql};
+use crate::webhooks::deliver;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -71,8 +75,14 @@ impl Projection for WebhooksProjection {
                 let sql = "UPDATE rm_webhooks SET status = 'active', pause = NULL, updated_at = $2, version = $3 \
                      WHERE webhook_id = $1";
                 Sql::new(sql).bind(id).bind(at).bind(version).execute(&mut *conn).await?;
+                deliver::resumed(conn, id).await?;
             }
             WebhookEvent::WebhookSecretRotated { secret, previous_until, at } => {
+                // The previous secret stops signing now; the one before it is erased.
+                let erase =
+                    "DELETE FROM webhook_secrets WHERE webhook_id = $1 AND fingerprint <> $2 AND fingerprint = \
+                     (SELECT previous_secret FROM rm_webhooks WHERE webhook_id = $1 AND previous_secret <> secret)";
+                Sql::new(erase).bind(id).bind(&secret).execute(&mut *conn).await?;
                 let sql = "UPDATE rm_webhooks SET previous_secret = secret, previous_until = $3, secret = $2, \
                      updated_at = $4, version = $5 WHERE webhook_id = $1";
                 Sql::new(sql)
@@ -84,14 +94,16 @@ impl Projection for WebhooksProjection {
                     .execute(&mut *conn)
                     .await?;
             }
-            WebhookEvent::WebhookReplayRequested { at, .. } => {
+            WebhookEvent::WebhookReplayRequested { from_position, at, .. } => {
                 let sql = "UPDATE rm_webhooks SET updated_at = $2, version = $3 WHERE webhook_id = $1";
                 Sql::new(sql).bind(id).bind(at).bind(version).execute(&mut *conn).await?;
+                deliver::rewind(conn, id, from_position, version).await?;
             }
             WebhookEvent::WebhookDeleted { at, .. } => {
                 let sql = "UPDATE rm_webhooks SET status = 'deleted', pause = NULL, updated_at = $2, version = $3 \
                      WHERE webhook_id = $1";
                 Sql::new(sql).bind(id).bind(at).bind(version).execute(&mut *conn).await?;
+                Sql::new("DELETE FROM webhook_secrets WHERE webhook_id = $1").bind(id).execute(&mut *conn).await?;
             }
         }
         Ok(())

@@ -187,6 +187,33 @@ impl Batch {
     }
 }
 
+/// The first log position recorded at or after `at`; past the log's end when none was. Found by bisection
+/// on the position index (no index on the time; times follow positions up to the odd concurrent
+/// commit, so an event a moment older may be taken).
+pub async fn first_position_at(conn: &mut Conn<'_>, at: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+    let bounds = "SELECT min(global_position), max(global_position) FROM events";
+    let (low, high): (Option<i64>, Option<i64>) = Sql::new(bounds).fetch_one(&mut *conn).await?;
+    let (Some(mut low), Some(mut high)) = (low, high) else { return Ok(1) };
+    let probe = "SELECT global_position, recorded_at FROM events WHERE global_position >= $1 \
+         ORDER BY global_position LIMIT 1";
+    let last: Option<(i64, DateTime<Utc>)> = Sql::new(probe).bind(high).fetch_optional(&mut *conn).await?;
+    if last.is_none_or(|(_, recorded)| recorded < at) {
+        return Ok(high.saturating_add(1));
+    }
+    // Invariant: the first event at or after `high` was recorded at or after `at`; every event
+    // before `low` earlier.
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let row: Option<(i64, DateTime<Utc>)> = Sql::new(probe).bind(middle).fetch_optional(&mut *conn).await?;
+        match row {
+            Some((_, recorded)) if recorded >= at => high = middle,
+            Some((position, _)) => low = position + 1,
+            None => break,
+        }
+    }
+    Ok(high)
+}
+
 /// Reads up to `limit` events after `after` in commit order, only of `aggregate_types` when given.
 pub async fn read_after(
     conn: &mut Conn<'_>,

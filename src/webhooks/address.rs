@@ -1,10 +1,42 @@
 //! Where tacho may send a webhook: never to a private, link-local, metadata or otherwise internal
-//! address (a subscriber must not make tacho reach into its own network). Loopback is the
-//! development receiver and is allowed.
+//! address (a subscriber must not make tacho reach into its own network), unless an operator allows
+//! its range (`TACHO_WEBHOOK_ALLOW`). Loopback is tacho's own host: allowed on the embedded default
+//! (the development receiver), refused elsewhere unless allowed.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Why tacho refuses to send to `ip`, or `None` when it may.
+/// An address range: network and prefix length.
+pub type Range = (IpAddr, u8);
+
+/// The loopback ranges.
+pub const LOOPBACK: [Range; 2] = [(IpAddr::V4(Ipv4Addr::LOCALHOST), 8), (IpAddr::V6(Ipv6Addr::LOCALHOST), 128)];
+
+/// Why tacho refuses to send to `ip` although ranges `allowed` are allowed, or `None` when it may.
+pub fn refused_unless(ip: IpAddr, allowed: &[Range]) -> Option<&'static str> {
+    let why = refused(ip)?;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    (!allowed.iter().any(|(net, bits)| contains(*net, *bits, ip))).then_some(why)
+}
+
+/// Whether range `net`/`bits` holds `ip`.
+pub fn contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits.min(32))).unwrap_or(0);
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits.min(128))).unwrap_or(0);
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+/// Why tacho refuses to send to `ip` unless an operator allows it, or `None` when it may.
 pub fn refused(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => refused_v4(v4),
@@ -27,7 +59,7 @@ pub fn literal(url: &url::Url) -> Option<IpAddr> {
 fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
     let [a, b, ..] = ip.octets();
     if ip.is_loopback() {
-        None
+        Some("a loopback address (tacho's own host)")
     } else if ip.is_private() {
         Some("a private address")
     } else if ip.is_link_local() {
@@ -48,7 +80,7 @@ fn refused_v4(ip: Ipv4Addr) -> Option<&'static str> {
 fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let first = ip.segments()[0];
     if ip.is_loopback() {
-        None
+        Some("a loopback address (tacho's own host)")
     } else if ip.is_unspecified() {
         Some("an unspecified address")
     } else if first & 0xfe00 == 0xfc00 {
@@ -73,7 +105,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn internal_addresses_are_refused_and_public_and_loopback_ones_taken() {
+    fn internal_addresses_are_refused_and_public_ones_taken() {
         for bad in [
             "10.1.2.3",
             "172.16.0.1",
@@ -91,11 +123,27 @@ mod tests {
             "ff02::1",
             "64:ff9b::a9fe:a9fe",
             "2002:0a00:0001::1",
+            "127.0.0.1",
+            "::1",
+            "::ffff:127.0.0.1",
         ] {
             assert!(refused(bad.parse().unwrap()).is_some(), "{bad}");
         }
-        for ok in ["127.0.0.1", "::1", "93.184.215.14", "2606:4700::1111", "::ffff:93.184.215.14"] {
+        for ok in ["93.184.215.14", "2606:4700::1111", "::ffff:93.184.215.14"] {
             assert_eq!(refused(ok.parse().unwrap()), None, "{ok}");
         }
+    }
+
+    #[test]
+    fn an_allowed_range_is_taken_and_nothing_beside_it() {
+        let allowed = [("10.20.0.0".parse().unwrap(), 16), LOOPBACK[0], LOOPBACK[1]];
+        for ok in ["10.20.1.2", "127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1", "::ffff:10.20.9.9"] {
+            assert_eq!(refused_unless(ok.parse().unwrap(), &allowed), None, "{ok}");
+        }
+        for bad in ["10.21.0.1", "169.254.169.254", "::ffff:10.21.0.1", "fd00::1"] {
+            assert!(refused_unless(bad.parse().unwrap(), &allowed).is_some(), "{bad}");
+        }
+        assert!(refused_unless("127.0.0.1".parse().unwrap(), &[]).is_some());
+        assert_eq!(refused_unless("10.0.0.1".parse().unwrap(), &[("0.0.0.0".parse().unwrap(), 0)]), None);
     }
 }

@@ -15,11 +15,12 @@ use super::envelope::{self, topic_of};
 use super::signing::{signature_header, Secret};
 use super::{address, Secrets};
 use crate::domain::webhook::{Pause, Topic, Webhook, WebhookCommand, WebhookStatus};
+use crate::metrics::Metrics;
 use crate::projections::consents::ConsentsProjection;
 use crate::projections::Subscriptions;
 use crate::store::leases::{Lease, Leases};
 use crate::store::log::{self, Checkpoint, StoredEvent};
-use crate::store::{Db, Frameworks, Sql};
+use crate::store::{Conn, Db, Frameworks, Sql};
 use chrono::Utc;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -47,7 +48,7 @@ pub struct Settings {
     /// Most events per request.
     pub batch: i64,
     /// Address ranges an operator allows although they are internal (`10.0.0.0/8` ...).
-    pub allowed: Vec<(std::net::IpAddr, u8)>,
+    pub allowed: Vec<address::Range>,
 }
 
 impl Default for Settings {
@@ -75,6 +76,7 @@ pub struct Deliverer {
     secrets: Secrets,
     client: reqwest::Client,
     settings: Settings,
+    metrics: Arc<Metrics>,
 }
 
 impl Deliverer {
@@ -85,6 +87,7 @@ impl Deliverer {
         subscriptions: Arc<Subscriptions>,
         leases: Leases,
         settings: Settings,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -97,7 +100,7 @@ impl Deliverer {
             .build()
             .expect("a plain HTTP client builds");
         let secrets = Secrets::new(&db);
-        Arc::new(Self { db, frameworks, subscriptions, leases, secrets, client, settings })
+        Arc::new(Self { db, frameworks, subscriptions, leases, secrets, client, settings, metrics })
     }
 
     /// Takes the lease when free and keeps one worker per active subscription while it holds it.
@@ -143,24 +146,18 @@ impl Deliverer {
 
     /// Delivers subscription `id` until it is no longer active, the lease is lost or tacho stops.
     async fn work(&self, id: Uuid, lease: Lease, stop: CancellationToken) {
-        let mut failures = 0u32;
         let mut wake = self.subscriptions.progress(crate::projections::seals::SealProjection::NAME);
         loop {
             if stop.is_cancelled() || lease.check().is_err() {
                 return;
             }
             let delay = match self.step(id, &lease).await {
-                Ok(Step::Delivered) => {
-                    failures = 0;
-                    continue;
-                }
-                Ok(Step::CaughtUp) => {
-                    failures = 0;
-                    None
-                }
+                Ok(Step::Delivered) => continue,
+                Ok(Step::CaughtUp) => None,
                 Ok(Step::Stopped) => return,
-                Err(Failure::Attempt(error)) => {
-                    failures += 1;
+                Err(Failure::Attempt { error, failures }) => {
+                    // The run of failures is kept with the cursor (a restart does not reset it),
+                    // counted with the attempt's record.
                     tracing::warn!(subscription = %id, failures, %error, "webhook delivery failed");
                     if failures >= self.settings.pause_after {
                         let pause = Pause::Failing { failures, last_error: error };
@@ -207,10 +204,10 @@ impl Deliverer {
         if webhook.status != WebhookStatus::Active {
             return Ok(Step::Stopped);
         }
-        let from = cursor(&self.db, id).await.map_err(Failure::tacho)?;
-        let cursor = from.at;
         let types = envelope::stream_types(webhook.topics.iter().copied());
         let mut pooled = self.db.acquire().await.map_err(Failure::tacho)?;
+        let from = cursor(&mut pooled.conn(), id).await.map_err(Failure::tacho)?;
+        let cursor = from.at;
         let batch = log::read_after(&mut pooled.conn(), cursor, Some(&types), self.settings.batch)
             .await
             .map_err(Failure::tacho)?;
@@ -249,6 +246,12 @@ impl Deliverer {
             self.settled(crate::projections::commands::CommandsProjection::NAME, last).await?;
         }
         let commands = requesters(&self.db, &command_ids).await.map_err(Failure::tacho)?;
+        let unresolved = command_ids.iter().filter(|id| !commands.contains_key(*id)).count();
+        if unresolved > 0 {
+            // Only a command whose stream does not decode has no row once the read model passed it.
+            tracing::warn!(unresolved, "webhook deliverer passes over command events without a command row");
+            self.metrics.add("tacho_webhook_commands_unresolved_total", &[], unresolved as u64);
+        }
         let vin_of = |event: &StoredEvent, topic: Topic| -> Option<String> {
             match topic {
                 Topic::Command => commands.get(&event.aggregate_id).map(|(vin, _)| vin.clone()),
@@ -256,8 +259,8 @@ impl Deliverer {
             }
         };
         let in_filter = |vin: &str| webhook.vins.is_empty() || webhook.vins.iter().any(|v| v.as_str() == vin);
-        // Vehicle data: the owner's consent to this principal, once the consents read model has
-        // passed the batch.
+        // Vehicle data: the owner's grant of the purpose to this principal in force now (once the
+        // consents read model has passed the batch), and only what was recorded since it began.
         let vins: HashSet<String> = wanted
             .iter()
             .filter(|(_, t)| t.needs_consent())
@@ -289,9 +292,9 @@ impl Deliverer {
                 }
                 continue;
             }
-            if let Some(version) = consented.0.get(&vin) {
-                let location = consented.1.contains_key(&vin);
-                out.push(envelope::envelope(event, &vin, Some(*version), location));
+            if let Some(grant) = consented.0.get(&vin).filter(|g| event.checkpoint() > g.since) {
+                let location = consented.1.get(&vin).is_some_and(|g| event.checkpoint() > g.since);
+                out.push(envelope::envelope(event, &vin, Some(grant.version), location));
             }
         }
         Ok(out)
@@ -315,12 +318,7 @@ impl Deliverer {
         events: &[StoredEvent],
     ) -> Result<(), Failure> {
         let endpoint = webhook.endpoint.as_ref().ok_or_else(|| Failure::Tacho("no endpoint".into()))?;
-        let url = url::Url::parse(endpoint.as_str()).map_err(|e| Failure::Attempt(e.to_string()))?;
-        if let Some(ip) = address::literal(&url) {
-            if let Some(why) = refused(ip, &self.settings.allowed) {
-                return Err(Failure::Attempt(format!("tacho does not deliver to {why}")));
-            }
-        }
+        let url = url::Url::parse(endpoint.as_str()).map_err(|e| Failure::Tacho(e.to_string()))?;
         let mut fingerprints = vec![webhook.secret.as_str()];
         if let Some((previous, until)) = &webhook.previous_secret {
             if Utc::now() < *until {
@@ -337,16 +335,21 @@ impl Deliverer {
         let message_id = format!("{id}:{generation}:{}:{}", first.position, last.position);
         let timestamp = Utc::now().timestamp();
         let started = Instant::now();
-        let sent = self
-            .client
-            .post(url)
-            .header("content-type", "application/cloudevents-batch+json")
-            .header("webhook-id", &message_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature_header(&secrets, &message_id, timestamp, &body))
-            .body(body)
-            .send()
-            .await;
+        let refused = address::literal(&url).and_then(|ip| address::refused_unless(ip, &self.settings.allowed));
+        let sent = match refused {
+            Some(why) => Err(format!("tacho does not deliver to {why}")),
+            None => self
+                .client
+                .post(url)
+                .header("content-type", "application/cloudevents-batch+json")
+                .header("webhook-id", &message_id)
+                .header("webhook-timestamp", timestamp.to_string())
+                .header("webhook-signature", signature_header(&secrets, &message_id, timestamp, &body))
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| error_chain(&e)),
+        };
         let outcome = match sent {
             Ok(mut response) => {
                 let status = response.status();
@@ -366,17 +369,28 @@ impl Deliverer {
                     Err((Some(status.as_u16()), format!("answered {status}")))
                 }
             }
-            Err(e) => Err((None, error_chain(&e))),
+            Err(e) => Err((None, e)),
         };
         let latency = started.elapsed();
         let (status, error) = match &outcome {
             Ok(status) => (*status, None),
             Err((status, error)) => (*status, Some(error.clone())),
         };
-        record(&self.db, id, envelopes.len(), first.position, last.position, status, latency, error.as_deref())
+        let span = (first.position, last.position);
+        let failures = record(&self.db, id, envelopes.len(), span, status, latency, error.as_deref())
             .await
             .map_err(Failure::tacho)?;
-        outcome.map(|_| ()).map_err(|(_, error)| Failure::Attempt(error))
+        match error {
+            None => {
+                self.metrics.inc("tacho_webhook_attempts_total", &[("outcome", "delivered")]);
+                self.metrics.add("tacho_webhook_events_delivered_total", &[], envelopes.len() as u64);
+                Ok(())
+            }
+            Some(error) => {
+                self.metrics.inc("tacho_webhook_attempts_total", &[("outcome", "failed")]);
+                Err(Failure::Attempt { error, failures })
+            }
+        }
     }
 }
 
@@ -397,8 +411,8 @@ enum Step {
 }
 
 enum Failure {
-    /// The receiver did not take the batch.
-    Attempt(String),
+    /// The receiver did not take the batch: why, and the failures in a row with this one.
+    Attempt { error: String, failures: u32 },
     /// tacho could not do its part (database, lease).
     Tacho(String),
 }
@@ -420,31 +434,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Why `ip` is refused, unless the operator allows its range.
-fn refused(ip: std::net::IpAddr, allowed: &[(std::net::IpAddr, u8)]) -> Option<&'static str> {
-    let why = address::refused(ip)?;
-    (!allowed.iter().any(|(net, bits)| contains(*net, *bits, ip))).then_some(why)
-}
-
-fn contains(net: std::net::IpAddr, bits: u8, ip: std::net::IpAddr) -> bool {
-    match (net, ip) {
-        (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(bits.min(32))).unwrap_or(0);
-            u32::from(n) & mask == u32::from(i) & mask
-        }
-        (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(bits.min(128))).unwrap_or(0);
-            u128::from(n) & mask == u128::from(i) & mask
-        }
-        _ => false,
-    }
-}
-
 /// Resolves endpoint names and refuses internal addresses: a name that resolves to one is not
 /// connected to at all (the check and the connection use the same answer, so a rebinding DNS
 /// server cannot slip an internal address in between).
 struct Guarded {
-    allowed: Vec<(std::net::IpAddr, u8)>,
+    allowed: Vec<address::Range>,
 }
 
 impl reqwest::dns::Resolve for Guarded {
@@ -453,7 +447,9 @@ impl reqwest::dns::Resolve for Guarded {
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some((ip, why)) = addrs.iter().find_map(|a| refused(a.ip(), &allowed).map(|why| (a.ip(), why))) {
+            if let Some((ip, why)) =
+                addrs.iter().find_map(|a| address::refused_unless(a.ip(), &allowed).map(|why| (a.ip(), why)))
+            {
                 let message = format!("{host} resolves to {ip}, {why}: tacho does not deliver there");
                 return Err(message.into());
             }
@@ -472,7 +468,8 @@ async fn active(db: &Db) -> Result<Vec<Uuid>, sqlx::Error> {
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
-/// A subscription's place in the log, and the generation of that place (raised by each replay).
+/// A subscription's place in the log, and the generation of that place: the sequence of the
+/// replay that last moved it back (0 before any).
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
     at: Checkpoint,
@@ -481,90 +478,132 @@ struct Cursor {
 
 /// Where subscription `id` stands: its cursor, else the log's place of its creation (it receives
 /// what was appended after it subscribed).
-async fn cursor(db: &Db, id: Uuid) -> Result<Cursor, sqlx::Error> {
+async fn cursor(conn: &mut Conn<'_>, id: Uuid) -> Result<Cursor, sqlx::Error> {
     let sql = "SELECT tx_id, position, generation FROM webhook_cursors WHERE webhook_id = $1";
-    let row: Option<(i64, i64, i64)> = Sql::new(sql).bind(id).fetch_optional(db).await?;
+    let row: Option<(i64, i64, i64)> = Sql::new(sql).bind(id).fetch_optional(&mut *conn).await?;
     if let Some((tx_id, position, generation)) = row {
         return Ok(Cursor { at: Checkpoint { tx_id, position }, generation });
     }
-    let mut pooled = db.acquire().await?;
-    let stream = log::read_stream(&mut pooled.conn(), crate::domain::streams::WEBHOOK, &id.to_string()).await?;
+    let stream = log::read_stream(conn, crate::domain::streams::WEBHOOK, &id.to_string()).await?;
     Ok(Cursor { at: stream.first().map(StoredEvent::checkpoint).unwrap_or_default(), generation: 0 })
 }
 
-/// Moves subscription `id` to `at`, unless a replay moved it since `from` was read.
+/// Moves subscription `id` to `at` and ends its run of failures, unless a replay moved it since
+/// `from` was read.
 async fn save(db: &Db, id: Uuid, from: Cursor, at: Checkpoint) -> Result<(), sqlx::Error> {
-    let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, updated_at = $5 \
-         WHERE webhook_cursors.generation = $4";
+    let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at, failures) \
+         VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, \
+         updated_at = $5, failures = 0 WHERE webhook_cursors.generation = $4";
     Sql::new(sql).bind(id).bind(at.tx_id).bind(at.position).bind(from.generation).bind(Utc::now()).execute(db).await?;
     Ok(())
 }
 
-/// Moves subscription `id` back so that it delivers again from log position `from` on (never
-/// forward: a replay does not skip what was not delivered yet). On PostgreSQL commit order is
-/// not position order: it goes back to before the oldest transaction among the 1,000 positions from
-/// `from`, so a little more than asked may come again (receivers deduplicate on the id).
-pub async fn replay(db: &Db, id: Uuid, from: i64) -> Result<Checkpoint, sqlx::Error> {
-    let current = cursor(db, id).await?;
-    let target = match db {
-        Db::Postgres(pool) => {
+/// A resumed subscription starts a new run of failures (in the read model's transaction).
+pub async fn resumed(conn: &mut Conn<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    Sql::new("UPDATE webhook_cursors SET failures = 0 WHERE webhook_id = $1").bind(id).execute(conn).await?;
+    Ok(())
+}
+
+/// Moves subscription `id` back so that it delivers again from log position `from` on, for the
+/// replay recorded at sequence `generation` of its stream (in the read model's transaction, so
+/// the replay and its event commit together; a replay already applied, as in a rebuild, moves
+/// nothing). Never forward: a replay does not skip what was not delivered yet. On PostgreSQL
+/// commit order is not position order: it goes back to before the oldest transaction among the
+/// 1,000 positions from `from`, so a little more than asked may come again (receivers deduplicate
+/// on the id).
+pub async fn rewind(conn: &mut Conn<'_>, id: Uuid, from: i64, generation: i64) -> Result<(), sqlx::Error> {
+    let current = cursor(conn, id).await?;
+    if current.generation >= generation {
+        return Ok(());
+    }
+    let target = match conn {
+        Conn::Postgres(pg) => {
             let sql =
                 "SELECT min(tx_id::text::bigint) FROM events WHERE global_position >= $1 AND global_position < $2";
             let oldest: Option<i64> =
-                sqlx::query_scalar(sql).bind(from).bind(from.saturating_add(1000)).fetch_one(pool).await?;
+                sqlx::query_scalar(sql).bind(from).bind(from.saturating_add(1000)).fetch_one(&mut **pg).await?;
             match oldest {
                 Some(tx) => Checkpoint { tx_id: tx - 1, position: i64::MAX },
                 None => current.at,
             }
         }
-        Db::Sqlite(_) => Checkpoint { tx_id: 0, position: from.saturating_sub(1) },
+        Conn::Sqlite(_) => Checkpoint { tx_id: 0, position: from.saturating_sub(1) },
     };
     let target = target.min(current.at);
-    let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at) \
-         VALUES ($1, $2, $3, 1, $4) ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, \
-         generation = webhook_cursors.generation + 1, updated_at = $4";
-    Sql::new(sql).bind(id).bind(target.tx_id).bind(target.position).bind(Utc::now()).execute(db).await?;
-    Ok(target)
+    let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at, failures) \
+         VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, \
+         generation = $4, updated_at = $5";
+    Sql::new(sql)
+        .bind(id)
+        .bind(target.tx_id)
+        .bind(target.position)
+        .bind(generation)
+        .bind(Utc::now())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
-/// Vehicle and requester of each command id.
+/// Vehicle and requester of each command id (one statement on PostgreSQL).
 async fn requesters(db: &Db, ids: &[String]) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
-    let mut out = HashMap::new();
-    for id in ids.iter().collect::<HashSet<_>>() {
-        let Ok(uuid) = Uuid::parse_str(id) else { continue };
-        let sql = "SELECT vin, requester FROM rm_commands WHERE command_id = $1";
-        let row: Option<(String, String)> = Sql::new(sql).bind(uuid).fetch_optional(db).await?;
-        if let Some(row) = row {
-            out.insert(id.clone(), row);
+    let uuids: Vec<Uuid> =
+        ids.iter().collect::<HashSet<_>>().into_iter().filter_map(|id| Uuid::parse_str(id).ok()).collect();
+    let rows: Vec<(Uuid, String, String)> = match db {
+        _ if uuids.is_empty() => Vec::new(),
+        Db::Postgres(pool) => {
+            let sql = "SELECT command_id, vin, requester FROM rm_commands WHERE command_id = ANY($1)";
+            sqlx::query_as(sql).bind(&uuids).fetch_all(pool).await?
         }
-    }
-    Ok(out)
+        Db::Sqlite(_) => {
+            let mut rows = Vec::with_capacity(uuids.len());
+            for id in uuids {
+                let sql = "SELECT command_id, vin, requester FROM rm_commands WHERE command_id = $1";
+                rows.extend(Sql::new(sql).bind(id).fetch_optional(db).await?);
+            }
+            rows
+        }
+    };
+    Ok(rows.into_iter().map(|(id, vin, requester)| (id.to_string(), (vin, requester))).collect())
 }
 
-/// The version of `subject`'s grant of `purpose` in force now, per VIN of `vins` (one statement).
-async fn grants(db: &Db, vins: &[String], subject: &str, purpose: &str) -> Result<HashMap<String, u32>, sqlx::Error> {
+/// A grant in force: its version, and where in the log it began.
+#[derive(Debug, Clone, Copy)]
+struct Grant {
+    version: u32,
+    since: Checkpoint,
+}
+
+/// `subject`'s grant of `purpose` in force now, per VIN of `vins` (one statement).
+async fn grants(db: &Db, vins: &[String], subject: &str, purpose: &str) -> Result<HashMap<String, Grant>, sqlx::Error> {
     let sql = format!(
-        "SELECT vin, version FROM rm_consents WHERE {} AND subject = $2 AND purpose = $3 \
-         AND status = 'granted' AND (expires_at IS NULL OR expires_at > $4)",
+        "SELECT vin, version, granted_tx, granted_position FROM rm_consents WHERE {} AND subject = $2 \
+         AND purpose = $3 AND status = 'granted' AND (expires_at IS NULL OR expires_at > $4)",
         db.dialect().in_json_list("vin", "$1")
     );
-    let rows: Vec<(String, i64)> =
+    let rows: Vec<(String, i64, i64, i64)> =
         Sql::new(&sql).bind(serde_json::json!(vins)).bind(subject).bind(purpose).bind(Utc::now()).fetch_all(db).await?;
-    Ok(rows.into_iter().map(|(vin, version)| (vin, u32::try_from(version).unwrap_or(u32::MAX))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(vin, version, tx_id, position)| {
+            let version = u32::try_from(version).unwrap_or(u32::MAX);
+            (vin, Grant { version, since: Checkpoint { tx_id, position } })
+        })
+        .collect())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Records an attempt of subscription `id` (keeping its latest 100) and, for a failed one, counts
+/// it in the subscription's run of failures, in one transaction; returns that run.
 async fn record(
     db: &Db,
     id: Uuid,
     events: usize,
-    first: i64,
-    last: i64,
+    (first, last): (i64, i64),
     status: Option<u16>,
     latency: Duration,
     error: Option<&str>,
-) -> Result<(), sqlx::Error> {
+) -> Result<u32, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let mut conn = tx.conn();
     let sql = "INSERT INTO webhook_deliveries (webhook_id, attempted_at, ok, response_status, latency_ms, events, \
          first_position, last_position, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     Sql::new(sql)
@@ -577,11 +616,29 @@ async fn record(
         .bind(first)
         .bind(last)
         .bind(error.map(|e| e.chars().take(500).collect::<String>()))
-        .execute(db)
+        .execute(&mut conn)
         .await?;
-    // Keep the latest 100 attempts per subscription.
     let prune = "DELETE FROM webhook_deliveries WHERE webhook_id = $1 AND attempt_no <= \
          (SELECT max(attempt_no) - 100 FROM webhook_deliveries WHERE webhook_id = $1)";
-    Sql::new(prune).bind(id).execute(db).await?;
-    Ok(())
+    Sql::new(prune).bind(id).execute(&mut conn).await?;
+    let failures = match error {
+        None => 0,
+        Some(_) => {
+            let at = cursor(&mut conn, id).await?;
+            let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at, failures) \
+                 VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (webhook_id) DO UPDATE \
+                 SET failures = webhook_cursors.failures + 1 RETURNING failures";
+            let (failures,): (i64,) = Sql::new(sql)
+                .bind(id)
+                .bind(at.at.tx_id)
+                .bind(at.at.position)
+                .bind(at.generation)
+                .bind(Utc::now())
+                .fetch_one(&mut conn)
+                .await?;
+            u32::try_from(failures).unwrap_or(u32::MAX)
+        }
+    };
+    tx.commit().await?;
+    Ok(failures)
 }

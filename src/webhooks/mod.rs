@@ -39,18 +39,20 @@ impl Secrets {
 
     /// The secrets of subscription `id` with the given fingerprints (those in force), in that order.
     pub async fn get(&self, id: Uuid, fingerprints: &[&str]) -> Result<Vec<Secret>, sqlx::Error> {
-        let sql = "SELECT fingerprint, secret FROM webhook_secrets WHERE webhook_id = $1";
-        let rows: Vec<(String, String)> = Sql::new(sql).bind(id).fetch_all(&self.db).await?;
-        Ok(fingerprints
-            .iter()
-            .filter_map(|f| rows.iter().find(|(have, _)| have == f))
-            .filter_map(|(_, secret)| Secret::parse(secret))
-            .collect())
+        let mut secrets = Vec::with_capacity(fingerprints.len());
+        for fingerprint in fingerprints {
+            let sql = "SELECT secret FROM webhook_secrets WHERE webhook_id = $1 AND fingerprint = $2";
+            let row: Option<(String,)> = Sql::new(sql).bind(id).bind(*fingerprint).fetch_optional(&self.db).await?;
+            secrets.extend(row.and_then(|(secret,)| Secret::parse(&secret)));
+        }
+        Ok(secrets)
     }
 
-    /// Erases every secret of subscription `id`.
-    pub async fn forget(&self, id: Uuid) -> Result<(), sqlx::Error> {
-        Sql::new("DELETE FROM webhook_secrets WHERE webhook_id = $1").bind(id).execute(&self.db).await?;
+    /// Erases the secret of subscription `id` with `fingerprint` (one its subscription never took).
+    /// The read model erases the others: a rotated-out one at the next rotation, all at deletion.
+    pub async fn forget(&self, id: Uuid, fingerprint: &str) -> Result<(), sqlx::Error> {
+        let sql = "DELETE FROM webhook_secrets WHERE webhook_id = $1 AND fingerprint = $2";
+        Sql::new(sql).bind(id).bind(fingerprint).execute(&self.db).await?;
         Ok(())
     }
 }

@@ -145,7 +145,8 @@ pub fn config(database_url: &str) -> Config {
         mqtt_session_expiry_s: 60,
         mqtt_publish_lanes: 2,
         history_retention_hours: 168,
-        webhook_allow: vec![],
+        // The tests' receivers listen on loopback (refused with PostgreSQL unless allowed).
+        webhook_allow: tacho::webhooks::address::LOOPBACK.to_vec(),
         webhook_pause_after: 15,
         webhook_first_backoff_ms: 50,
     }

@@ -94,6 +94,10 @@ async fn pause_resume_rotate_and_delete(store: Store) {
     assert!(rotated["subscription"]["previous_secret_until"].is_string());
     let held = app.scalar("SELECT count(*) FROM webhook_secrets").await;
     assert_eq!(held, 2, "old and new secret both sign during the grace period");
+    let again = app.post(&format!("{path}/rotate-secret"), &token, json!({"grace_s": 3600})).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    let held = app.scalar("SELECT count(*) FROM webhook_secrets").await;
+    assert_eq!(held, 2, "the secret rotated out twice is erased: only the new and the previous one are kept");
     let too_long = app.post(&format!("{path}/rotate-secret"), &token, json!({"grace_s": 999_999_999})).await;
     assert_problem(too_long, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
 
@@ -224,16 +228,17 @@ async fn head(app: &TestApp) -> i64 {
     app.scalar("SELECT coalesce(max(global_position), 0) FROM events").await
 }
 
-/// Waits until subscription `id` has gone past `position`.
+/// Waits until subscription `id` has gone past `position` (a replay's place on PostgreSQL,
+/// "before transaction t" with the greatest position, has not).
 async fn delivered_past(app: &TestApp, id: &str, position: i64) {
-    let sql = format!("SELECT coalesce(max(position), 0) FROM webhook_cursors WHERE webhook_id = '{id}'");
-    let sql = match app.db() {
-        tacho::store::Db::Postgres(_) => sql,
-        tacho::store::Db::Sqlite(_) => format!(
-            "SELECT coalesce(max(position), 0) FROM webhook_cursors WHERE webhook_id = x'{}'",
-            id.replace('-', "")
-        ),
+    let key = match app.db() {
+        tacho::store::Db::Postgres(_) => format!("'{id}'"),
+        tacho::store::Db::Sqlite(_) => format!("x'{}'", id.replace('-', "")),
     };
+    let sql = format!(
+        "SELECT coalesce(max(position), 0) FROM webhook_cursors WHERE webhook_id = {key} AND position < {}",
+        i64::MAX
+    );
     for _ in 0..400 {
         if app.scalar(&sql).await >= position {
             return;
@@ -320,9 +325,9 @@ contract!(a_failing_endpoint_is_paused_and_its_owner_sees_why);
 async fn a_failing_endpoint_is_paused_and_its_owner_sees_why(store: Store) {
     let Some(database_url) = fresh_store(store).await else { return };
     let mut config = config(&database_url);
-    config.webhook_pause_after = 3;
+    config.webhook_pause_after = 4;
     config.webhook_first_backoff_ms = 10;
-    let app = start(config).await;
+    let app = start(config.clone()).await;
     let receiver = Receiver::start().await;
     receiver.status.store(500, std::sync::atomic::Ordering::SeqCst);
     let body = json!({"endpoint": receiver.url, "event_types": ["command"]});
@@ -332,6 +337,16 @@ async fn a_failing_endpoint_is_paused_and_its_owner_sees_why(store: Store) {
     let token = app.token("alice", &[Role::Service], None);
     app.ready_vehicle(VIN, "alice").await;
     app.command(VIN, "alice", json!({"name": "honk"})).await;
+    // Two failures, then a restart: the run of failures goes on where it was.
+    let failures = || app.scalar("SELECT count(*) FROM webhook_deliveries WHERE NOT ok");
+    for _ in 0..400 {
+        if failures().await >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    app.stop().await;
+    let app = start(config).await;
     let path = format!("/v1/subscriptions/{id}");
     let mut paused = Value::Null;
     for _ in 0..400 {
@@ -343,11 +358,11 @@ async fn a_failing_endpoint_is_paused_and_its_owner_sees_why(store: Store) {
     }
     assert_eq!(paused["status"], "paused", "{paused}");
     assert_eq!(paused["pause"]["reason"], "failing");
-    assert_eq!(paused["pause"]["failures"], 3);
+    assert_eq!(paused["pause"]["failures"], 4);
     assert!(paused["pause"]["last_error"].as_str().unwrap().contains("500"), "{paused}");
     let attempts: Value = app.get(&format!("{path}/deliveries"), &token).await.json().await.unwrap();
     let attempts = attempts.as_array().unwrap();
-    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts.len(), 4, "paused after 4 failures in a row, a restart among them: {attempts:?}");
     assert!(attempts.iter().all(|a| a["ok"] == false && a["response_status"] == 500), "{attempts:?}");
 
     // Resumed once the receiver is back: what was waiting arrives.
@@ -422,6 +437,26 @@ async fn a_replay_delivers_again_what_the_consent_allows_now(store: Store) {
     let ids: Vec<String> = receiver.events(&secret).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
     assert_eq!(ids[2..], ids[..2], "the same events again, same ids: {ids:?}");
 
+    // From a time: the first event's.
+    let time = first[0]["time"].clone();
+    let replayed = app.post(&format!("/v1/subscriptions/{id}/replay"), &token, json!({"from_time": time})).await;
+    assert_eq!(replayed.status(), StatusCode::ACCEPTED);
+    let replayed: Value = replayed.json().await.unwrap();
+    assert_eq!(replayed["from_position"], from, "{replayed}");
+    for _ in 0..400 {
+        if receiver.events(&secret).len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let ids: Vec<String> = receiver.events(&secret).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids[4..], ids[..2], "from a time, the same events again: {ids:?}");
+    for bad in [json!({}), json!({"from_position": from, "from_time": time}), json!({"from_time": "yesterday"})] {
+        let refused = app.post(&format!("/v1/subscriptions/{id}/replay"), &token, bad.clone()).await;
+        let status = refused.status();
+        assert!(status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::BAD_REQUEST, "{bad}: {status}");
+    }
+
     // Revoked: a replay sends nothing of the vehicle any more.
     app.call(Method::DELETE, &format!("{path}?subject=insurer"), &owner, None).await;
     let before = receiver.events(&secret).len();
@@ -458,4 +493,107 @@ async fn tacho_stopped_mid_delivery_loses_nothing(store: Store) {
     let mut ids: Vec<String> = receiver.events(&secret).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
     ids.dedup();
     assert_eq!(ids, [format!("Vehicle:{VIN}:2"), format!("Vehicle:{VIN}:3")]);
+}
+
+/// Replays subscription `id` from the log's start and waits until it has `events` events and has
+/// gone past the log's end.
+async fn replay_everything(app: &TestApp, id: &str, secret: &str, receiver: &Receiver, events: usize) {
+    let body = json!({"from_position": 0});
+    let replayed = app.post(&format!("/v1/subscriptions/{id}/replay"), &insurer(app), body).await;
+    assert_eq!(replayed.status(), StatusCode::ACCEPTED);
+    for _ in 0..200 {
+        if receiver.events(secret).len() >= events {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    delivered_past(app, id, head(app).await).await;
+}
+
+contract!(a_grant_opens_a_vehicles_data_from_where_it_begins);
+async fn a_grant_opens_a_vehicles_data_from_where_it_begins(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let receiver = Receiver::start().await;
+    app.register(VIN).await;
+    let (id, secret) = subscribe(&app, &receiver, json!(["vehicle.registry"])).await;
+    let path = format!("/v1/vehicles/{VIN}/consents/data_sharing:insurer");
+    let owner = app.owner("alice", &[VIN]);
+    let grant = |expires: &'static str| {
+        let (app, path, owner) = (&app, &path, &owner);
+        async move {
+            let body = json!({"subject": "insurer", "expires_at": expires});
+            let granted = app.call(Method::PUT, path, owner, Some(body)).await;
+            assert_eq!(granted.status(), StatusCode::OK);
+            granted.json::<Value>().await.unwrap()["version"].as_i64().unwrap()
+        }
+    };
+    let ids = |receiver: &Receiver| -> Vec<String> {
+        receiver.events(&secret).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
+    };
+    vehicle_move(&app, "activate").await; // Vehicle:2, before any grant
+    let first = grant("2099-01-01T00:00:00Z").await;
+    vehicle_move(&app, "suspend").await; // Vehicle:3
+    let renewed = grant("2099-06-01T00:00:00Z").await; // a renewal of the grant in force
+    assert!(renewed > first);
+    let last = vehicle_move(&app, "activate").await; // Vehicle:4
+    delivered_past(&app, &id, last).await;
+    let expected = |n: &[u32]| n.iter().map(|n| format!("Vehicle:{VIN}:{n}")).collect::<Vec<_>>();
+    assert_eq!(ids(&receiver), expected(&[3, 4]));
+
+    // A replay of the whole log brings what the grant in force covers, from where it began (the
+    // renewal kept the beginning): not the registration nor the activation before it.
+    replay_everything(&app, &id, &secret, &receiver, 4).await;
+    assert_eq!(ids(&receiver), expected(&[3, 4, 3, 4]));
+    let versions: Vec<i64> =
+        receiver.events(&secret).iter().map(|e| e["tachoconsentversion"].as_i64().unwrap()).collect();
+    assert_eq!(versions[2..], [renewed, renewed], "sent under the version in force when sent");
+
+    // Revoked and granted again: what was recorded before the new grant stays out, even replayed.
+    let revoked = app.call(Method::DELETE, &format!("{path}?subject=insurer"), &owner, None).await;
+    assert_eq!(revoked.status(), StatusCode::NO_CONTENT);
+    vehicle_move(&app, "suspend").await; // Vehicle:5, while revoked
+    grant("2099-01-01T00:00:00Z").await;
+    let after = vehicle_move(&app, "activate").await; // Vehicle:6
+    delivered_past(&app, &id, after).await;
+    replay_everything(&app, &id, &secret, &receiver, 6).await;
+    assert_eq!(ids(&receiver), expected(&[3, 4, 3, 4, 6, 6]));
+}
+
+contract!(an_endpoint_that_resolves_to_an_internal_address_gets_nothing);
+async fn an_endpoint_that_resolves_to_an_internal_address_gets_nothing(store: Store) {
+    let Some(database_url) = fresh_store(store).await else { return };
+    let mut config = config(&database_url);
+    // An operator allows one internal range; loopback is not in it.
+    config.webhook_allow = vec![("10.99.0.0".parse().unwrap(), 16)];
+    config.webhook_first_backoff_ms = 10;
+    let app = start(config).await;
+    let receiver = Receiver::start().await;
+    let token = app.token("alice", &[Role::Service], None);
+    let literal = json!({"endpoint": receiver.url, "event_types": ["command"]});
+    let refused = app.post("/v1/subscriptions", &token, literal).await;
+    assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed").await;
+
+    // A name is taken at creation; it resolves to loopback when tacho delivers, and nothing is sent.
+    let named = receiver.url.replace("127.0.0.1", "localhost");
+    let body = json!({"endpoint": named, "event_types": ["command"]});
+    let created = app.post("/v1/subscriptions", &token, body).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["subscription"]["subscription_id"].as_str().unwrap().to_owned();
+    app.ready_vehicle(VIN, "alice").await;
+    app.command(VIN, "alice", json!({"name": "honk"})).await;
+    let path = format!("/v1/subscriptions/{id}/deliveries");
+    let mut attempts = Value::Null;
+    for _ in 0..400 {
+        attempts = app.get(&path, &token).await.json().await.unwrap();
+        if !attempts.as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let attempt = &attempts[0];
+    assert_eq!(attempt["ok"], false, "{attempts}");
+    assert_eq!(attempt["response_status"], Value::Null);
+    let error = attempt["error"].as_str().unwrap();
+    assert!(error.contains("resolves to") && error.contains("loopback"), "{error}");
+    assert!(receiver.got.lock().unwrap().is_empty(), "the receiver on loopback was never reached");
 }

@@ -50,6 +50,8 @@ pub struct AppState {
     pub broker_rights: Vec<crate::adapters::mqtt::dynsec::Control>,
     /// The vehicle topics the broker refused tacho's consumer (`/readyz` names them).
     pub inbound_refused: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// The internal address ranges webhook endpoints may name (`Config::webhook_allowed`).
+    pub webhook_allowed: Arc<[crate::webhooks::address::Range]>,
 }
 
 impl AppState {

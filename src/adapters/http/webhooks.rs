@@ -135,10 +135,10 @@ struct Terms {
     purpose: Option<Purpose>,
 }
 
-fn parse(body: CreateSubscription) -> Result<Terms, ApiError> {
+fn parse(body: CreateSubscription, allowed: &[address::Range]) -> Result<Terms, ApiError> {
     let endpoint = Endpoint::parse(&body.endpoint).map_err(|e| invalid(e.to_string()))?;
     let literal = url::Url::parse(endpoint.as_str()).ok().as_ref().and_then(address::literal);
-    if let Some(why) = literal.and_then(address::refused) {
+    if let Some(why) = literal.and_then(|ip| address::refused_unless(ip, allowed)) {
         return Err(invalid(format!("invalid endpoint: tacho does not deliver to {why}")));
     }
     if body.event_types.len() > Topic::ALL.len() * 2 {
@@ -170,7 +170,7 @@ async fn create(
     Json(body): Json<CreateSubscription>,
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Service])?;
-    let Terms { endpoint, topics, vins, purpose } = parse(body)?;
+    let Terms { endpoint, topics, vins, purpose } = parse(body, &state.webhook_allowed)?;
     if queries::webhooks(&state.db, Some(principal.sub())).await?.len() >= MAX_PER_PRINCIPAL {
         return Err(ApiError::new(
             ErrorCode::Conflict,
@@ -196,7 +196,7 @@ async fn create(
     if let Err(e) =
         state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await
     {
-        let _ = secrets.forget(id).await;
+        let _ = secrets.forget(id, &secret.fingerprint()).await;
         return Err(e.into());
     }
     settle(&state, id).await?;
@@ -296,11 +296,19 @@ async fn rotate_secret(
     let at = Utc::now();
     let previous_until: DateTime<Utc> = at + Duration::seconds(i64::from(grace));
     let command = WebhookCommand::RotateSecret { secret: secret.fingerprint(), previous_until, at };
-    let subscription = change(&state, &principal, id, command).await?.0;
+    let subscription = match change(&state, &principal, id, command).await {
+        Ok(Json(subscription)) => subscription,
+        Err(e) => {
+            // Refused (deleted meanwhile): the new secret signs nothing.
+            let _ = secrets.forget(id, &secret.fingerprint()).await;
+            return Err(e);
+        }
+    };
     Ok(Json(SubscriptionSecret { subscription, secret: secret.reveal() }))
 }
 
-/// End a subscription (its principal, admin): nothing more is delivered, its secrets are erased.
+/// End a subscription (its principal, admin): nothing more is delivered, its secrets are erased
+/// (by the read model, in the transaction that records the deletion there).
 #[utoipa::path(delete, path = "/v1/subscriptions/{id}", tag = "subscriptions",
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses((status = 204, description = "Deleted"),
@@ -314,7 +322,6 @@ async fn delete(
     own(&state, &principal, id).await?;
     let command = WebhookCommand::Delete { by: principal.sub().to_owned(), at: Utc::now() };
     state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await?;
-    Secrets::new(&state.db).forget(id).await?;
     settle(&state, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -334,13 +341,15 @@ async fn deliveries(
     Ok(Json(queries::webhook_deliveries(&state.db, id).await?))
 }
 
-/// Where to deliver again from.
+/// Where to deliver again from: a log position or a time (one of them).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
     /// A log position (`tachoposition` of a delivered event, or an auditor's position): every
     /// event from there on is delivered again, under the consent in force when it is sent.
-    pub from_position: i64,
+    pub from_position: Option<i64>,
+    /// A time: every event recorded from then on is delivered again.
+    pub from_time: Option<DateTime<Utc>>,
 }
 
 /// What a replay does.
@@ -348,17 +357,21 @@ pub struct Replay {
 pub struct ReplayStarted {
     /// The subscription.
     pub subscription_id: Uuid,
-    /// The position asked for.
+    /// The log position deliveries go back to (for `from_time`, the first event recorded then or
+    /// later; past the log's end when none was).
     pub from_position: i64,
+    /// The time asked for, if one was.
+    pub from_time: Option<DateTime<Utc>>,
 }
 
-/// Deliver again from a log position (its principal, admin): moves the subscription's place back
-/// (never forward); what comes again is checked against the consents in force when it is sent.
+/// Deliver again from a log position or a time (its principal, admin): moves the subscription's
+/// place back (never forward); what comes again is checked against the consents in force when it
+/// is sent, and a vehicle's data goes only as far back as the grant in force.
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/replay", tag = "subscriptions", request_body = Replay,
     params(("id" = Uuid, Path, description = "Subscription id")),
     responses((status = 202, description = "Replaying", body = ReplayStarted),
               (status = 404, description = "Unknown, deleted or another principal's", body = Problem),
-              (status = 422, description = "A negative position", body = Problem)))]
+              (status = 422, description = "A negative position, or not exactly one of position and time", body = Problem)))]
 async fn replay(
     State(state): State<AppState>,
     principal: Principal,
@@ -366,15 +379,22 @@ async fn replay(
     Json(body): Json<Replay>,
 ) -> Result<(StatusCode, Json<ReplayStarted>), ApiError> {
     principal.require(&[Role::Service])?;
-    if body.from_position < 0 {
-        return Err(invalid("from_position must be 0 or more"));
-    }
+    let from_position = match (body.from_position, body.from_time) {
+        (Some(position), None) if position >= 0 => position,
+        (Some(_), None) => return Err(invalid("from_position must be 0 or more")),
+        (None, Some(time)) => {
+            own(&state, &principal, id).await?;
+            let mut pooled = state.db.acquire().await?;
+            crate::store::log::first_position_at(&mut pooled.conn(), time).await?
+        }
+        _ => return Err(invalid("give exactly one of from_position and from_time")),
+    };
     own(&state, &principal, id).await?;
-    // The place moves first; the event that records the replay then wakes the deliverer.
-    crate::webhooks::deliver::replay(&state.db, id, body.from_position).await?;
+    // The read model moves the subscription's place back when it records the replay.
     let by = principal.sub().to_owned();
-    let command = WebhookCommand::Replay { from_position: body.from_position, by, at: Utc::now() };
+    let command = WebhookCommand::Replay { from_position, from_time: body.from_time, by, at: Utc::now() };
     state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await?;
     state.metrics.inc("tacho_webhook_replays_total", &[]);
-    Ok((StatusCode::ACCEPTED, Json(ReplayStarted { subscription_id: id, from_position: body.from_position })))
+    settle(&state, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(ReplayStarted { subscription_id: id, from_position, from_time: body.from_time })))
 }

@@ -208,6 +208,8 @@ pub enum WebhookCommand {
     Replay {
         /// The log position.
         from_position: i64,
+        /// The time asked for, when the position was found from one.
+        from_time: Option<DateTime<Utc>>,
         /// Who.
         by: String,
         /// When.
@@ -271,6 +273,9 @@ pub enum WebhookEvent {
     WebhookReplayRequested {
         /// The log position.
         from_position: i64,
+        /// The time asked for, when the position was found from one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_time: Option<DateTime<Utc>>,
         /// Who.
         by: String,
         /// When.
@@ -421,12 +426,12 @@ impl Webhook {
                 }
                 vec![WebhookEvent::WebhookSecretRotated { secret, previous_until, at }]
             }
-            WebhookCommand::Replay { from_position, by, at } => {
+            WebhookCommand::Replay { from_position, from_time, by, at } => {
                 self.live()?;
                 if from_position < 0 {
                     return Err(WebhookError::Invalid("from_position must be 0 or more".into()));
                 }
-                vec![WebhookEvent::WebhookReplayRequested { from_position, by, at }]
+                vec![WebhookEvent::WebhookReplayRequested { from_position, from_time, by, at }]
             }
             WebhookCommand::Delete { by, at } => match self.status {
                 WebhookStatus::Unknown => return Err(WebhookError::NotFound),

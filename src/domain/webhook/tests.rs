@@ -216,18 +216,19 @@ fn event_types_are_a_closed_set_of_stable_names() {
 fn a_replay_is_recorded_with_who_asked_and_a_negative_position_refused() {
     Given::with(())
         .given(vec![created()])
-        .when(WebhookCommand::Replay { from_position: 12, by: "insurer".into(), at: at() })
+        .when(WebhookCommand::Replay { from_position: 12, from_time: None, by: "insurer".into(), at: at() })
         .then_expect_events(vec![WebhookEvent::WebhookReplayRequested {
             from_position: 12,
+            from_time: None,
             by: "insurer".into(),
             at: at(),
         }]);
     Given::with(())
         .given(vec![created()])
-        .when(WebhookCommand::Replay { from_position: -1, by: "insurer".into(), at: at() })
+        .when(WebhookCommand::Replay { from_position: -1, from_time: None, by: "insurer".into(), at: at() })
         .then_expect_error(WebhookError::Invalid("from_position must be 0 or more".into()));
     Given::with(())
         .given(vec![created(), deleted()])
-        .when(WebhookCommand::Replay { from_position: 1, by: "insurer".into(), at: at() })
+        .when(WebhookCommand::Replay { from_position: 1, from_time: None, by: "insurer".into(), at: at() })
         .then_expect_error(WebhookError::NotFound);
 }
