@@ -260,7 +260,7 @@ pub struct Config {
     pub idempotency_key_hours: u32,
     /// Internal address ranges webhooks may still be delivered to (comma-separated CIDRs, e.g.
     /// `10.20.0.0/16`, `127.0.0.1/32`); by default none: private, link-local, loopback and reserved
-    /// addresses are refused (unset on the embedded SQLite store: loopback, for development).
+    /// addresses are refused (`serve --demo` allows loopback when it is unset, for development).
     #[arg(long, env = "TACHO_WEBHOOK_ALLOW", value_delimiter = ',', value_parser = parse_cidr)]
     pub webhook_allow: Vec<(std::net::IpAddr, u8)>,
     /// Failed webhook attempts in a row after which a subscription is paused.
@@ -468,13 +468,9 @@ fn parse_cidr(raw: &str) -> Result<(std::net::IpAddr, u8), String> {
 }
 
 impl Config {
-    /// The internal address ranges webhooks may go to: those of `TACHO_WEBHOOK_ALLOW`; when it is
-    /// not set, loopback on the embedded default (its development receiver runs beside it; with
-    /// PostgreSQL, a production set-up, loopback is tacho's own host and must be named).
+    /// The internal address ranges webhooks may go to (`TACHO_WEBHOOK_ALLOW`; `serve --demo`
+    /// allows loopback when it is not set, for the development receiver).
     pub fn webhook_allowed(&self) -> Vec<crate::webhooks::address::Range> {
-        if self.webhook_allow.is_empty() && matches!(self.sqlite_path(), Ok(Some(_))) {
-            return crate::webhooks::address::LOOPBACK.to_vec();
-        }
         self.webhook_allow.clone()
     }
 

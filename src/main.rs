@@ -113,6 +113,12 @@ async fn serve(config: &tacho::config::Config, args: ServeArgs) -> anyhow::Resul
             config.http_addr
         )
     })?;
+    // The demo's webhook receiver runs on this machine: loopback is allowed unless ranges are named.
+    let mut config = config.clone();
+    if args.demo && config.webhook_allow.is_empty() {
+        config.webhook_allow = tacho::webhooks::address::LOOPBACK.to_vec();
+    }
+    let config = &config;
     let running = tacho::app::start(config, listener).await?;
     let demo = match args.demo {
         true => Some(tacho::demo::start(&running, args.demo_vehicles).await?),

@@ -2,7 +2,8 @@
 //! included (status `deleted`), for the subscriptions API and the deliverer. In the same
 //! transaction it carries out what an event asks of the deliveries, so that a crash never leaves
 //! the one without the other: a replay moves the subscription's place back, a resumption starts a
-//! new run of failures, a rotation erases the secret that fell out of use, a deletion every secret.
+//! new run of failures, a rotation erases the secret that fell out of use, a deletion every secret,
+//! the subscription's place in the log and its attempts.
 
 use super::{Projection, ProjectionError};
 use crate::domain::streams;
@@ -75,7 +76,7 @@ impl Projection for WebhooksProjection {
                 let sql = "UPDATE rm_webhooks SET status = 'active', pause = NULL, updated_at = $2, version = $3 \
                      WHERE webhook_id = $1";
                 Sql::new(sql).bind(id).bind(at).bind(version).execute(&mut *conn).await?;
-                deliver::resumed(conn, id).await?;
+                deliver::resumed(conn, id, at).await?;
             }
             WebhookEvent::WebhookSecretRotated { secret, previous_until, at } => {
                 // The previous secret stops signing now; the one before it is erased.
@@ -103,7 +104,7 @@ impl Projection for WebhooksProjection {
                 let sql = "UPDATE rm_webhooks SET status = 'deleted', pause = NULL, updated_at = $2, version = $3 \
                      WHERE webhook_id = $1";
                 Sql::new(sql).bind(id).bind(at).bind(version).execute(&mut *conn).await?;
-                Sql::new("DELETE FROM webhook_secrets WHERE webhook_id = $1").bind(id).execute(&mut *conn).await?;
+                deliver::deleted(conn, id).await?;
             }
         }
         Ok(())

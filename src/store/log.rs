@@ -187,9 +187,11 @@ impl Batch {
     }
 }
 
-/// The first log position recorded at or after `at`; past the log's end when none was. Found by bisection
-/// on the position index (no index on the time; times follow positions up to the odd concurrent
-/// commit, so an event a moment older may be taken).
+/// The first log position recorded at or after `at`; past the log's end when none was. Found by
+/// bisection on the position index (no index on the time), then among the 1,000 positions before:
+/// times follow positions only roughly (on PostgreSQL an event's time is its transaction's start),
+/// so an event a moment older may be taken, and one recorded later by a long transaction is
+/// found when it lies within those 1,000.
 pub async fn first_position_at(conn: &mut Conn<'_>, at: DateTime<Utc>) -> Result<i64, sqlx::Error> {
     let bounds = "SELECT min(global_position), max(global_position) FROM events";
     let (low, high): (Option<i64>, Option<i64>) = Sql::new(bounds).fetch_one(&mut *conn).await?;
@@ -210,6 +212,13 @@ pub async fn first_position_at(conn: &mut Conn<'_>, at: DateTime<Utc>) -> Result
             Some((position, _)) => low = position + 1,
             None => break,
         }
+    }
+    let before = "SELECT global_position, recorded_at FROM events WHERE global_position >= $1 \
+         AND global_position < $2 ORDER BY global_position";
+    let rows: Vec<(i64, DateTime<Utc>)> =
+        Sql::new(before).bind(high.saturating_sub(1000)).bind(high).fetch_all(&mut *conn).await?;
+    if let Some((position, _)) = rows.iter().find(|(_, recorded)| *recorded >= at) {
+        high = *position;
     }
     Ok(high)
 }

@@ -91,7 +91,12 @@ fn refused_v6(ip: Ipv6Addr) -> Option<&'static str> {
         Some("a multicast address")
     } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
         Some("a reserved address")
-    } else if ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || first == 0x2002 {
+    } else if first & 0xffc0 == 0xfec0 {
+        Some("a site-local address")
+    } else if ip.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || ip.segments()[..3] == [0x64, 0xff9b, 1]
+        || first == 0x2002
+    {
         Some("a NAT64 or 6to4 address (it can reach a private IPv4 address)")
     } else if ip.segments()[..6] == [0, 0, 0, 0, 0, 0] {
         Some("an IPv4-compatible address")
@@ -123,6 +128,8 @@ mod tests {
             "ff02::1",
             "64:ff9b::a9fe:a9fe",
             "2002:0a00:0001::1",
+            "64:ff9b:1::a00:1",
+            "fec0::1",
             "127.0.0.1",
             "::1",
             "::ffff:127.0.0.1",

@@ -147,17 +147,50 @@ impl Deliverer {
     /// Delivers subscription `id` until it is no longer active, the lease is lost or tacho stops.
     async fn work(&self, id: Uuid, lease: Lease, stop: CancellationToken) {
         let mut wake = self.subscriptions.progress(crate::projections::seals::SealProjection::NAME);
+        // The subscription, loaded again when the subscriptions read model has moved (a pause, a
+        // rotation, a replay), not for every batch.
+        let mut changes = self.subscriptions.progress(crate::projections::webhooks::WebhooksProjection::NAME);
+        let mut webhook: Option<Webhook> = None;
+        let mut failures = 0u32;
         loop {
             if stop.is_cancelled() || lease.check().is_err() {
                 return;
             }
-            let delay = match self.step(id, &lease).await {
-                Ok(Step::Delivered) => continue,
+            if let Some(changes) = changes.as_mut() {
+                if changes.has_changed().unwrap_or(false) {
+                    changes.borrow_and_update();
+                    webhook = None;
+                }
+            }
+            let current = match webhook.take() {
+                Some(current) => current,
+                None => match self.frameworks.stores.load::<Webhook>(&id.to_string()).await {
+                    Ok(loaded) => loaded,
+                    Err(e) => {
+                        tracing::warn!(subscription = %id, error = %e, "webhook worker cannot load its subscription");
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => continue,
+                        }
+                    }
+                },
+            };
+            // After failures, smaller batches: a receiver that refuses a large body (413) or one
+            // event still takes the others, down to one event at a time.
+            let size = (self.settings.batch >> failures.min(16)).max(1);
+            let step = self.step(id, &current, size, &lease).await;
+            webhook = Some(current);
+            let delay = match step {
+                Ok(Step::Delivered) => {
+                    failures = 0;
+                    continue;
+                }
                 Ok(Step::CaughtUp) => None,
                 Ok(Step::Stopped) => return,
-                Err(Failure::Attempt { error, failures }) => {
+                Err(Failure::Attempt { error, failures: run }) => {
                     // The run of failures is kept with the cursor (a restart does not reset it),
                     // counted with the attempt's record.
+                    failures = run;
                     tracing::warn!(subscription = %id, failures, %error, "webhook delivery failed");
                     if failures >= self.settings.pause_after {
                         let pause = Pause::Failing { failures, last_error: error };
@@ -198,9 +231,8 @@ impl Deliverer {
         capped.mul_f64(rand::random::<f64>() + 0.5)
     }
 
-    /// One batch: read, filter, post, move the cursor.
-    async fn step(&self, id: Uuid, lease: &Lease) -> Result<Step, Failure> {
-        let webhook: Webhook = self.frameworks.stores.load(&id.to_string()).await.map_err(Failure::tacho)?;
+    /// One batch of at most `size` events: read, filter, post, move the cursor.
+    async fn step(&self, id: Uuid, webhook: &Webhook, size: i64, lease: &Lease) -> Result<Step, Failure> {
         if webhook.status != WebhookStatus::Active {
             return Ok(Step::Stopped);
         }
@@ -208,21 +240,19 @@ impl Deliverer {
         let mut pooled = self.db.acquire().await.map_err(Failure::tacho)?;
         let from = cursor(&mut pooled.conn(), id).await.map_err(Failure::tacho)?;
         let cursor = from.at;
-        let batch = log::read_after(&mut pooled.conn(), cursor, Some(&types), self.settings.batch)
-            .await
-            .map_err(Failure::tacho)?;
+        let batch = log::read_after(&mut pooled.conn(), cursor, Some(&types), size).await.map_err(Failure::tacho)?;
         drop(pooled);
-        let next = batch.next_checkpoint(cursor, self.settings.batch);
+        let next = batch.next_checkpoint(cursor, size);
         if batch.events.is_empty() {
             if next > cursor {
                 save(&self.db, id, from, next).await.map_err(Failure::tacho)?;
             }
             return Ok(Step::CaughtUp);
         }
-        let envelopes = self.deliverable(&webhook, &batch.events).await?;
+        let envelopes = self.deliverable(webhook, &batch.events).await?;
         if !envelopes.is_empty() {
             lease.check().map_err(|e| Failure::Tacho(e.to_string()))?;
-            self.post(id, from.generation, &webhook, &envelopes, &batch.events).await?;
+            self.post(id, from.generation, webhook, &envelopes, &batch.events).await?;
         }
         // Another instance may have taken over during a long request: it owns the cursor now.
         lease.check().map_err(|e| Failure::Tacho(e.to_string()))?;
@@ -326,9 +356,6 @@ impl Deliverer {
             }
         }
         let secrets: Vec<Secret> = self.secrets.get(id, &fingerprints).await.map_err(Failure::tacho)?;
-        if secrets.is_empty() {
-            return Err(Failure::Tacho("the subscription's secret is missing".into()));
-        }
         let body = serde_json::to_vec(envelopes).map_err(|e| Failure::Tacho(e.to_string()))?;
         let (first, last) = (&events[0], &events[events.len() - 1]);
         // A replay's batch is a new message: receivers deduplicate on `webhook-id`.
@@ -338,6 +365,9 @@ impl Deliverer {
         let refused = address::literal(&url).and_then(|ip| address::refused_unless(ip, &self.settings.allowed));
         let sent = match refused {
             Some(why) => Err(format!("tacho does not deliver to {why}")),
+            // Counted as a failed attempt, so that it shows and the subscription is paused: a new
+            // secret (rotate-secret) lets it go on.
+            None if secrets.is_empty() => Err("the subscription's signing secret is missing: rotate it".to_owned()),
             None => self
                 .client
                 .post(url)
@@ -450,8 +480,10 @@ impl reqwest::dns::Resolve for Guarded {
             if let Some((ip, why)) =
                 addrs.iter().find_map(|a| address::refused_unless(a.ip(), &allowed).map(|why| (a.ip(), why)))
             {
-                let message = format!("{host} resolves to {ip}, {why}: tacho does not deliver there");
-                return Err(message.into());
+                // The subscriber sees the kind of address, not the address: tacho's internal DNS
+                // answers are not its business.
+                tracing::warn!(%host, %ip, "a webhook endpoint resolves to an address tacho does not deliver to");
+                return Err(format!("{host} resolves to {why}: tacho does not deliver there").into());
             }
             if addrs.is_empty() {
                 return Err(format!("{host} does not resolve").into());
@@ -498,9 +530,19 @@ async fn save(db: &Db, id: Uuid, from: Cursor, at: Checkpoint) -> Result<(), sql
     Ok(())
 }
 
-/// A resumed subscription starts a new run of failures (in the read model's transaction).
-pub async fn resumed(conn: &mut Conn<'_>, id: Uuid) -> Result<(), sqlx::Error> {
-    Sql::new("UPDATE webhook_cursors SET failures = 0 WHERE webhook_id = $1").bind(id).execute(conn).await?;
+/// A subscription resumed `at` starts a new run of failures (in the read model's transaction);
+/// a resumption older than the cursor's last change (a rebuild applying it again) changes nothing.
+pub async fn resumed(conn: &mut Conn<'_>, id: Uuid, at: chrono::DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let sql = "UPDATE webhook_cursors SET failures = 0, updated_at = $2 WHERE webhook_id = $1 AND updated_at <= $2";
+    Sql::new(sql).bind(id).bind(at).execute(conn).await?;
+    Ok(())
+}
+
+/// A deleted subscription's place and attempts go (in the read model's transaction).
+pub async fn deleted(conn: &mut Conn<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    for table in ["webhook_cursors", "webhook_deliveries", "webhook_secrets"] {
+        Sql::new(&format!("DELETE FROM {table} WHERE webhook_id = $1")).bind(id).execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -509,8 +551,10 @@ pub async fn resumed(conn: &mut Conn<'_>, id: Uuid) -> Result<(), sqlx::Error> {
 /// the replay and its event commit together; a replay already applied, as in a rebuild, moves
 /// nothing). Never forward: a replay does not skip what was not delivered yet. On PostgreSQL
 /// commit order is not position order: it goes back to before the oldest transaction among the
-/// 1,000 positions from `from`, so a little more than asked may come again (receivers deduplicate
-/// on the id).
+/// first 10,000 events from `from` (a writer takes its transaction id just before it appends, so
+/// positions and transaction ids part by far fewer events than that; every writer older than the
+/// replay's own event has committed when the read model applies it), so a little more than asked
+/// may come again (receivers deduplicate on the id).
 pub async fn rewind(conn: &mut Conn<'_>, id: Uuid, from: i64, generation: i64) -> Result<(), sqlx::Error> {
     let current = cursor(conn, id).await?;
     if current.generation >= generation {
@@ -518,10 +562,9 @@ pub async fn rewind(conn: &mut Conn<'_>, id: Uuid, from: i64, generation: i64) -
     }
     let target = match conn {
         Conn::Postgres(pg) => {
-            let sql =
-                "SELECT min(tx_id::text::bigint) FROM events WHERE global_position >= $1 AND global_position < $2";
-            let oldest: Option<i64> =
-                sqlx::query_scalar(sql).bind(from).bind(from.saturating_add(1000)).fetch_one(&mut **pg).await?;
+            let sql = "SELECT min(tx) FROM (SELECT tx_id::text::bigint AS tx FROM events WHERE global_position >= $1 \
+                 ORDER BY global_position LIMIT 10000) AS first";
+            let oldest: Option<i64> = sqlx::query_scalar(sql).bind(from).fetch_one(&mut **pg).await?;
             match oldest {
                 Some(tx) => Checkpoint { tx_id: tx - 1, position: i64::MAX },
                 None => current.at,
@@ -627,7 +670,7 @@ async fn record(
             let at = cursor(&mut conn, id).await?;
             let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at, failures) \
                  VALUES ($1, $2, $3, $4, $5, 1) ON CONFLICT (webhook_id) DO UPDATE \
-                 SET failures = webhook_cursors.failures + 1 RETURNING failures";
+                 SET failures = webhook_cursors.failures + 1, updated_at = $5 RETURNING failures";
             let (failures,): (i64,) = Sql::new(sql)
                 .bind(id)
                 .bind(at.at.tx_id)

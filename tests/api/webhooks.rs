@@ -153,6 +153,8 @@ struct Receiver {
     status: std::sync::Arc<std::sync::atomic::AtomicU16>,
     /// Milliseconds it waits before answering.
     delay_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Most events per request it takes (413 beyond); 0: any number.
+    max_batch: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Receiver {
@@ -160,14 +162,20 @@ impl Receiver {
         let got: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
         let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(200));
         let delay_ms = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (keep, answer, delay) = (got.clone(), status.clone(), delay_ms.clone());
+        let max_batch = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (keep, answer, delay, most) = (got.clone(), status.clone(), delay_ms.clone(), max_batch.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
-                let (keep, answer, delay) = (keep.clone(), answer.clone(), delay.clone());
+                let (keep, answer, delay, most) = (keep.clone(), answer.clone(), delay.clone(), most.clone());
                 async move {
                     let wait = delay.load(std::sync::atomic::Ordering::SeqCst);
                     tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+                    let events = serde_json::from_slice::<Vec<Value>>(&body).map(|b| b.len()).unwrap_or(0);
+                    if most > 0 && events > most {
+                        return axum::http::StatusCode::PAYLOAD_TOO_LARGE;
+                    }
                     let status = answer.load(std::sync::atomic::Ordering::SeqCst);
                     if status == 200 {
                         keep.lock().unwrap().push((headers, body));
@@ -179,7 +187,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { url, got, status, delay_ms }
+        Self { url, got, status, delay_ms, max_batch }
     }
 
     /// Every event received, in order, after checking each request's signature with `secret`.
@@ -595,5 +603,56 @@ async fn an_endpoint_that_resolves_to_an_internal_address_gets_nothing(store: St
     assert_eq!(attempt["response_status"], Value::Null);
     let error = attempt["error"].as_str().unwrap();
     assert!(error.contains("resolves to") && error.contains("loopback"), "{error}");
+    assert!(!error.contains("127.0.0.1") && !error.contains("::1"), "the address itself is not shown: {error}");
     assert!(receiver.got.lock().unwrap().is_empty(), "the receiver on loopback was never reached");
+}
+
+contract!(a_receiver_taking_only_small_batches_gets_everything_and_a_lost_secret_shows);
+async fn a_receiver_taking_only_small_batches_gets_everything_and_a_lost_secret_shows(store: Store) {
+    let Some(database_url) = fresh_store(store).await else { return };
+    let mut config = config(&database_url);
+    config.webhook_first_backoff_ms = 5;
+    let app = start(config).await;
+    let receiver = Receiver::start().await;
+    app.register(VIN).await;
+    let path = format!("/v1/vehicles/{VIN}/consents/data_sharing:insurer");
+    app.call(Method::PUT, &path, &app.owner("alice", &[VIN]), Some(json!({"subject": "insurer"}))).await;
+    let (id, secret) = subscribe(&app, &receiver, json!(["vehicle.registry"])).await;
+    let token = insurer(&app);
+    // Four events wait while the subscription is paused; the receiver then takes one per request.
+    app.post(&format!("/v1/subscriptions/{id}/pause"), &token, json!({})).await;
+    let mut last = 0;
+    for action in ["activate", "suspend", "activate", "suspend"] {
+        last = vehicle_move(&app, action).await;
+    }
+    receiver.max_batch.store(1, std::sync::atomic::Ordering::SeqCst);
+    app.post(&format!("/v1/subscriptions/{id}/resume"), &token, json!({})).await;
+    delivered_past(&app, &id, last).await;
+    let ids: Vec<String> = receiver.events(&secret).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    let expected: Vec<String> = (2..=5).map(|n| format!("Vehicle:{VIN}:{n}")).collect();
+    assert_eq!(ids, expected, "smaller batches after refusals, everything in order");
+    let attempts: Value = app.get(&format!("/v1/subscriptions/{id}/deliveries"), &token).await.json().await.unwrap();
+    assert!(attempts.as_array().unwrap().iter().any(|a| a["response_status"] == 413), "{attempts}");
+
+    // The signing secret is lost (a restore without it): attempts fail and say so; a new secret
+    // lets deliveries go on.
+    app.scalar("DELETE FROM webhook_secrets RETURNING CAST(1 AS bigint)").await;
+    let lost = vehicle_move(&app, "activate").await;
+    let mut attempts = Value::Null;
+    for _ in 0..400 {
+        attempts = app.get(&format!("/v1/subscriptions/{id}/deliveries"), &token).await.json().await.unwrap();
+        if attempts[0]["error"].as_str().is_some_and(|e| e.contains("secret is missing")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(attempts[0]["error"].as_str().unwrap().contains("signing secret is missing"), "{attempts}");
+    let rotated: Value =
+        app.post(&format!("/v1/subscriptions/{id}/rotate-secret"), &token, json!({})).await.json().await.unwrap();
+    let new_secret = rotated["secret"].as_str().unwrap().to_owned();
+    delivered_past(&app, &id, lost).await;
+    let got = receiver.got.lock().unwrap().len();
+    let (headers, body) = receiver.got.lock().unwrap()[got - 1].clone();
+    let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
+    verify(&new_secret, &header("webhook-id"), &header("webhook-timestamp"), &body, &header("webhook-signature"));
 }

@@ -139,7 +139,9 @@ fn parse(body: CreateSubscription, allowed: &[address::Range]) -> Result<Terms, 
     let endpoint = Endpoint::parse(&body.endpoint).map_err(|e| invalid(e.to_string()))?;
     let literal = url::Url::parse(endpoint.as_str()).ok().as_ref().and_then(address::literal);
     if let Some(why) = literal.and_then(|ip| address::refused_unless(ip, allowed)) {
-        return Err(invalid(format!("invalid endpoint: tacho does not deliver to {why}")));
+        return Err(invalid(format!(
+            "invalid endpoint: tacho does not deliver to {why} (an operator may allow its range: TACHO_WEBHOOK_ALLOW)"
+        )));
     }
     if body.event_types.len() > Topic::ALL.len() * 2 {
         return Err(invalid("event_types names each type at most once"));
@@ -193,10 +195,10 @@ async fn create(
         secret: secret.fingerprint(),
         at: Utc::now(),
     };
-    if let Err(e) =
-        state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await
-    {
-        let _ = secrets.forget(id, &secret.fingerprint()).await;
+    let created =
+        state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await;
+    if let Err(e) = created {
+        forget_refused(&secrets, id, &secret, &e).await;
         return Err(e.into());
     }
     settle(&state, id).await?;
@@ -296,15 +298,27 @@ async fn rotate_secret(
     let at = Utc::now();
     let previous_until: DateTime<Utc> = at + Duration::seconds(i64::from(grace));
     let command = WebhookCommand::RotateSecret { secret: secret.fingerprint(), previous_until, at };
-    let subscription = match change(&state, &principal, id, command).await {
-        Ok(Json(subscription)) => subscription,
-        Err(e) => {
-            // Refused (deleted meanwhile): the new secret signs nothing.
-            let _ = secrets.forget(id, &secret.fingerprint()).await;
-            return Err(e);
-        }
-    };
+    let rotated =
+        state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await;
+    if let Err(e) = rotated {
+        forget_refused(&secrets, id, &secret, &e).await;
+        return Err(e.into());
+    }
+    settle(&state, id).await?;
+    let subscription = view(&own(&state, &principal, id).await?);
     Ok(Json(SubscriptionSecret { subscription, secret: secret.reveal() }))
+}
+
+/// Erases the new `secret` of subscription `id` when the subscription refused the command that
+/// named it (it will never sign). Not on any other error: the command may have been recorded (a
+/// lost acknowledgement) and the secret then signs for it.
+async fn forget_refused<E>(secrets: &Secrets, id: Uuid, secret: &Secret, error: &cqrs_es::AggregateError<E>)
+where
+    E: std::error::Error,
+{
+    if matches!(error, cqrs_es::AggregateError::UserError(_)) {
+        let _ = secrets.forget(id, &secret.fingerprint()).await;
+    }
 }
 
 /// End a subscription (its principal, admin): nothing more is delivered, its secrets are erased
