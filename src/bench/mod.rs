@@ -452,7 +452,7 @@ impl Bench<'_> {
         let replayed_in = webhooks::wait_delivered(&self.db, subscription_id, Duration::from_secs(600)).await?;
         let replayed = receiver.events() - replay_from;
         let batches = receiver.requests();
-        let raw_rate = webhooks::raw_posts(&receiver.url, 100, 3.0).await?;
+        let raw_rate = webhooks::raw_posts(&receiver.url, 500, 3.0).await?;
         eprintln!("    done in {:.0?}", self.clock.elapsed());
 
         let t = &mut self.table;
@@ -532,13 +532,13 @@ impl Bench<'_> {
         let replay_rate = replayed_in.map(|took| replayed as f64 / took.as_secs_f64().max(0.001));
         t.row(
             format!(
-                "webhook events delivered/s, a replay of the load ({replayed} events, batches of ≤ 100, signed, consent checked; {batches} requests in all, {delivered} events before the replay)"
+                "webhook events delivered/s, a replay of the load ({replayed} events, batches of ≤ 500, signed, consent checked; {batches} requests in all, {delivered} events before the replay)"
             ),
             match replay_rate {
                 Some(rate) => format!("{rate:.0}/s"),
                 None => "not caught up within 600 s".to_owned(),
             },
-            &format!("raw POSTs of 100 events to the receiver {raw_rate:.0}/s"),
+            &format!("raw POSTs of 500 events to the receiver {raw_rate:.0}/s"),
             &replay_rate.map(|r| ratio(r, raw_rate)).unwrap_or_default(),
         );
         Ok(())
