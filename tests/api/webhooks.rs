@@ -390,6 +390,12 @@ async fn a_principal_holds_a_bounded_number_of_subscriptions(store: Store) {
         assert_eq!(app.post("/v1/subscriptions", &token, subscription()).await.status(), StatusCode::CREATED);
     }
     assert_problem(app.post("/v1/subscriptions", &token, subscription()).await, StatusCode::CONFLICT, "conflict").await;
+    // Thirty at once from another principal: twenty pass, however they interleave.
+    let racer = app.token("fleet-operator", &[Role::Service], None);
+    let creates = (0..30).map(|_| app.post("/v1/subscriptions", &racer, subscription()));
+    let statuses: Vec<StatusCode> = futures::future::join_all(creates).await.iter().map(|r| r.status()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CREATED).count(), 20, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 10, "{statuses:?}");
     let other = app.token("charger", &[Role::Service], None);
     assert_eq!(app.post("/v1/subscriptions", &other, subscription()).await.status(), StatusCode::CREATED);
 }

@@ -63,6 +63,36 @@ pub struct CreateSubscription {
     pub purpose: Option<String>,
 }
 
+/// A principal's turn to create a subscription: a mutex of this instance (waiters hold no
+/// connection), then on PostgreSQL an advisory lock of a transaction held open until the turn ends
+/// (a lock of the transaction, not the session: a handler dropped midway leaves none behind).
+struct Turn {
+    _local: tokio::sync::OwnedMutexGuard<()>,
+    _shared: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+async fn creating(state: &AppState, principal: &str) -> Result<Turn, ApiError> {
+    static STRIPES: std::sync::OnceLock<Vec<std::sync::Arc<tokio::sync::Mutex<()>>>> = std::sync::OnceLock::new();
+    let stripes = STRIPES.get_or_init(|| (0..64).map(|_| std::sync::Arc::default()).collect());
+    let stripe = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        principal.hash(&mut hasher);
+        (hasher.finish() % stripes.len() as u64) as usize
+    };
+    let local = std::sync::Arc::clone(&stripes[stripe]).lock_owned().await;
+    let shared = match &state.db {
+        crate::store::Db::Postgres(pool) => {
+            let mut tx = pool.begin().await.map_err(ApiError::from)?;
+            let lock = "SELECT pg_advisory_xact_lock(hashtext('tacho-webhook-create:' || $1))";
+            sqlx::query(lock).bind(principal).execute(&mut *tx).await.map_err(ApiError::from)?;
+            Some(tx)
+        }
+        crate::store::Db::Sqlite(_) => None,
+    };
+    Ok(Turn { _local: local, _shared: shared })
+}
+
 /// A new signing secret's grace period for the old one.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -173,6 +203,9 @@ async fn create(
 ) -> Result<Response, ApiError> {
     principal.require(&[Role::Service])?;
     let Terms { endpoint, topics, vins, purpose } = parse(body, &state.webhook_allowed)?;
+    // One create per principal at a time, until the new subscription is in the read model the
+    // count is taken from: parallel creates cannot pass the bound together.
+    let _turn = creating(&state, principal.sub()).await?;
     if queries::webhooks(&state.db, Some(principal.sub())).await?.len() >= MAX_PER_PRINCIPAL {
         return Err(ApiError::new(
             ErrorCode::Conflict,
