@@ -662,3 +662,43 @@ async fn a_receiver_taking_only_small_batches_gets_everything_and_a_lost_secret_
     let header = |name: &str| headers.get(name).unwrap().to_str().unwrap().to_owned();
     verify(&new_secret, &header("webhook-id"), &header("webhook-timestamp"), &body, &header("webhook-signature"));
 }
+
+/// PostgreSQL only: the embedded store takes one instance.
+#[tokio::test]
+async fn two_instances_deliver_each_event_in_order_and_the_second_takes_over() {
+    let Some(database_url) = fresh_store(Store::Postgres).await else { return };
+    let (a, b) = (start(config(&database_url)).await, start(config(&database_url)).await);
+    let receiver = Receiver::start().await;
+    a.register(VIN).await;
+    let path = format!("/v1/vehicles/{VIN}/consents/data_sharing:insurer");
+    a.call(Method::PUT, &path, &a.owner("alice", &[VIN]), Some(json!({"subject": "insurer"}))).await;
+    let (id, secret) = subscribe(&b, &receiver, json!(["vehicle.registry"])).await;
+    let mut last = 0;
+    for (n, action) in ["activate", "suspend", "activate", "suspend"].iter().enumerate() {
+        last = vehicle_move(if n % 2 == 0 { &a } else { &b }, action).await;
+    }
+    delivered_past(&a, &id, last).await;
+    let holders = a.scalar("SELECT count(DISTINCT holder) FROM process_leases WHERE name = 'webhooks'").await;
+    assert_eq!(holders, 1, "one instance delivers");
+
+    // The instance delivering stops; the other takes over from where it stood.
+    let holder: String = sqlx::query_scalar("SELECT holder FROM process_leases WHERE name = 'webhooks'")
+        .fetch_one(match a.db() {
+            tacho::store::Db::Postgres(pool) => pool,
+            tacho::store::Db::Sqlite(_) => unreachable!("PostgreSQL only"),
+        })
+        .await
+        .unwrap();
+    let a_holds = holder.starts_with(&format!("{}/", a.config.instance_name()));
+    let (stopped, left) = if a_holds { (a, b) } else { (b, a) };
+    stopped.stop().await;
+    for action in ["activate", "suspend"] {
+        last = vehicle_move(&left, action).await;
+    }
+    delivered_past(&left, &id, last).await;
+    let mut ids: Vec<String> = receiver.events(&secret).iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect();
+    ids.dedup();
+    let expected: Vec<String> = (2..=7).map(|n| format!("Vehicle:{VIN}:{n}")).collect();
+    assert_eq!(ids, expected, "every event once per id, in log order, across the hand-over");
+    left.stop().await;
+}
