@@ -145,6 +145,8 @@ pub async fn prune(db: &Db, retention: Retention) -> Result<u64, sqlx::Error> {
         seen_before: now - chrono::Duration::days(DEDUPE_WINDOW_DAYS),
         dead_letters_before: now - retention.dead_letters,
         keys_before: now - retention.idempotency_keys,
+        // Long past any create, rotation or delivery still in flight.
+        webhook_orphans_before: now - chrono::Duration::hours(1),
     };
     pending::prune(db, prune).await
 }

@@ -93,6 +93,9 @@ pub struct Prune {
     pub dead_letters_before: DateTime<Utc>,
     /// Idempotency keys.
     pub keys_before: DateTime<Utc>,
+    /// Webhook rows no subscription uses (a secret whose event never came or whose grace period
+    /// ended, the place and attempts of a deleted subscription), made before this.
+    pub webhook_orphans_before: DateTime<Utc>,
 }
 
 /// Deletes what `prune` names; how many rows went.
@@ -105,6 +108,19 @@ pub async fn prune(db: &Db, prune: Prune) -> Result<u64, sqlx::Error> {
         ("DELETE FROM command_idempotency WHERE created_at < $1", prune.keys_before),
     ] {
         deleted += Sql::new(sql).bind(before).execute(db).await?;
+    }
+    // A secret signs while it is its subscription's, or its previous one within the grace period.
+    let secrets = "DELETE FROM webhook_secrets WHERE created_at < $1 AND NOT EXISTS (SELECT 1 FROM rm_webhooks w \
+         WHERE w.webhook_id = webhook_secrets.webhook_id AND w.status <> 'deleted' AND \
+         (w.secret = webhook_secrets.fingerprint OR (w.previous_secret = webhook_secrets.fingerprint \
+         AND w.previous_until > $2)))";
+    deleted += Sql::new(secrets).bind(prune.webhook_orphans_before).bind(Utc::now()).execute(db).await?;
+    for (table, made) in [("webhook_cursors", "updated_at"), ("webhook_deliveries", "attempted_at")] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE {made} < $1 AND NOT EXISTS (SELECT 1 FROM rm_webhooks w \
+             WHERE w.webhook_id = {table}.webhook_id AND w.status <> 'deleted')"
+        );
+        deleted += Sql::new(&sql).bind(prune.webhook_orphans_before).execute(db).await?;
     }
     Ok(deleted)
 }

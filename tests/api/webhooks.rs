@@ -702,3 +702,60 @@ async fn two_instances_deliver_each_event_in_order_and_the_second_takes_over() {
     assert_eq!(ids, expected, "every event once per id, in log order, across the hand-over");
     left.stop().await;
 }
+
+contract!(the_sweep_removes_webhook_rows_no_subscription_uses_and_keeps_the_rest);
+async fn the_sweep_removes_webhook_rows_no_subscription_uses_and_keeps_the_rest(store: Store) {
+    let Some(app) = spawn_app(store).await else { return };
+    let receiver = Receiver::start().await;
+    let token = insurer(&app);
+    let (live, _) = subscribe(&app, &receiver, json!(["vehicle.registry"])).await;
+    let (gone, _) = subscribe(&app, &receiver, json!(["vehicle.registry"])).await;
+    let key = |id: &str| match app.db() {
+        tacho::store::Db::Postgres(_) => format!("'{id}'"),
+        tacho::store::Db::Sqlite(_) => format!("x'{}'", id.replace('-', "")),
+    };
+    let old = "'2020-01-01T00:00:00+00:00'";
+    let stray = uuid::Uuid::new_v4().to_string();
+    // Left by a create whose event never came, by a rotation refused after a crash, and by a worker
+    // racing the deletion of `gone`.
+    for sql in [
+        format!("INSERT INTO webhook_secrets VALUES ({}, 'aaaaaaaaaaaaaaaa', 'whsec_x', {old})", key(&stray)),
+        format!("INSERT INTO webhook_secrets VALUES ({}, 'bbbbbbbbbbbbbbbb', 'whsec_y', {old})", key(&live)),
+    ] {
+        app.scalar(&format!("{sql} RETURNING CAST(1 AS bigint)")).await;
+    }
+    assert_eq!(
+        app.call(Method::DELETE, &format!("/v1/subscriptions/{gone}"), &token, None).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    for sql in [
+        format!("INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at, failures) VALUES ({}, 0, 1, 0, {old}, 0)", key(&gone)),
+        format!("INSERT INTO webhook_deliveries (webhook_id, attempted_at, ok, response_status, latency_ms, events, first_position, last_position, error) VALUES ({}, {old}, true, 200, 1, 1, 1, 1, NULL)", key(&gone)),
+        format!("INSERT INTO webhook_deliveries (webhook_id, attempted_at, ok, response_status, latency_ms, events, first_position, last_position, error) VALUES ({}, {old}, true, 200, 1, 1, 1, 1, NULL)", key(&live)),
+    ] {
+        app.scalar(&format!("{sql} RETURNING CAST(1 AS bigint)")).await;
+    }
+    // Every row is old now: only what a subscription uses stays.
+    app.scalar(&format!("UPDATE webhook_secrets SET created_at = {old} RETURNING CAST(1 AS bigint)")).await;
+    let retention = tacho::processes::sweep::Retention {
+        history: chrono::Duration::hours(24),
+        dead_letters: chrono::Duration::days(30),
+        idempotency_keys: chrono::Duration::hours(24),
+    };
+    tacho::processes::sweep::prune(app.db(), retention).await.unwrap();
+    let count = |table: &str, id: &str| {
+        let sql = format!("SELECT count(*) FROM {table} WHERE webhook_id = {}", key(id));
+        let app = &app;
+        async move { app.scalar(&sql).await }
+    };
+    assert_eq!(count("webhook_secrets", &stray).await, 0, "a secret of no subscription goes");
+    assert_eq!(
+        count("webhook_secrets", &live).await,
+        1,
+        "the live subscription keeps its own secret, not the stray one"
+    );
+    assert_eq!(count("webhook_cursors", &gone).await + count("webhook_deliveries", &gone).await, 0);
+    assert_eq!(count("webhook_deliveries", &live).await, 1, "a live subscription's attempts stay");
+    let rotated = app.post(&format!("/v1/subscriptions/{live}/rotate-secret"), &token, json!({})).await;
+    assert_eq!(rotated.status(), StatusCode::OK, "the kept secret is the one in force");
+}
