@@ -72,6 +72,8 @@ struct Turn {
 }
 
 async fn creating(state: &AppState, principal: &str) -> Result<Turn, ApiError> {
+    // Stripes of their own: the turn is held across the create's command, which takes its stream's
+    // stripe of the frameworks' (the same stripe would wait for itself).
     static STRIPES: std::sync::OnceLock<Vec<std::sync::Arc<tokio::sync::Mutex<()>>>> = std::sync::OnceLock::new();
     let stripes = STRIPES.get_or_init(|| (0..64).map(|_| std::sync::Arc::default()).collect());
     let stripe = {
@@ -228,14 +230,7 @@ async fn create(
         secret: secret.fingerprint(),
         at: Utc::now(),
     };
-    let created =
-        state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await;
-    if let Err(e) = created {
-        forget_refused(&secrets, id, &secret, &e).await;
-        return Err(e.into());
-    }
-    settle(&state, id).await?;
-    let webhook = own(&state, &principal, id).await?;
+    let webhook = with_new_secret(&state, &principal, id, command, &secrets, &secret).await?;
     let body = SubscriptionSecret { subscription: view(&webhook), secret: secret.reveal() };
     let location = format!("/v1/subscriptions/{id}");
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(body)).into_response())
@@ -331,27 +326,33 @@ async fn rotate_secret(
     let at = Utc::now();
     let previous_until: DateTime<Utc> = at + Duration::seconds(i64::from(grace));
     let command = WebhookCommand::RotateSecret { secret: secret.fingerprint(), previous_until, at };
-    let rotated =
-        state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await;
-    if let Err(e) = rotated {
-        forget_refused(&secrets, id, &secret, &e).await;
-        return Err(e.into());
-    }
-    settle(&state, id).await?;
-    let subscription = view(&own(&state, &principal, id).await?);
+    let subscription = view(&with_new_secret(&state, &principal, id, command, &secrets, &secret).await?);
     Ok(Json(SubscriptionSecret { subscription, secret: secret.reveal() }))
 }
 
-/// Erases the new `secret` of subscription `id` when the subscription refused the command that
-/// named it (it will never sign). Not on any other error: the command may have been recorded (a
-/// lost acknowledgement) and the secret then signs for it.
-async fn forget_refused<E>(secrets: &Secrets, id: Uuid, secret: &Secret, error: &cqrs_es::AggregateError<E>)
-where
-    E: std::error::Error,
-{
-    if matches!(error, cqrs_es::AggregateError::UserError(_)) {
-        let _ = secrets.forget(id, &secret.fingerprint()).await;
+/// Runs `command`, which names the new `secret` (stored before it: a subscription never names a
+/// secret that is not there), and answers with the subscription once the read model has it. The
+/// secret is erased when the subscription refused the command (it will never sign); not on any
+/// other error: the command may have been recorded (a lost acknowledgement) and the secret then
+/// signs for it.
+async fn with_new_secret(
+    state: &AppState,
+    principal: &Principal,
+    id: Uuid,
+    command: WebhookCommand,
+    secrets: &Secrets,
+    secret: &Secret,
+) -> Result<Webhook, ApiError> {
+    let done =
+        state.frameworks.execute(&state.frameworks.webhooks, &id.to_string(), command, &principal.metadata()).await;
+    if let Err(e) = done {
+        if matches!(e, cqrs_es::AggregateError::UserError(_)) {
+            let _ = secrets.forget(id, &secret.fingerprint()).await;
+        }
+        return Err(e.into());
     }
+    settle(state, id).await?;
+    own(state, principal, id).await
 }
 
 /// End a subscription (its principal, admin): nothing more is delivered, its secrets are erased
@@ -426,17 +427,17 @@ async fn replay(
     Json(body): Json<Replay>,
 ) -> Result<(StatusCode, Json<ReplayStarted>), ApiError> {
     principal.require(&[Role::Service])?;
-    let from_position = match (body.from_position, body.from_time) {
-        (Some(position), None) if position >= 0 => position,
-        (Some(_), None) => return Err(invalid("from_position must be 0 or more")),
-        (None, Some(time)) => {
-            own(&state, &principal, id).await?;
-            let mut pooled = state.db.acquire().await?;
-            crate::store::log::first_position_at(&mut pooled.conn(), time).await?
-        }
+    let from_time = match (body.from_position, body.from_time) {
+        (Some(position), None) if position < 0 => return Err(invalid("from_position must be 0 or more")),
+        (Some(_), None) => None,
+        (None, Some(time)) => Some(time),
         _ => return Err(invalid("give exactly one of from_position and from_time")),
     };
     own(&state, &principal, id).await?;
+    let from_position = match from_time {
+        Some(time) => crate::store::log::first_position_at(&mut state.db.acquire().await?.conn(), time).await?,
+        None => body.from_position.unwrap_or_default(),
+    };
     // The read model moves the subscription's place back when it records the replay.
     let by = principal.sub().to_owned();
     let command = WebhookCommand::Replay { from_position, from_time: body.from_time, by, at: Utc::now() };
