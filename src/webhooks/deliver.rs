@@ -598,7 +598,10 @@ pub async fn rewind(conn: &mut Conn<'_>, id: Uuid, from: i64, generation: i64) -
         }
         Conn::Sqlite(_) => Checkpoint { tx_id: 0, position: from.saturating_sub(1) },
     };
-    let target = target.min(current.at);
+    if target >= current.at {
+        // Nothing to deliver again (a position past the cursor): the batch in flight stays valid.
+        return Ok(());
+    }
     let sql = "INSERT INTO webhook_cursors (webhook_id, tx_id, position, generation, updated_at, failures) \
          VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (webhook_id) DO UPDATE SET tx_id = $2, position = $3, \
          generation = $4, updated_at = $5";
